@@ -1,0 +1,155 @@
+"""plan(): intersect what each destination rank needs with what each source rank holds.
+
+For every destination rank, layer and component the planner walks the global indices
+of the sharded axis the destination holds, picks one source rank holding each
+(`sharding.choose_source`), lays out every (index, token, axis...) cell on both sides
+with the fields of `kvplan.geometry`, and coalesces cells contiguous on both sides.
+Identical layers share one template, so an 80-layer model costs a few templates.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+
+import numpy as np
+
+from .compat import check_same_model
+from .engine import EngineSpec
+from .errors import SpecError
+from .ranges import merged_nbytes, run_starts
+from .sharding import choose_source, preferred_sources
+from .table import COMPONENT_CODE, ReadTable
+from .transfer_plan import EngineTransferPlan
+
+_TEMPLATE_COLUMNS = ("src_rank", "component", "src_slot", "dst_slot", "src_block", "dst_block",
+                     "src_offset", "dst_offset", "nbytes")
+
+
+def plan(src: EngineSpec, dst: EngineSpec) -> EngineTransferPlan:
+    """Plan every decode rank's reads from the prefill engine.
+
+    >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec, plan
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> p = plan(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4))
+    >>> t = p.reads(dst_rank=3)       # heads 6,7 = second half of prefill rank 1's page
+    >>> [(int(t.src_rank[0]), int(t.src_offset[0]), int(t.nbytes[0]))]
+    [(1, 16384, 16384)]
+    """
+    if not isinstance(src, EngineSpec) or not isinstance(dst, EngineSpec):
+        raise SpecError(f"plan() takes two EngineSpec, got {type(src).__name__} and {type(dst).__name__}")
+    check_same_model(src, dst)
+    span = src.span_tokens(dst)
+    templates: dict = {}
+    tables = []
+    src_first_region = _first_region(src)
+    dst_first_region = _first_region(dst)
+    for dst_rank in range(dst.world_size):
+        stage, dst_tp_rank = divmod(dst_rank, dst.tp)
+        start, end = dst.stage_layers[stage]
+        parts = []
+        for layer in range(start, end):
+            spec = dst.model.layers[layer]
+            key = (spec, dst_tp_rank)
+            if key not in templates:
+                templates[key] = _layer_template(src, dst, layer, dst_tp_rank, span)
+            t = templates[key]
+            n = len(t["nbytes"])
+            parts.append({
+                "src_rank": t["src_rank"] + src.stage_of(layer) * src.tp,
+                "layer": np.full(n, layer, np.int64),
+                "component": t["component"],
+                "src_region": t["src_slot"] + src_first_region[layer],
+                "dst_region": t["dst_slot"] + dst_first_region[layer],
+                **{c: t[c] for c in ("src_block", "dst_block", "src_offset", "dst_offset", "nbytes")},
+            })
+        columns = {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0, np.int64)
+                   for c in ("src_rank", "layer", "component", "src_region", "dst_region",
+                             "src_block", "dst_block", "src_offset", "dst_offset", "nbytes")}
+        tables.append(ReadTable(dst_rank, **columns))
+    return EngineTransferPlan(src=src, dst=dst, span_tokens=span, tables=tuple(tables))
+
+
+def _first_region(engine: EngineSpec) -> np.ndarray:
+    first = np.zeros(engine.model.num_layers, np.int64)
+    for index, region in reversed(list(enumerate(engine.regions))):
+        first[region.layer] = index
+    return first
+
+
+def _layer_template(src: EngineSpec, dst: EngineSpec, layer: int, dst_tp_rank: int, span: int) -> dict:
+    """Rows (block-relative) for one layer on one destination TP rank, coalesced."""
+    dst_geom = dst.layer_geometry(layer, dst_tp_rank)
+    src_geoms = [src.layer_geometry(layer, p) for p in range(src.tp)]
+    preferred = preferred_sources(dst_tp_rank, dst.tp, src.tp)
+    pieces = []
+    for fd in dst_geom.fields:
+        src_fields = [(p, next(f for f in g.fields if f.component == fd.component)) for p, g in enumerate(src_geoms)]
+        holders = [(p, f.shard_lo, f.shard_hi) for p, f in src_fields]
+        owners = [choose_source(g, holders, preferred) for g in range(fd.shard_lo, fd.shard_hi)]
+        g = fd.shard_lo
+        for p, run in groupby(owners):
+            count = len(list(run))
+            fs = src_fields[p][1]
+            pieces.append(_cells(p, fd, fs, g, g + count, dst_geom, src_geoms[p], dst, src, span))
+            g += count
+    cols = {c: np.concatenate([piece[c] for piece in pieces]) for c in _TEMPLATE_COLUMNS}
+    order = np.lexsort((cols["dst_offset"], cols["dst_block"], cols["dst_slot"]))
+    cols = {c: v[order] for c, v in cols.items()}
+    starts = run_starts([cols[k] for k in ("src_rank", "src_slot", "dst_slot", "src_block", "dst_block")],
+                        cols["src_offset"], cols["dst_offset"], cols["nbytes"])
+    merged = {c: v[starts] for c, v in cols.items()}
+    merged["nbytes"] = merged_nbytes(cols["nbytes"], starts)
+    merged["component"] = _merged_component(cols["component"], starts)
+    return merged
+
+
+def _merged_component(component: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Component code of each merged run: its own, "KV" for a K|V run, else "mixed"."""
+    if len(starts) == 0:
+        return component[:0]
+    low = np.minimum.reduceat(component, starts)
+    high = np.maximum.reduceat(component, starts)
+    kv = (low == COMPONENT_CODE["K"]) & (high == COMPONENT_CODE["V"])
+    return np.where(low == high, low, np.where(kv, COMPONENT_CODE["KV"], COMPONENT_CODE["mixed"]))
+
+
+def _token_offsets(field, geom, engine: EngineSpec, span: int):
+    """(logical block in span, byte offset in that block's page) for each token of the span."""
+    t = np.arange(span, dtype=np.int64)
+    block, within = np.divmod(t, engine.block_tokens)
+    page, token = np.divmod(within, geom.kernel_tokens)
+    return block, page * geom.page_bytes[field.region_slot] + token * field.token_stride_bytes
+
+
+def _cells(src_rank, fd, fs, g0, g1, dst_geom, src_geom, dst, src, span) -> dict:
+    """One row per (global index in [g0, g1), token, axis...) cell of a component."""
+    g = np.arange(g0, g1, dtype=np.int64)
+    src_off = fs.base_bytes + (g - fs.shard_lo) * fs.shard_stride_bytes
+    dst_off = fd.base_bytes + (g - fd.shard_lo) * fd.shard_stride_bytes
+    zeros = np.zeros_like(g)
+    src_blk, dst_blk = zeros, zeros
+    if fd.has_tokens:
+        s_blk, s_tok = _token_offsets(fs, src_geom, src, span)
+        d_blk, d_tok = _token_offsets(fd, dst_geom, dst, span)
+        src_off = (src_off[:, None] + s_tok[None, :]).ravel()
+        dst_off = (dst_off[:, None] + d_tok[None, :]).ravel()
+        src_blk = np.broadcast_to(s_blk, (len(g), span)).ravel()
+        dst_blk = np.broadcast_to(d_blk, (len(g), span)).ravel()
+    for (extent, s_stride), (_, d_stride) in zip(fs.axes, fd.axes, strict=True):
+        a = np.arange(extent, dtype=np.int64)
+        src_off = (src_off[:, None] + a * s_stride).ravel()
+        dst_off = (dst_off[:, None] + a * d_stride).ravel()
+        src_blk = np.repeat(src_blk, extent)
+        dst_blk = np.repeat(dst_blk, extent)
+    n = len(src_off)
+    return {
+        "src_rank": np.full(n, src_rank, np.int64),
+        "component": np.full(n, COMPONENT_CODE[fd.component], np.int64),
+        "src_slot": np.full(n, fs.region_slot, np.int64),
+        "dst_slot": np.full(n, fd.region_slot, np.int64),
+        "src_block": np.asarray(src_blk, np.int64),
+        "dst_block": np.asarray(dst_blk, np.int64),
+        "src_offset": src_off,
+        "dst_offset": dst_off,
+        "nbytes": np.full(n, fd.run_bytes, np.int64),
+    }
