@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import numpy as np
 
+from ._arrays import column
 from .errors import BlockError, RankError
 from .ranges import merged_nbytes, run_starts
+from .table import ReadTable
 from .transfer import Transfer
 
 
@@ -31,18 +34,28 @@ def block_ids(values, *, side: str, num_blocks: int | None) -> np.ndarray:
     return array
 
 
-def lower(plan, dst_rank: int, src_blocks, dst_blocks) -> Transfer:
-    """Transfer for `dst_rank` reading a request's blocks.
+@attrs.frozen
+class RequestRows:
+    """A request's copies before coalescing: which table row, for which block ids.
+
+    `row[i]` indexes `plan.reads(dst_rank)`; `src_block_id[i]` / `dst_block_id[i]` are
+    the request's logical block ids that row reads from and writes to. Order: by
+    destination region, then span, then table row (the order `lower()` coalesces in).
+    """
+
+    table: ReadTable
+    row: np.ndarray = column()
+    src_block_id: np.ndarray = column()
+    dst_block_id: np.ndarray = column()
+
+
+def request_rows(plan, dst_rank: int, src_blocks, dst_blocks) -> RequestRows:
+    """Pair a request's block ids with the rows of `dst_rank`'s table.
 
     `src_blocks` / `dst_blocks` are the request's logical block ids on each engine, in
     token order. With equal block sizes they pair one to one; otherwise they must
     cover the same tokens (the last block of either side may be partly used).
-
-    >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec, plan
-    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
-    >>> t = plan(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4)).lower(3, [7, 8], [40, 41])
-    >>> t.src_offset.tolist(), t.dst_offset.tolist(), t.nbytes.tolist()
-    ([245760, 278528], [655360, 671744], [16384, 16384])
+    Sliding-window layers keep only the blocks their window needs.
     """
     src, dst = plan.src, plan.dst
     if not 0 <= dst_rank < dst.world_size:
@@ -66,44 +79,53 @@ def lower(plan, dst_rank: int, src_blocks, dst_blocks) -> Transfer:
     partial = len(sb) < len(src_pad) or len(db) < len(dst_pad)
     first_kept = _first_kept_block(plan, table, len(db))
 
-    src_stride = np.array([r.block_bytes for r in src.regions], np.int64)
-    dst_stride = np.array([r.block_bytes for r in dst.regions], np.int64)
     seg_start = np.flatnonzero(np.r_[True, table.dst_region[1:] != table.dst_region[:-1]]) if len(table) else np.zeros(0, np.int64)
     seg_len = np.diff(np.r_[seg_start, len(table)])
-    parts = []
     span_ids = np.arange(spans, dtype=np.int64)[None, :, None]
+    parts = []
     for length in np.unique(seg_len):
         rows = seg_start[seg_len == length][:, None] + np.arange(length)[None, :]  # (regions, rows)
-        s_idx = span_ids * ns + table.src_block[rows][:, None, :]
         d_idx = span_ids * nd + table.dst_block[rows][:, None, :]
-        s_blk, d_blk = src_pad[s_idx], dst_pad[d_idx]
-        s_reg, d_reg = table.src_region[rows], table.dst_region[rows]
-        cols = {
-            "src_rank": np.broadcast_to(table.src_rank[rows][:, None, :], s_blk.shape),
-            "src_region": np.broadcast_to(s_reg[:, None, :], s_blk.shape),
-            "src_offset": s_blk * src_stride[s_reg][:, None, :] + table.src_offset[rows][:, None, :],
-            "dst_region": np.broadcast_to(d_reg[:, None, :], s_blk.shape),
-            "dst_offset": d_blk * dst_stride[d_reg][:, None, :] + table.dst_offset[rows][:, None, :],
-            "nbytes": np.broadcast_to(table.nbytes[rows][:, None, :], s_blk.shape),
-        }
-        keep = None
-        if partial:
-            keep = (s_blk >= 0) & (d_blk >= 0)
+        s_blk = src_pad[span_ids * ns + table.src_block[rows][:, None, :]]
+        d_blk = dst_pad[d_idx]
+        row = np.broadcast_to(rows[:, None, :], s_blk.shape)
+        keep = (s_blk >= 0) & (d_blk >= 0) if partial else None
         if first_kept is not None:
             window = d_idx >= first_kept[rows][:, None, :]
             keep = window if keep is None else keep & window
         if keep is None:
-            parts.append({c: v.reshape(-1) for c, v in cols.items()})
+            parts.append((row.reshape(-1), s_blk.reshape(-1), d_blk.reshape(-1)))
         else:
-            parts.append({c: v[keep] for c, v in cols.items()})
-    names = ("src_rank", "src_region", "src_offset", "dst_region", "dst_offset", "nbytes")
+            parts.append((row[keep], s_blk[keep], d_blk[keep]))
     if not parts:
-        return Transfer(dst_rank, *([np.zeros(0, np.int64)] * 6), src_regions=src.regions, dst_regions=dst.regions)
-    flat = {c: np.concatenate([p[c] for p in parts]) if len(parts) > 1 else parts[0][c] for c in names}
-    starts = run_starts([flat["src_rank"], flat["src_region"], flat["dst_region"]],
-                        flat["src_offset"], flat["dst_offset"], flat["nbytes"])
-    out = {c: flat[c][starts] for c in names[:-1]}
-    return Transfer(dst_rank, nbytes=merged_nbytes(flat["nbytes"], starts), **out,
+        empty = np.zeros(0, np.int64)
+        return RequestRows(table, empty, empty, empty)
+    if len(parts) == 1:
+        return RequestRows(table, *parts[0])
+    return RequestRows(table, *(np.concatenate(cols) for cols in zip(*parts, strict=True)))
+
+
+def lower(plan, dst_rank: int, src_blocks, dst_blocks) -> Transfer:
+    """Coalesced `Transfer` for `dst_rank` reading a request's blocks (see `request_rows`).
+
+    >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec, plan
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> t = plan(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4)).lower(3, [7, 8], [40, 41])
+    >>> t.src_offset.tolist(), t.dst_offset.tolist(), t.nbytes.tolist()
+    ([245760, 278528], [655360, 671744], [16384, 16384])
+    """
+    src, dst = plan.src, plan.dst
+    req = request_rows(plan, dst_rank, src_blocks, dst_blocks)
+    table, row = req.table, req.row
+    src_stride = np.array([r.block_bytes for r in src.regions], np.int64)
+    dst_stride = np.array([r.block_bytes for r in dst.regions], np.int64)
+    src_region, dst_region = table.src_region[row], table.dst_region[row]
+    src_rank, nbytes = table.src_rank[row], table.nbytes[row]
+    src_offset = req.src_block_id * src_stride[src_region] + table.src_offset[row]
+    dst_offset = req.dst_block_id * dst_stride[dst_region] + table.dst_offset[row]
+    starts = run_starts([src_rank, src_region, dst_region], src_offset, dst_offset, nbytes)
+    return Transfer(dst_rank, src_rank[starts], src_region[starts], src_offset[starts], dst_region[starts],
+                    dst_offset[starts], merged_nbytes(nbytes, starts),
                     src_regions=src.regions, dst_regions=dst.regions)
 
 
