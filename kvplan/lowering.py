@@ -12,7 +12,7 @@ import math
 import attrs
 import numpy as np
 
-from ._arrays import column
+from ._arrays import column, frozen
 from .errors import BlockError, RankError
 from .ranges import merged_nbytes, run_starts
 from .table import ReadTable
@@ -49,28 +49,36 @@ class RequestRows:
     dst_block_id: np.ndarray = column()
 
 
-def request_rows(plan, dst_rank: int, src_blocks, dst_blocks) -> RequestRows:
-    """Pair a request's block ids with the rows of `dst_rank`'s table.
+@attrs.frozen
+class _Group:
+    """Destination regions whose template has the same row count, in broadcast form.
 
-    `src_blocks` / `dst_blocks` are the request's logical block ids on each engine, in
-    token order. With equal block sizes they pair one to one; otherwise they must
-    cover the same tokens (the last block of either side may be partly used).
-    Sliding-window layers keep only the blocks their window needs.
+    `rows` (regions, L) indexes the table; `src_blk` / `dst_blk` broadcast to
+    (regions, spans, L) and hold request block ids (-1 where the request has none);
+    `keep` (same shape, or None) marks copies the request actually makes.
     """
+
+    rows: np.ndarray = attrs.field(eq=False)
+    src_blk: np.ndarray = attrs.field(eq=False)
+    dst_blk: np.ndarray = attrs.field(eq=False)
+    keep: np.ndarray | None = attrs.field(eq=False)
+
+
+def _pair(plan, dst_rank: int, src_blocks, dst_blocks):
+    """Validate a request and pair its block ids with `dst_rank`'s table rows."""
     src, dst = plan.src, plan.dst
     if not 0 <= dst_rank < dst.world_size:
         raise RankError(f"dst_rank {dst_rank} is outside the decode engine's {dst.world_size} ranks")
     sb = block_ids(src_blocks, side="prefill", num_blocks=src.num_blocks)
     db = block_ids(dst_blocks, side="decode", num_blocks=dst.num_blocks)
-    src_tokens, dst_tokens = len(sb) * src.block_tokens, len(db) * dst.block_tokens
-    tokens = min(src_tokens, dst_tokens)
+    tokens = min(len(sb) * src.block_tokens, len(db) * dst.block_tokens)
     if -(-tokens // src.block_tokens) != len(sb) or -(-tokens // dst.block_tokens) != len(db):
         raise BlockError(
             f"block lists of unequal length: {len(sb)} prefill blocks of {src.block_tokens} tokens "
             f"and {len(db)} decode blocks of {dst.block_tokens} tokens do not cover the same tokens"
         )
     table = plan.reads(dst_rank)
-    ns, nd = plan.span_tokens // src.block_tokens, plan.span_tokens // dst.block_tokens
+    ns, nd = plan.src_blocks_per_span, plan.dst_blocks_per_span
     spans = max(-(-len(sb) // ns), -(-len(db) // nd))
     src_pad = np.full(spans * ns, -1, np.int64)
     src_pad[: len(sb)] = sb
@@ -78,30 +86,43 @@ def request_rows(plan, dst_rank: int, src_blocks, dst_blocks) -> RequestRows:
     dst_pad[: len(db)] = db
     partial = len(sb) < len(src_pad) or len(db) < len(dst_pad)
     first_kept = _first_kept_block(plan, table, len(db))
-
-    seg_start = np.flatnonzero(np.r_[True, table.dst_region[1:] != table.dst_region[:-1]]) if len(table) else np.zeros(0, np.int64)
+    if len(table) == 0:
+        return table, []
+    seg_start = np.flatnonzero(np.r_[True, table.dst_region[1:] != table.dst_region[:-1]])
     seg_len = np.diff(np.r_[seg_start, len(table)])
     span_ids = np.arange(spans, dtype=np.int64)[None, :, None]
-    parts = []
+    groups = []
     for length in np.unique(seg_len):
-        rows = seg_start[seg_len == length][:, None] + np.arange(length)[None, :]  # (regions, rows)
+        rows = seg_start[seg_len == length][:, None] + np.arange(length)[None, :]  # (regions, L)
         d_idx = span_ids * nd + table.dst_block[rows][:, None, :]
-        s_blk = src_pad[span_ids * ns + table.src_block[rows][:, None, :]]
-        d_blk = dst_pad[d_idx]
-        row = np.broadcast_to(rows[:, None, :], s_blk.shape)
+        # equal block sizes (one block per span): the span's block id broadcasts, no gather
+        s_blk = src_pad[None, :, None] if ns == 1 else src_pad[span_ids * ns + table.src_block[rows][:, None, :]]
+        d_blk = dst_pad[None, :, None] if nd == 1 else dst_pad[d_idx]
         keep = (s_blk >= 0) & (d_blk >= 0) if partial else None
         if first_kept is not None:
             window = d_idx >= first_kept[rows][:, None, :]
             keep = window if keep is None else keep & window
-        if keep is None:
-            parts.append((row.reshape(-1), s_blk.reshape(-1), d_blk.reshape(-1)))
-        else:
-            parts.append((row[keep], s_blk[keep], d_blk[keep]))
+        groups.append(_Group(rows, s_blk, d_blk, keep))
+    return table, groups
+
+
+def request_rows(plan, dst_rank: int, src_blocks, dst_blocks) -> RequestRows:
+    """Pair a request's block ids with the rows of `dst_rank`'s table (no coalescing).
+
+    `src_blocks` / `dst_blocks` are the request's logical block ids on each engine, in
+    token order. With equal block sizes they pair one to one; otherwise they must
+    cover the same tokens (the last block of either side may be partly used).
+    Sliding-window layers keep only the blocks their window needs.
+    """
+    table, groups = _pair(plan, dst_rank, src_blocks, dst_blocks)
+    parts = []
+    for g in groups:
+        shape = np.broadcast_shapes(g.src_blk.shape, g.dst_blk.shape, (g.rows.shape[0], 1, g.rows.shape[1]))
+        cols = [np.broadcast_to(a, shape) for a in (g.rows[:, None, :], g.src_blk, g.dst_blk)]
+        parts.append([c[g.keep] if g.keep is not None else c.reshape(-1) for c in cols])
     if not parts:
         empty = np.zeros(0, np.int64)
         return RequestRows(table, empty, empty, empty)
-    if len(parts) == 1:
-        return RequestRows(table, *parts[0])
     return RequestRows(table, *(np.concatenate(cols) for cols in zip(*parts, strict=True)))
 
 
@@ -115,18 +136,74 @@ def lower(plan, dst_rank: int, src_blocks, dst_blocks) -> Transfer:
     ([245760, 278528], [655360, 671744], [16384, 16384])
     """
     src, dst = plan.src, plan.dst
-    req = request_rows(plan, dst_rank, src_blocks, dst_blocks)
-    table, row = req.table, req.row
+    table, groups = _pair(plan, dst_rank, src_blocks, dst_blocks)
     src_stride = np.array([r.block_bytes for r in src.regions], np.int64)
     dst_stride = np.array([r.block_bytes for r in dst.regions], np.int64)
-    src_region, dst_region = table.src_region[row], table.dst_region[row]
-    src_rank, nbytes = table.src_rank[row], table.nbytes[row]
-    src_offset = req.src_block_id * src_stride[src_region] + table.src_offset[row]
-    dst_offset = req.dst_block_id * dst_stride[dst_region] + table.dst_offset[row]
-    starts = run_starts([src_rank, src_region, dst_region], src_offset, dst_offset, nbytes)
-    return Transfer(dst_rank, src_rank[starts], src_region[starts], src_offset[starts], dst_region[starts],
-                    dst_offset[starts], merged_nbytes(nbytes, starts),
-                    src_regions=src.regions, dst_regions=dst.regions)
+    out = {name: [] for name in _TRANSFER_COLUMNS}
+    for g in groups:
+        rows = g.rows
+        s_off = g.src_blk * src_stride[table.src_region[rows]][:, None, :] + table.src_offset[rows][:, None, :]
+        d_off = g.dst_blk * dst_stride[table.dst_region[rows]][:, None, :] + table.dst_offset[rows][:, None, :]
+        s_off, d_off = np.broadcast_arrays(s_off, d_off)
+        if g.keep is not None:
+            # rare path (partial last span, sliding windows): flatten kept copies, merge generically
+            flat_rows = np.broadcast_to(rows[:, None, :], s_off.shape)[g.keep]
+            _merge_flat(table, flat_rows, s_off[g.keep], d_off[g.keep], out)
+        else:
+            _merge_broadcast(table, rows, s_off, d_off, out)
+    cols = {name: frozen(np.concatenate(parts)) if parts else frozen(np.zeros(0, np.int64))
+            for name, parts in out.items()}
+    return Transfer(dst_rank, **cols, src_regions=src.regions, dst_regions=dst.regions)
+
+
+_TRANSFER_COLUMNS = ("src_rank", "src_region", "src_offset", "dst_region", "dst_offset", "nbytes")
+
+
+def _merge_flat(table, rows, s_off, d_off, out) -> None:
+    nbytes = table.nbytes[rows]
+    src_rank, src_region, dst_region = table.src_rank[rows], table.src_region[rows], table.dst_region[rows]
+    starts = run_starts([src_rank, src_region, dst_region], s_off, d_off, nbytes)
+    for name, col in (("src_rank", src_rank), ("src_region", src_region), ("src_offset", s_off),
+                      ("dst_region", dst_region), ("dst_offset", d_off)):
+        out[name].append(col[starts])
+    out["nbytes"].append(merged_nbytes(nbytes, starts))
+
+
+def _merge_broadcast(table, rows, s_off, d_off, out) -> None:
+    """Coalesce copies laid out (regions, spans, L) in that order.
+
+    Key columns (rank, regions) depend only on the template row, so whether a copy may
+    continue its predecessor's run is decided on the small (regions, L) template and
+    broadcast; the offset checks run on flat contiguous arrays (fast even when L is
+    small). A run's size is its source end minus its start.
+    """
+    regions, spans, length = s_off.shape
+    src_rank, src_region, dst_region = table.src_rank[rows], table.src_region[rows], table.dst_region[rows]
+    nbytes = table.nbytes[rows]
+    key_ok = np.empty((regions, length), bool)
+    key_ok[:, 1:] = (src_rank[:, 1:] == src_rank[:, :-1]) & (src_region[:, 1:] == src_region[:, :-1])
+    # first row of span j continues the last row of span j-1 (same destination region)
+    key_ok[:, 0] = (src_rank[:, 0] == src_rank[:, -1]) & (src_region[:, 0] == src_region[:, -1])
+    shape = s_off.shape
+    s_flat, d_flat = s_off.reshape(-1), d_off.reshape(-1)
+    nb_flat = np.broadcast_to(nbytes[:, None, :], shape).reshape(-1)
+    cont = np.broadcast_to(key_ok[:, None, :], shape).flatten()  # flatten copies: safe to write
+    cont[:: spans * length] = False  # a new destination region always starts a run
+    cont[1:] &= s_flat[1:] == s_flat[:-1] + nb_flat[:-1]
+    cont[1:] &= d_flat[1:] == d_flat[:-1] + nb_flat[:-1]
+    # Boolean compression beats index gathers here: most copies often start a run.
+    start = ~cont
+    end = np.empty_like(start)
+    end[:-1] = start[1:]
+    end[-1] = True
+    start_3d = start.reshape(shape)
+    out["src_rank"].append(np.broadcast_to(src_rank[:, None, :], shape)[start_3d])
+    out["src_region"].append(np.broadcast_to(src_region[:, None, :], shape)[start_3d])
+    out["dst_region"].append(np.broadcast_to(dst_region[:, None, :], shape)[start_3d])
+    src_offset = s_flat[start]
+    out["src_offset"].append(src_offset)
+    out["dst_offset"].append(d_flat[start])
+    out["nbytes"].append(s_flat[end] + nb_flat[end] - src_offset)
 
 
 def _first_kept_block(plan, table, num_dst_blocks: int):
