@@ -28,7 +28,7 @@ class Mamba2Spec:
 
     >>> s = Mamba2Spec(num_heads=64, head_dim=64, n_groups=8, d_state=128, conv_kernel=4)
     >>> s.conv_channels, s.ssm_bytes_per_head
-    (6144, 131072)
+    (6144, 32768)
     """
 
     num_heads: int = attrs.field(validator=positive)
