@@ -1,0 +1,136 @@
+"""Command line: plan a transfer for a built-in model and print it.
+
+    python -m kvplan plan --model llama-3.1-70b --src-tp 2 --dst-tp 8
+    python -m kvplan plan --model deepseek-v3 --src-tp 8 --dst-tp 2 --rank 1 --verify
+    python -m kvplan models
+
+Bad input (any `KvplanError`) prints one line to stderr and exits with status 2, the
+status argparse uses for its own usage errors.
+
+>>> main(["plan", "--model", "qwen2.5-7b", "--src-tp", "1", "--dst-tp", "8", "--rank", "5", "--json"])
+... # doctest: +ELLIPSIS
+{
+  "model": "qwen2.5-7b",
+...
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import attrs
+
+from .engine import KV_LAYOUTS, KV_STORAGES, EngineSpec
+from .errors import KvplanError
+from .models import MODELS, get_model
+from .planner import plan
+from .table import COLUMNS, COMPONENTS
+from .verify import verify
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kvplan", description="Plan KV-cache transfers between a prefill "
+                                     "engine (P, source) and a decode engine (D, destination).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("models", help="list the built-in models")
+    p = commands.add_parser("plan", help="plan every decode rank's reads and print a summary")
+    p.add_argument("--model", default="llama-3.1-8b", help="built-in model name (see `kvplan models`)")
+    p.add_argument("--kv-dtype", default=None, help="override the KV-cache dtype of every layer (e.g. fp8)")
+    for side, label, tp in (("src", "prefill", 1), ("dst", "decode", 2)):
+        p.add_argument(f"--{side}-tp", type=int, default=tp, help=f"{label} tensor-parallel size (default {tp})")
+        p.add_argument(f"--{side}-pp", type=int, default=1, help=f"{label} pipeline stages (default 1)")
+        p.add_argument(f"--{side}-block", type=int, default=16, help=f"{label} logical block, tokens (default 16)")
+        p.add_argument(f"--{side}-kernel-block", type=int, default=None,
+                       help=f"{label} kernel block, tokens (default: the logical block)")
+        p.add_argument(f"--{side}-layout", default="HND", choices=KV_LAYOUTS, help=f"{label} kernel page order")
+        p.add_argument(f"--{side}-storage", default="packed", choices=KV_STORAGES, help=f"{label} K/V storage")
+    p.add_argument("--rank", type=int, default=None, help="print only this decode rank's read table")
+    p.add_argument("--verify", action="store_true", help="check every byte with the identity simulation")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _engine(args, side: str, model) -> EngineSpec:
+    return EngineSpec(model=model, tp=getattr(args, f"{side}_tp"), pp=getattr(args, f"{side}_pp"),
+                      block_tokens=getattr(args, f"{side}_block"),
+                      kernel_block_tokens=getattr(args, f"{side}_kernel_block"),
+                      kv_layout=getattr(args, f"{side}_layout"), kv_storage=getattr(args, f"{side}_storage"))
+
+
+def _engine_json(engine: EngineSpec) -> dict:
+    return {"tp": engine.tp, "pp": engine.pp, "block_tokens": engine.block_tokens,
+            "kernel_block_tokens": engine.kernel_tokens, "kv_layout": engine.kv_layout,
+            "kv_storage": engine.kv_storage}
+
+
+def _table_json(table) -> dict:
+    columns = {name: col.tolist() for name, col in table.columns().items()}
+    columns["component"] = [COMPONENTS[c] for c in columns["component"]]
+    return {"dst_rank": table.dst_rank, "source_ranks": list(table.source_ranks),
+            "bytes_per_span": table.total_bytes, "reads": {name: columns[name] for name in COLUMNS}}
+
+
+def _plan_command(args) -> None:
+    model = get_model(args.model)
+    if args.kv_dtype is not None:
+        model = attrs.evolve(model, layers=tuple(attrs.evolve(layer, dtype=args.kv_dtype) for layer in model.layers))
+    p = plan(_engine(args, "src", model), _engine(args, "dst", model))
+    tables = p.tables if args.rank is None else (p.reads(dst_rank=args.rank),)
+    if args.verify:
+        verify(p)  # raises PlanError (exit 2) on any wrong byte
+    if args.json:
+        out = {"model": model.name, "num_layers": model.num_layers, "span_tokens": p.span_tokens,
+               "prefill": _engine_json(p.src), "decode": _engine_json(p.dst),
+               "verified": bool(args.verify), "ranks": [_table_json(t) for t in tables]}
+        print(json.dumps(out, indent=2))
+        return
+    print(p.describe() if args.rank is None else str(tables[0]))
+    if args.verify:
+        print(f"verified: {p.dst.world_size} decode ranks x {model.num_layers} layers, every byte correct")
+
+
+def _models_command() -> None:
+    print(f"{'name':<16} {'layers':>6}  {'kv heads x dim':<15} {'B/token/layer':>13}  notes")
+    for name in sorted(MODELS):
+        model = MODELS[name]
+        first = model.layers[0]
+        sliding = [layer.sliding_window for layer in model.layers if layer.sliding_window]
+        notes = []
+        if first.mla:
+            notes.append(f"MLA latent {first.head_dim}, replicated on every rank")
+        if sliding:
+            notes.append(f"{len(sliding)} sliding (window {max(sliding)}) + "
+                         f"{model.num_layers - len(sliding)} global layers")
+        print(f"{name:<16} {model.num_layers:>6}  {f'{first.num_kv_heads} x {first.head_dim}':<15} "
+              f"{first.bytes_per_token:>13}  {'; '.join(notes)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    >>> main(["models"])  # doctest: +NORMALIZE_WHITESPACE
+    name             layers  kv heads x dim  B/token/layer  notes
+    deepseek-v3          61  1 x 576                  1152  MLA latent 576, replicated on every rank
+    gemma-3-27b          62  16 x 128                 8192  52 sliding (window 1024) + 10 global layers
+    llama-3.1-70b        80  8 x 128                  4096
+    llama-3.1-8b         32  8 x 128                  4096
+    mistral-7b           32  8 x 128                  4096
+    qwen2.5-7b           28  4 x 128                  2048
+    0
+    >>> main(["plan", "--model", "llama-3.1-8b", "--src-tp", "8", "--dst-tp", "3"])
+    2
+    """
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "models":
+            _models_command()
+        else:
+            _plan_command(args)
+    except KvplanError as exc:
+        # one line: PlanError lists its defects on further lines
+        print(f"kvplan: error: {' | '.join(str(exc).splitlines())}", file=sys.stderr)
+        return 2
+    return 0
