@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import attrs
 
+from .errors import SpecError
 from .sharding import held_interval
 
 
@@ -68,8 +69,10 @@ class LayerGeometry:
 
 
 def attention_geometry(spec, tp: int, tp_rank: int, kernel_tokens: int, kernel_pages: int,
-                       kv_layout: str, kv_storage: str) -> LayerGeometry:
+                       kv_layout: str, kv_storage: str, kernel_stride_bytes: int | None = None) -> LayerGeometry:
     """Fields of an attention (or MLA) layer on TP rank `tp_rank`.
+
+    `kernel_stride_bytes` pads each kernel page (pooled regions with a unified page).
 
     >>> from kvplan.specs import AttentionSpec
     >>> g = attention_geometry(AttentionSpec(8, 128), 2, 1, 16, 1, "HND", "packed")
@@ -83,7 +86,7 @@ def attention_geometry(spec, tp: int, tp_rank: int, kernel_tokens: int, kernel_p
     if spec.mla:
         width = spec.head_dim * e
         latent = Field("latent", 0, 0, 1, nk * width, width, 0, width)
-        return LayerGeometry((latent,), (nk * width,), nk, kernel_pages)
+        return LayerGeometry((latent,), _padded((nk * width,), kernel_stride_bytes), nk, kernel_pages)
     lo, hi = held_interval(spec.num_kv_heads, tp, tp_rank, what="KV heads")
     heads = hi - lo
     ck, cv = spec.head_dim * e, spec.v_dim * e
@@ -105,4 +108,12 @@ def attention_geometry(spec, tp: int, tp_rank: int, kernel_tokens: int, kernel_p
     else:  # blocks_first
         fields = (part("K", 0, 0, ck, ck), part("V", 0, heads * nk * ck, cv, cv))
         pages = (heads * nk * (ck + cv),)
-    return LayerGeometry(fields, pages, nk, kernel_pages)
+    return LayerGeometry(fields, _padded(pages, kernel_stride_bytes), nk, kernel_pages)
+
+
+def _padded(pages: tuple[int, ...], stride: int | None) -> tuple[int, ...]:
+    if stride is None:
+        return pages
+    if len(pages) != 1 or stride < pages[0]:
+        raise SpecError(f"kernel page stride {stride} B cannot hold pages of {pages} B in one region")
+    return (stride,)

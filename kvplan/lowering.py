@@ -64,57 +64,112 @@ class _Group:
     keep: np.ndarray | None = attrs.field(eq=False)
 
 
-def _pair(plan, dst_rank: int, src_blocks, dst_blocks):
+def _per_group(values, groups: int, side: str) -> list:
+    """One block list per group; a flat list is accepted for a one-group engine."""
+    flat = isinstance(values, np.ndarray) and values.ndim == 1
+    if not flat and not isinstance(values, np.ndarray):
+        values = list(values)
+        flat = all(isinstance(v, (int, np.integer)) for v in values)
+    if flat:
+        if groups != 1:
+            raise BlockError(f"the engines have {groups} layer groups: pass {side} block ids as one list "
+                             f"per group, got one flat list of {len(values)} ids")
+        return [values]
+    if len(values) != groups:
+        raise BlockError(f"{side} block lists: {len(values)} lists given for {groups} layer groups")
+    return list(values)
+
+
+def _pair_group(plan, group: int, sb: np.ndarray, db: np.ndarray, prefix: str):
+    """Apply the prefix-hit rules to one group's lists and check they can pair."""
+    src, dst = plan.src, plan.dst
+    if not src.group_is_token(group):
+        # state is never token-trimmed: one state per block, pair block for block
+        if prefix == "tail" and len(sb) > len(db):
+            sb = sb[len(sb) - len(db):]
+        elif prefix == "tail" and len(db) == len(sb) + 1:
+            db = db[:-1]  # decode recomputes the last position itself
+        if len(sb) != len(db):
+            hint = "" if prefix == "tail" else " (prefix hits need prefix='tail')"
+            raise BlockError(f"group {group} (state): {len(sb)} prefill blocks and {len(db)} decode blocks "
+                             f"cannot pair{hint}")
+        return sb, db
+    src_block, dst_block = src.group_block_tokens(group)[0], dst.group_block_tokens(group)[0]
+    if prefix == "tail" and src_block == dst_block and len(sb) > len(db):
+        sb = sb[len(sb) - len(db):]  # decode already holds the prefix: read only the tail
+    tokens = min(len(sb) * src_block, len(db) * dst_block)
+    if -(-tokens // src_block) != len(sb) or -(-tokens // dst_block) != len(db):
+        hint = " (a decode prefix hit needs prefix='tail')" if len(sb) * src_block > len(db) * dst_block else ""
+        raise BlockError(
+            f"group {group}: block lists of unequal length: {len(sb)} prefill blocks of {src_block} tokens "
+            f"and {len(db)} decode blocks of {dst_block} tokens do not cover the same tokens{hint}"
+        )
+    return sb, db
+
+
+def _pair(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str = "exact"):
     """Validate a request and pair its block ids with `dst_rank`'s table rows."""
     src, dst = plan.src, plan.dst
     if not 0 <= dst_rank < dst.world_size:
         raise RankError(f"dst_rank {dst_rank} is outside the decode engine's {dst.world_size} ranks")
-    sb = block_ids(src_blocks, side="prefill", num_blocks=src.num_blocks)
-    db = block_ids(dst_blocks, side="decode", num_blocks=dst.num_blocks)
-    tokens = min(len(sb) * src.block_tokens, len(db) * dst.block_tokens)
-    if -(-tokens // src.block_tokens) != len(sb) or -(-tokens // dst.block_tokens) != len(db):
-        raise BlockError(
-            f"block lists of unequal length: {len(sb)} prefill blocks of {src.block_tokens} tokens "
-            f"and {len(db)} decode blocks of {dst.block_tokens} tokens do not cover the same tokens"
-        )
+    if prefix not in ("exact", "tail"):
+        raise BlockError(f"prefix must be 'exact' or 'tail', got {prefix!r}")
+    groups = len(dst.layer_groups)
+    lists = []
+    for g, (s_list, d_list) in enumerate(zip(_per_group(src_blocks, groups, "prefill"),
+                                             _per_group(dst_blocks, groups, "decode"), strict=True)):
+        sb = block_ids(s_list, side=f"prefill group {g}", num_blocks=src.num_blocks)
+        db = block_ids(d_list, side=f"decode group {g}", num_blocks=dst.num_blocks)
+        sb, db = _pair_group(plan, g, sb, db, prefix)
+        ns, nd = plan.blocks_per_span(g)
+        spans = max(-(-len(sb) // ns), -(-len(db) // nd))
+        src_pad = np.full(spans * ns, -1, np.int64)
+        src_pad[: len(sb)] = sb
+        dst_pad = np.full(spans * nd, -1, np.int64)
+        dst_pad[: len(db)] = db
+        lists.append((ns, nd, src_pad, dst_pad, len(sb) < len(src_pad) or len(db) < len(dst_pad), len(db)))
     table = plan.reads(dst_rank)
-    ns, nd = plan.src_blocks_per_span, plan.dst_blocks_per_span
-    spans = max(-(-len(sb) // ns), -(-len(db) // nd))
-    src_pad = np.full(spans * ns, -1, np.int64)
-    src_pad[: len(sb)] = sb
-    dst_pad = np.full(spans * nd, -1, np.int64)
-    dst_pad[: len(db)] = db
-    partial = len(sb) < len(src_pad) or len(db) < len(dst_pad)
-    first_kept = _first_kept_block(plan, table, len(db))
     if len(table) == 0:
         return table, []
-    seg_start = np.flatnonzero(np.r_[True, table.dst_region[1:] != table.dst_region[:-1]])
+    seg_start = np.flatnonzero(np.r_[True, table.layer[1:] != table.layer[:-1]])
     seg_len = np.diff(np.r_[seg_start, len(table)])
-    span_ids = np.arange(spans, dtype=np.int64)[None, :, None]
-    groups = []
-    for length in np.unique(seg_len):
-        rows = seg_start[seg_len == length][:, None] + np.arange(length)[None, :]  # (regions, L)
-        d_idx = span_ids * nd + table.dst_block[rows][:, None, :]
-        # equal block sizes (one block per span): the span's block id broadcasts, no gather
-        s_blk = src_pad[None, :, None] if ns == 1 else src_pad[span_ids * ns + table.src_block[rows][:, None, :]]
-        d_blk = dst_pad[None, :, None] if nd == 1 else dst_pad[d_idx]
-        keep = (s_blk >= 0) & (d_blk >= 0) if partial else None
-        if first_kept is not None:
-            window = d_idx >= first_kept[rows][:, None, :]
-            keep = window if keep is None else keep & window
-        groups.append(_Group(rows, s_blk, d_blk, keep))
-    return table, groups
+    seg_group = np.array([dst.group_of(int(layer)) for layer in table.layer[seg_start]], np.int64)
+    first_kept = _first_kept_block(plan, [entry[5] for entry in lists])
+    out = []
+    for group in np.unique(seg_group):
+        ns, nd, src_pad, dst_pad, partial, _ = lists[group]
+        if len(src_pad) == 0:
+            continue
+        span_ids = np.arange(len(src_pad) // ns, dtype=np.int64)[None, :, None]
+        for length in np.unique(seg_len[seg_group == group]):
+            chosen = (seg_group == group) & (seg_len == length)
+            rows = seg_start[chosen][:, None] + np.arange(length)[None, :]  # (segments, L)
+            d_idx = span_ids * nd + table.dst_block[rows][:, None, :]
+            # one block per span: the span's block id broadcasts, no gather
+            s_blk = src_pad[None, :, None] if ns == 1 else src_pad[span_ids * ns + table.src_block[rows][:, None, :]]
+            d_blk = dst_pad[None, :, None] if nd == 1 else dst_pad[d_idx]
+            keep = (s_blk >= 0) & (d_blk >= 0) if partial else None
+            if first_kept is not None:
+                window = d_idx >= first_kept[table.layer[rows]][:, None, :]
+                keep = window if keep is None else keep & window
+            out.append(_Group(rows, s_blk, d_blk, keep))
+    return table, out
 
 
-def request_rows(plan, dst_rank: int, src_blocks, dst_blocks) -> RequestRows:
+def request_rows(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> RequestRows:
     """Pair a request's block ids with the rows of `dst_rank`'s table (no coalescing).
 
     `src_blocks` / `dst_blocks` are the request's logical block ids on each engine, in
     token order. With equal block sizes they pair one to one; otherwise they must
     cover the same tokens (the last block of either side may be partly used).
     Sliding-window layers keep only the blocks their window needs.
+
+    Engines with several layer groups take one list per group. ``prefix="tail"``
+    applies vLLM's prefix-hit rules: token groups read only the prefill tail matching
+    the decode list (equal block sizes), state groups are never token-trimmed (the
+    prefill tail, or the decode list minus the position it recomputes).
     """
-    table, groups = _pair(plan, dst_rank, src_blocks, dst_blocks)
+    table, groups = _pair(plan, dst_rank, src_blocks, dst_blocks, prefix)
     parts = []
     for g in groups:
         shape = np.broadcast_shapes(g.src_blk.shape, g.dst_blk.shape, (g.rows.shape[0], 1, g.rows.shape[1]))
@@ -126,7 +181,7 @@ def request_rows(plan, dst_rank: int, src_blocks, dst_blocks) -> RequestRows:
     return RequestRows(table, *(np.concatenate(cols) for cols in zip(*parts, strict=True)))
 
 
-def lower(plan, dst_rank: int, src_blocks, dst_blocks) -> Transfer:
+def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> Transfer:
     """Coalesced `Transfer` for `dst_rank` reading a request's blocks (see `request_rows`).
 
     >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec, plan
@@ -136,7 +191,7 @@ def lower(plan, dst_rank: int, src_blocks, dst_blocks) -> Transfer:
     ([245760, 278528], [655360, 671744], [16384, 16384])
     """
     src, dst = plan.src, plan.dst
-    table, groups = _pair(plan, dst_rank, src_blocks, dst_blocks)
+    table, groups = _pair(plan, dst_rank, src_blocks, dst_blocks, prefix)
     src_stride = np.array([r.block_bytes for r in src.regions], np.int64)
     dst_stride = np.array([r.block_bytes for r in dst.regions], np.int64)
     out = {name: [] for name in _TRANSFER_COLUMNS}
@@ -181,14 +236,16 @@ def _merge_broadcast(table, rows, s_off, d_off, out) -> None:
     src_rank, src_region, dst_region = table.src_rank[rows], table.src_region[rows], table.dst_region[rows]
     nbytes = table.nbytes[rows]
     key_ok = np.empty((regions, length), bool)
-    key_ok[:, 1:] = (src_rank[:, 1:] == src_rank[:, :-1]) & (src_region[:, 1:] == src_region[:, :-1])
-    # first row of span j continues the last row of span j-1 (same destination region)
-    key_ok[:, 0] = (src_rank[:, 0] == src_rank[:, -1]) & (src_region[:, 0] == src_region[:, -1])
+    key_ok[:, 1:] = ((src_rank[:, 1:] == src_rank[:, :-1]) & (src_region[:, 1:] == src_region[:, :-1])
+                     & (dst_region[:, 1:] == dst_region[:, :-1]))
+    # first row of span j may continue the last row of span j-1
+    key_ok[:, 0] = ((src_rank[:, 0] == src_rank[:, -1]) & (src_region[:, 0] == src_region[:, -1])
+                    & (dst_region[:, 0] == dst_region[:, -1]))
     shape = s_off.shape
     s_flat, d_flat = s_off.reshape(-1), d_off.reshape(-1)
     nb_flat = np.broadcast_to(nbytes[:, None, :], shape).reshape(-1)
     cont = np.broadcast_to(key_ok[:, None, :], shape).flatten()  # flatten copies: safe to write
-    cont[:: spans * length] = False  # a new destination region always starts a run
+    cont[:: spans * length] = False  # a new layer segment always starts a run
     cont[1:] &= s_flat[1:] == s_flat[:-1] + nb_flat[:-1]
     cont[1:] &= d_flat[1:] == d_flat[:-1] + nb_flat[:-1]
     # Boolean compression beats index gathers here: most copies often start a run.
@@ -206,19 +263,20 @@ def _merge_broadcast(table, rows, s_off, d_off, out) -> None:
     out["nbytes"].append(s_flat[end] + nb_flat[end] - src_offset)
 
 
-def _first_kept_block(plan, table, num_dst_blocks: int):
-    """Per row, the first decode block index a sliding-window layer still needs.
+def _first_kept_block(plan, decode_counts: list[int]):
+    """Per layer, the first decode block index a sliding-window layer still needs.
 
-    A window of W tokens needs the last ceil(W / block) + 1 blocks (vLLM's
-    get_exchange_clipped_blocks); full-attention rows keep every block. None when the
-    model has no sliding layers.
+    A window of W tokens needs the last ceil(W / block) + 1 blocks of its group (vLLM's
+    get_exchange_clipped_blocks); other layers keep every block. None when the model
+    has no sliding layers.
     """
-    layers = plan.dst.model.layers
-    windows = [getattr(spec, "sliding_window", None) for spec in layers]
+    dst = plan.dst
+    windows = [getattr(spec, "sliding_window", None) for spec in dst.model.layers]
     if not any(windows):
         return None
-    first = np.zeros(len(layers), np.int64)
-    for index, window in enumerate(windows):
+    first = np.zeros(len(windows), np.int64)
+    for layer, window in enumerate(windows):
         if window:
-            first[index] = num_dst_blocks - (math.ceil(window / plan.dst.block_tokens) + 1)
-    return first[table.layer]
+            group = dst.group_of(layer)
+            first[layer] = decode_counts[group] - (math.ceil(window / dst.group_block_tokens(group)[0]) + 1)
+    return first

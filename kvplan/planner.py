@@ -9,12 +9,14 @@ Identical layers share one template, so an 80-layer model costs a few templates.
 
 from __future__ import annotations
 
+import math
 from itertools import groupby
 
 import numpy as np
 
 from .compat import check_same_model
 from .engine import EngineSpec
+from .groups import group_span  # noqa: F401  (re-exported: spans are part of a plan)
 from .errors import SpecError
 from .ranges import merged_nbytes, run_starts
 from .sharding import choose_source, preferred_sources
@@ -38,45 +40,47 @@ def plan(src: EngineSpec, dst: EngineSpec) -> EngineTransferPlan:
     if not isinstance(src, EngineSpec) or not isinstance(dst, EngineSpec):
         raise SpecError(f"plan() takes two EngineSpec, got {type(src).__name__} and {type(dst).__name__}")
     check_same_model(src, dst)
-    span = src.span_tokens(dst)
+    check_same_groups(src, dst)
     templates: dict = {}
     tables = []
-    src_first_region = _first_region(src)
-    dst_first_region = _first_region(dst)
     for dst_rank in range(dst.world_size):
         stage, dst_tp_rank = divmod(dst_rank, dst.tp)
         start, end = dst.stage_layers[stage]
         parts = []
         for layer in range(start, end):
             spec = dst.model.layers[layer]
-            key = (spec, dst_tp_rank)
+            key = (spec, dst_tp_rank, src.layer_geometry(layer, 0), dst.layer_geometry(layer, dst_tp_rank),
+                   src.layer_block_tokens(layer), dst.layer_block_tokens(layer))
             if key not in templates:
-                templates[key] = _layer_template(src, dst, layer, dst_tp_rank, span)
+                templates[key] = _layer_template(src, dst, layer, dst_tp_rank)
             t = templates[key]
             n = len(t["nbytes"])
+            src_regions = np.array([src.region_of(layer, s) for s in range(len(src.layer_geometry(layer, 0).page_bytes))])
+            dst_regions = np.array([dst.region_of(layer, s) for s in range(len(dst.layer_geometry(layer, 0).page_bytes))])
             parts.append({
                 "src_rank": t["src_rank"] + src.stage_of(layer) * src.tp,
                 "layer": np.full(n, layer, np.int64),
                 "component": t["component"],
-                "src_region": t["src_slot"] + src_first_region[layer],
-                "dst_region": t["dst_slot"] + dst_first_region[layer],
+                "src_region": src_regions[t["src_slot"]],
+                "dst_region": dst_regions[t["dst_slot"]],
                 **{c: t[c] for c in ("src_block", "dst_block", "src_offset", "dst_offset", "nbytes")},
             })
         columns = {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0, np.int64)
                    for c in ("src_rank", "layer", "component", "src_region", "dst_region",
                              "src_block", "dst_block", "src_offset", "dst_offset", "nbytes")}
         tables.append(ReadTable(dst_rank, **columns))
-    return EngineTransferPlan(src=src, dst=dst, span_tokens=span, tables=tuple(tables))
+    return EngineTransferPlan(src=src, dst=dst, tables=tuple(tables))
 
 
-def _first_region(engine: EngineSpec) -> np.ndarray:
-    first = np.zeros(engine.model.num_layers, np.int64)
-    for index, region in reversed(list(enumerate(engine.regions))):
-        first[region.layer] = index
-    return first
+def check_same_groups(src: EngineSpec, dst: EngineSpec) -> None:
+    """Block lists are given per group, so both engines must group layers alike."""
+    a = [tuple(x for x in g.layers if x is not None) for g in src.layer_groups]
+    b = [tuple(x for x in g.layers if x is not None) for g in dst.layer_groups]
+    if a != b:
+        raise SpecError(f"prefill and decode group layers differently: prefill groups {a}, decode groups {b}")
 
 
-def _layer_template(src: EngineSpec, dst: EngineSpec, layer: int, dst_tp_rank: int, span: int) -> dict:
+def _layer_template(src: EngineSpec, dst: EngineSpec, layer: int, dst_tp_rank: int) -> dict:
     """Rows (block-relative) for one layer on one destination TP rank, coalesced."""
     dst_geom = dst.layer_geometry(layer, dst_tp_rank)
     src_geoms = [src.layer_geometry(layer, p) for p in range(src.tp)]
@@ -90,7 +94,7 @@ def _layer_template(src: EngineSpec, dst: EngineSpec, layer: int, dst_tp_rank: i
         for p, run in groupby(owners):
             count = len(list(run))
             fs = src_fields[p][1]
-            pieces.append(_cells(p, fd, fs, g, g + count, dst_geom, src_geoms[p], dst, src, span))
+            pieces.append(_cells(p, fd, fs, g, g + count, dst_geom, src_geoms[p], dst, src, layer))
             g += count
     cols = {c: np.concatenate([piece[c] for piece in pieces]) for c in _TEMPLATE_COLUMNS}
     order = np.lexsort((cols["dst_offset"], cols["dst_block"], cols["dst_slot"]))
@@ -113,15 +117,15 @@ def _merged_component(component: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.where(low == high, low, np.where(kv, COMPONENT_CODE["KV"], COMPONENT_CODE["mixed"]))
 
 
-def _token_offsets(field, geom, engine: EngineSpec, span: int):
+def _token_offsets(field, geom, engine: EngineSpec, layer: int, span: int):
     """(logical block in span, byte offset in that block's page) for each token of the span."""
     t = np.arange(span, dtype=np.int64)
-    block, within = np.divmod(t, engine.block_tokens)
+    block, within = np.divmod(t, engine.layer_block_tokens(layer)[0])
     page, token = np.divmod(within, geom.kernel_tokens)
     return block, page * geom.page_bytes[field.region_slot] + token * field.token_stride_bytes
 
 
-def _cells(src_rank, fd, fs, g0, g1, dst_geom, src_geom, dst, src, span) -> dict:
+def _cells(src_rank, fd, fs, g0, g1, dst_geom, src_geom, dst, src, layer) -> dict:
     """One row per (global index in [g0, g1), token, axis...) cell of a component."""
     g = np.arange(g0, g1, dtype=np.int64)
     src_off = fs.base_bytes + (g - fs.shard_lo) * fs.shard_stride_bytes
@@ -129,8 +133,9 @@ def _cells(src_rank, fd, fs, g0, g1, dst_geom, src_geom, dst, src, span) -> dict
     zeros = np.zeros_like(g)
     src_blk, dst_blk = zeros, zeros
     if fd.has_tokens:
-        s_blk, s_tok = _token_offsets(fs, src_geom, src, span)
-        d_blk, d_tok = _token_offsets(fd, dst_geom, dst, span)
+        span = math.lcm(src.layer_block_tokens(layer)[0], dst.layer_block_tokens(layer)[0])
+        s_blk, s_tok = _token_offsets(fs, src_geom, src, layer, span)
+        d_blk, d_tok = _token_offsets(fd, dst_geom, dst, layer, span)
         src_off = (src_off[:, None] + s_tok[None, :]).ravel()
         dst_off = (dst_off[:, None] + d_tok[None, :]).ravel()
         src_blk = np.broadcast_to(s_blk, (len(g), span)).ravel()

@@ -6,6 +6,7 @@ import attrs
 
 from .describe import describe
 from .errors import RankError
+from .groups import group_span
 from .lowering import lower
 
 
@@ -13,23 +14,32 @@ from .lowering import lower
 class EngineTransferPlan:
     """Every decode rank's reads from the prefill engine, per span of logical blocks.
 
-    `span_tokens` is the smallest token span both engines tile with whole logical
-    blocks (lcm of the two block sizes); a `ReadTable`'s `src_block`/`dst_block` index
-    the blocks inside it.
+    A group's span is the smallest token span both engines tile with whole logical
+    blocks (lcm of the two block sizes; one block each for state groups); a
+    `ReadTable`'s `src_block`/`dst_block` index the blocks inside its layer's span.
     """
 
     src: object
     dst: object
-    span_tokens: int
     tables: tuple
+
+    def blocks_per_span(self, group: int = 0) -> tuple[int, int]:
+        """(prefill, decode) logical blocks per span of a group (1, 1 for state groups)."""
+        return group_span(self.src, self.dst, group)
+
+    @property
+    def span_tokens(self) -> int:
+        """Token span of the first group (the lcm of the two block sizes)."""
+        ns, _ = self.blocks_per_span(0)
+        return ns * self.src.group_block_tokens(0)[0] if self.src.group_is_token(0) else 1
 
     @property
     def src_blocks_per_span(self) -> int:
-        return self.span_tokens // self.src.block_tokens
+        return self.blocks_per_span(0)[0]
 
     @property
     def dst_blocks_per_span(self) -> int:
-        return self.span_tokens // self.dst.block_tokens
+        return self.blocks_per_span(0)[1]
 
     def reads(self, dst_rank: int):
         """The `ReadTable` of one decode rank (``stage * tp + tp_rank``)."""
@@ -37,9 +47,9 @@ class EngineTransferPlan:
             raise RankError(f"dst_rank {dst_rank} is outside the decode engine's {len(self.tables)} ranks")
         return self.tables[dst_rank]
 
-    def lower(self, dst_rank: int, src_blocks, dst_blocks):
+    def lower(self, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact"):
         """Concrete coalesced `Transfer` for one request; see `kvplan.lowering.lower`."""
-        return lower(self, dst_rank, src_blocks, dst_blocks)
+        return lower(self, dst_rank, src_blocks, dst_blocks, prefix=prefix)
 
     def describe(self) -> str:
         """Human-readable summary, one paragraph per decode rank."""

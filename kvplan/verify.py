@@ -1,10 +1,12 @@
 """verify(): the identity simulation of DESIGN.md §1.
 
-For every decode rank and layer: fill the source ranks' pages (one span of logical
-blocks) with element identity codes (`kvplan.identity`), apply the rank's reads, and
-compare with the codes the decode rank must hold. Every non-padding destination byte
-must be written exactly once, from a byte holding the same element, and every read
-must stay inside the source region's blocks of the right layer and rank.
+For every decode rank and layer: enumerate the element cells of the source ranks'
+pages and of the destination's pages over one span of logical blocks
+(`kvplan.identity`, an independent statement of each layout), apply the rank's reads,
+and compare. Every destination cell must be written exactly once, by a read that
+copies a source run of cells holding the same elements in the same order; reads must
+start and end on cell boundaries (no padding, no split element), stay inside the
+source region's blocks, and come from a rank and region holding that layer.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import PlanError
-from .identity import block_codes
+from .identity import Cells, layer_cells
 
 
 def verify(plan, *, max_problems: int = 20) -> None:
@@ -32,10 +34,10 @@ def verify(plan, *, max_problems: int = 20) -> None:
         if len(outside):
             problems.append(f"dst rank {dst_rank}: rows for layer {int(table.layer[outside[0]])} "
                             f"which its stage {stage} does not hold")
-        by_layer = np.split(np.arange(len(table)), np.flatnonzero(np.diff(table.layer)) + 1) if len(table) else []
-        rows_of = {int(table.layer[r[0]]): r for r in by_layer if len(r)}
+        order = np.argsort(table.layer, kind="stable")
+        bounds = np.searchsorted(table.layer[order], np.arange(start, end + 1))
         for layer in range(start, end):
-            rows = rows_of.get(layer, np.zeros(0, np.int64))
+            rows = order[bounds[layer - start]:bounds[layer - start + 1]]
             key = _dedup_key(plan, table, rows, layer, dst_tp_rank)
             if key not in seen:
                 seen[key] = _check_layer(plan, table, rows, layer, dst_tp_rank)
@@ -51,59 +53,91 @@ def verify(plan, *, max_problems: int = 20) -> None:
 
 
 def _dedup_key(plan, table, rows, layer, dst_tp_rank):
-    # Layers with one spec and the same block-relative rows give the same verdict:
-    # key on the spec, the rank and the rows with layer-specific numbers made relative.
+    # Layers with one spec, geometry and block-relative rows give the same verdict; key on
+    # those with the layer-specific numbers (stage ranks, region ids) made relative.
     src, dst = plan.src, plan.dst
-    src_slot = [src.regions[int(r)].slot if 0 <= r < len(src.regions) else -1 for r in table.src_region[rows]]
-    dst_slot = [dst.regions[int(r)].slot if 0 <= r < len(dst.regions) else -1 for r in table.dst_region[rows]]
-    region_ok = all(0 <= r < len(src.regions) and src.regions[int(r)].layer == layer for r in table.src_region[rows]) and \
-        all(0 <= r < len(dst.regions) and dst.regions[int(r)].layer == layer for r in table.dst_region[rows])
+    src_ok = np.array([_slot(src, r, layer) for r in table.src_region[rows]], np.int64)
+    dst_ok = np.array([_slot(dst, r, layer) for r in table.dst_region[rows]], np.int64)
     rel_rank = table.src_rank[rows] - src.stage_of(layer) * src.tp
-    body = np.stack([rel_rank, np.array(src_slot, np.int64), np.array(dst_slot, np.int64), table.src_block[rows],
-                     table.dst_block[rows], table.src_offset[rows], table.dst_offset[rows], table.nbytes[rows]])
-    return (dst.model.layers[layer], dst_tp_rank, region_ok, body.tobytes())
+    body = np.stack([rel_rank, src_ok, dst_ok, table.src_block[rows], table.dst_block[rows],
+                     table.src_offset[rows], table.dst_offset[rows], table.nbytes[rows]])
+    return (dst.model.layers[layer], dst_tp_rank, src.layer_geometry(layer, 0), dst.layer_geometry(layer, dst_tp_rank),
+            src.layer_block_tokens(layer), dst.layer_block_tokens(layer), body.tobytes())
+
+
+def _slot(engine, region: int, layer: int) -> int:
+    """Slot of `layer` held by region id `region`, or -1 when the region does not hold it."""
+    slots = len(engine.layer_geometry(layer, 0).page_bytes)
+    for slot in range(slots):
+        if engine.region_of(layer, slot) == region:
+            return slot
+    return -1
 
 
 def _check_layer(plan, table, rows, layer, dst_tp_rank) -> list[str]:
-    src, dst, span = plan.src, plan.dst, plan.span_tokens
-    problems = []
-    expected = block_codes(dst, layer, dst_tp_rank, span)
-    got = [np.full(a.shape, -2, np.int64) for a in expected]
-    count = [np.zeros(a.shape, np.int64) for a in expected]
-    stage_ranks = range(src.stage_of(layer) * src.tp, (src.stage_of(layer) + 1) * src.tp)
-    src_codes: dict[int, list[np.ndarray]] = {}
+    src, dst = plan.src, plan.dst
+    group = dst.group_of(layer)
+    ns, nd = plan.blocks_per_span(group)
+    problems: list[str] = []
+    want = layer_cells(dst, layer, dst_tp_rank, nd)
+    writes = [np.zeros(len(c.code), np.int64) for c in want]
+    stage = src.stage_of(layer)
+    src_cells: dict[int, list[Cells]] = {}
     for i in rows:
-        p, sreg, dreg = int(table.src_rank[i]), int(table.src_region[i]), int(table.dst_region[i])
-        sblk, dblk = int(table.src_block[i]), int(table.dst_block[i])
-        soff, doff, n = int(table.src_offset[i]), int(table.dst_offset[i]), int(table.nbytes[i])
-        where = f"row src r{p} reg {sreg} blk {sblk} +{soff} -> reg {dreg} blk {dblk} +{doff} ({n} B)"
-        if p not in stage_ranks:
+        p = int(table.src_rank[i])
+        s_slot, d_slot = _slot(src, int(table.src_region[i]), layer), _slot(dst, int(table.dst_region[i]), layer)
+        where = (f"row src r{p} reg {int(table.src_region[i])} blk {int(table.src_block[i])} +{int(table.src_offset[i])}"
+                 f" -> reg {int(table.dst_region[i])} blk {int(table.dst_block[i])} +{int(table.dst_offset[i])}"
+                 f" ({int(table.nbytes[i])} B)")
+        if p // src.tp != stage or not 0 <= p < src.world_size:
             problems.append(f"{where}: source rank {p} does not hold layer {layer}")
             continue
-        if not (0 <= sreg < len(src.regions) and src.regions[sreg].layer == layer):
-            problems.append(f"{where}: source region {sreg} is not a region of layer {layer}")
+        if s_slot < 0 or d_slot < 0:
+            problems.append(f"{where}: region does not hold layer {layer}")
             continue
-        if not (0 <= dreg < len(dst.regions) and dst.regions[dreg].layer == layer):
-            problems.append(f"{where}: destination region {dreg} is not a region of layer {layer}")
+        if p not in src_cells:
+            src_cells[p] = layer_cells(src, layer, p % src.tp, ns)
+        have = src_cells[p][s_slot]
+        s_block_bytes = have.total_bytes // ns
+        d_block_bytes = want[d_slot].total_bytes // nd
+        s_start = int(table.src_block[i]) * s_block_bytes + int(table.src_offset[i])
+        d_start = int(table.dst_block[i]) * d_block_bytes + int(table.dst_offset[i])
+        n = int(table.nbytes[i])
+        if not (0 <= table.src_block[i] < ns and 0 <= table.src_offset[i] and table.src_offset[i] + n <= s_block_bytes):
+            problems.append(f"{where}: reads outside the source block ({ns} blocks of {s_block_bytes} B)")
             continue
-        if p not in src_codes:
-            src_codes[p] = block_codes(src, layer, p - stage_ranks.start, span)
-        s_mem = src_codes[p][src.regions[sreg].slot]
-        d_slot = dst.regions[dreg].slot
-        if n <= 0 or not (0 <= sblk < s_mem.shape[0] and 0 <= soff and soff + n <= s_mem.shape[1]):
-            problems.append(f"{where}: reads outside the source page ({s_mem.shape[0]} blocks of {s_mem.shape[1]} B)")
+        if not (0 <= table.dst_block[i] < nd and 0 <= table.dst_offset[i] and table.dst_offset[i] + n <= d_block_bytes):
+            problems.append(f"{where}: writes outside the destination block ({nd} blocks of {d_block_bytes} B)")
             continue
-        if not (0 <= dblk < got[d_slot].shape[0] and 0 <= doff and doff + n <= got[d_slot].shape[1]):
-            problems.append(f"{where}: writes outside the destination page "
-                            f"({got[d_slot].shape[0]} blocks of {got[d_slot].shape[1]} B)")
+        s_run, s_err = _run(have, s_start, n)
+        d_run, d_err = _run(want[d_slot], d_start, n)
+        if s_err or d_err:
+            problems.append(f"{where}: {s_err or d_err}")
             continue
-        got[d_slot][dblk, doff:doff + n] = s_mem[sblk, soff:soff + n]
-        count[d_slot][dblk, doff:doff + n] += 1
-    for slot, (want, have, writes) in enumerate(zip(expected, got, count, strict=True)):
-        real = want != -1
-        for label, bad in (("missing", real & (writes == 0)), ("written twice", real & (writes > 1)),
-                           ("wrong element", real & (writes == 1) & (have != want))):
+        if len(s_run) != len(d_run) or not np.array_equal(have.code[s_run], want[d_slot].code[d_run]) \
+                or not np.array_equal(have.size[s_run], want[d_slot].size[d_run]):
+            problems.append(f"{where}: copies the wrong elements")
+            continue
+        writes[d_slot][d_run] += 1
+    for slot, count in enumerate(writes):
+        for label, bad in (("missing", count == 0), ("written more than once", count > 1)):
             if bad.any():
-                blk, off = np.unravel_index(np.flatnonzero(bad)[0], bad.shape)
-                problems.append(f"slot {slot}: {int(bad.sum())} bytes {label}, first at block {blk} offset {off}")
+                first = int(np.flatnonzero(bad)[0])
+                problems.append(f"slot {slot}: {int(bad.sum())} cells {label} "
+                                f"({int(want[slot].size[bad].sum())} B), first at byte {int(want[slot].offset[first])}")
     return problems
+
+
+def _run(cells: Cells, start: int, nbytes: int) -> tuple[np.ndarray, str]:
+    """Indices of the cells exactly covering [start, start+nbytes), or an error text."""
+    first = int(np.searchsorted(cells.offset, start))
+    if first >= len(cells.offset) or cells.offset[first] != start:
+        return np.zeros(0, np.int64), f"byte {start} is not the start of an element (padding or mid-element)"
+    ends = cells.offset + cells.size
+    last = int(np.searchsorted(ends, start + nbytes))
+    if last >= len(ends) or ends[last] != start + nbytes:
+        return np.zeros(0, np.int64), f"byte {start + nbytes} is not the end of an element"
+    run = np.arange(first, last + 1)
+    if np.any(cells.offset[run[1:]] != ends[run[:-1]]):
+        return np.zeros(0, np.int64), f"range at byte {start} crosses padding"
+    return run, ""

@@ -36,11 +36,11 @@ def test_lowered_requests_deliver_exactly_the_expected_bytes(data):
     transfer = p.lower(dst_rank, src_blocks, dst_blocks)
 
     src_mem, expected, must = request_memories(src, dst, dst_rank, src_blocks, dst_blocks, NUM_BLOCKS)
-    got = apply(transfer, src_mem, [len(e) for e in expected])
-    for region, (g, e, m) in enumerate(zip(got, expected, must, strict=True)):
-        wrong = m & (g != e)
+    got = apply(transfer, src_mem, [len(e[0]) for e in expected])
+    for region, ((g_code, g_byte), (e_code, e_byte), m) in enumerate(zip(got, expected, must, strict=True)):
+        wrong = m & ((g_code != e_code) | (g_byte != e_byte))
         assert not wrong.any(), f"region {region}: {int(wrong.sum())} bytes wrong, first at {np.flatnonzero(wrong)[0]}"
-        stray = ~m & (g != UNTOUCHED) & (g != -1)
+        stray = ~m & (g_code != UNTOUCHED)
         assert not stray.any(), f"region {region}: {int(stray.sum())} bytes written that the request does not own"
     # merged: no two consecutive rows could have been one
     starts = run_starts([transfer.src_rank, transfer.src_region, transfer.dst_region],
@@ -71,7 +71,7 @@ def test_verify_rejects_any_corrupted_row(data):
     elif how == "src_rank":
         cols["src_rank"][row] = (cols["src_rank"][row] + 1) % src.world_size if src.world_size > 1 else -1
     elif how == "src_block":
-        cols["src_block"][row] += p.src_blocks_per_span
+        cols["src_block"][row] += p.blocks_per_span(src.group_of(int(table.layer[row])))[0]
     else:
         cols[how][row] += data.draw(st.sampled_from([-1, 1]), label="delta") if how != "nbytes" else -1
     broken = attrs.evolve(table, **cols)
@@ -83,15 +83,14 @@ def test_verify_rejects_any_corrupted_row(data):
 
 
 def _same_bytes_elsewhere(p, table, row, other_rank) -> bool:
-    """True when `other_rank` holds the row's bytes at the same offsets (replication)."""
-    from kvplan.identity import block_codes
+    """True when `other_rank` holds the row's elements at the same offsets (replication)."""
+    from kvplan.identity import layer_cells
 
     src = p.src
     layer = int(table.layer[row])
-    stage = src.stage_of(layer)
-    if other_rank // src.tp != stage:
+    if other_rank // src.tp != src.stage_of(layer):
         return False
-    slot = src.regions[int(table.src_region[row])].slot
-    a = block_codes(src, layer, int(table.src_rank[row]) % src.tp, p.span_tokens)[slot]
-    b = block_codes(src, layer, other_rank % src.tp, p.span_tokens)[slot]
-    return a.shape == b.shape and np.array_equal(a, b)
+    ns, _ = p.blocks_per_span(src.group_of(layer))
+    a = layer_cells(src, layer, int(table.src_rank[row]) % src.tp, ns)
+    b = layer_cells(src, layer, other_rank % src.tp, ns)
+    return all(np.array_equal(x.code, y.code) and np.array_equal(x.offset, y.offset) for x, y in zip(a, b))

@@ -1,10 +1,11 @@
 """Request-level oracle: the bytes a decode rank must hold after one request.
 
 Independent of the plan: fills the source ranks' whole regions with identity codes
-(block ids in the request's token order carry the request's tokens, all other blocks
-carry -3), and derives the decode rank's expected region contents from the memory
-model in `kvplan.identity`. `apply()` executes a `Transfer` on numpy memories so a
-test can compare.
+(the blocks of each group's list carry that group's layers' elements in the request's
+token order; every other byte carries -3) and derives the decode rank's expected
+region contents from the memory model in `kvplan.identity`. `apply()` executes a
+`Transfer` on numpy memories so a test can compare. Codes are (cell code, byte in
+cell) pairs, stored as two int64 arrays per region.
 """
 
 from __future__ import annotations
@@ -13,61 +14,99 @@ import math
 
 import numpy as np
 
-from kvplan.identity import block_codes
+from kvplan.identity import byte_codes, layer_cells, token_of
 
 UNTOUCHED = -7  # initial destination content: a byte nobody wrote
 
 
-def request_memories(src, dst, dst_rank: int, src_blocks, dst_blocks, num_blocks: int):
-    """(src_mem, expected, must_write) for one decode rank and one request.
+def _lists(engine, blocks) -> list[list[int]]:
+    groups = len(engine.layer_groups)
+    if groups == 1 and all(isinstance(b, (int, np.integer)) for b in blocks):
+        return [list(blocks)]
+    return [list(b) for b in blocks]
 
-    src_mem[rank][region] and expected[region] are int64 arrays of
-    ``num_blocks * block_bytes`` codes; must_write[region] marks decode bytes the
-    request has to deliver (non-padding bytes of tokens both sides hold, restricted to
-    the blocks a sliding window needs).
+
+def _fill(engine, tp_rank: int, stage: int, lists, num_blocks: int, blocks_of, keep_of):
+    """Per region: (code, byte) arrays with each layer's cells in its group's blocks."""
+    out = []
+    for index, region in enumerate(engine.regions):
+        code = np.full((num_blocks, region.block_bytes), -3, np.int64)
+        byte = np.full((num_blocks, region.block_bytes), -3, np.int64)
+        for layer in region.layers:
+            if engine.stage_of(layer) != stage:
+                continue
+            slots = [s for s in range(len(engine.layer_geometry(layer, 0).page_bytes))
+                     if engine.region_of(layer, s) == index]
+            group = engine.group_of(layer)
+            ids = np.asarray(lists[group], np.int64)
+            cells = layer_cells(engine, layer, tp_rank, blocks_of(group))[slots[0]]
+            c, b = byte_codes(cells)
+            c, b = c.reshape(-1, region.block_bytes)[: len(ids)], b.reshape(-1, region.block_bytes)[: len(ids)]
+            keep = keep_of(layer, c)
+            code[ids] = np.where(keep, c, code[ids])
+            byte[ids] = np.where(keep, b, byte[ids])
+        out.append((code.reshape(-1), byte.reshape(-1)))
+    return out
+
+
+def request_memories(src, dst, dst_rank: int, src_blocks, dst_blocks, num_blocks: int):
+    """(src_mem, expected, must_write) for one decode rank and one request (exact pairing).
+
+    src_mem[rank][region] and expected[region] are (code, byte) array pairs of
+    ``num_blocks * block_bytes``; must_write[region] marks the decode bytes the request
+    has to deliver (elements of tokens both sides hold, restricted to the blocks a
+    sliding window needs; states block for block).
     """
-    tokens = min(len(src_blocks) * src.block_tokens, len(dst_blocks) * dst.block_tokens)
-    span = math.lcm(src.block_tokens, dst.block_tokens)
-    covered = -(-len(dst_blocks) * dst.block_tokens // span) * span
-    covered = max(covered, -(-len(src_blocks) * src.block_tokens // span) * span)
+    s_lists, d_lists = _lists(src, src_blocks), _lists(dst, dst_blocks)
+
+    def blocks_of(engine, lists):
+        def count(group):
+            if not engine.group_is_token(group):
+                return max(len(lists[group]), 1)
+            s_tok = len(s_lists[group]) * src.group_block_tokens(group)[0]
+            d_tok = len(d_lists[group]) * dst.group_block_tokens(group)[0]
+            span = math.lcm(src.group_block_tokens(group)[0], dst.group_block_tokens(group)[0])
+            covered = -(-max(s_tok, d_tok) // span) * span
+            return covered // engine.group_block_tokens(group)[0]
+        return count
+
     src_mem = {}
-    stage_of = src.stage_of
     for rank in range(src.world_size):
         stage, tp_rank = divmod(rank, src.tp)
-        regions = []
-        for region in src.regions:
-            mem = np.full((num_blocks, region.block_bytes), -3, np.int64)
-            if stage_of(region.layer) == stage:
-                codes = block_codes(src, region.layer, tp_rank, covered)[region.slot]
-                mem[np.asarray(src_blocks)] = codes[: len(src_blocks)]
-            regions.append(mem.reshape(-1))
-        src_mem[rank] = regions
-    stage, tp_rank = divmod(dst_rank, dst.tp)
-    expected, must = [], []
-    for region in dst.regions:
-        want = np.full((num_blocks, region.block_bytes), UNTOUCHED, np.int64)
-        need = np.zeros(want.shape, bool)
-        if dst.stage_of(region.layer) == stage:
-            codes = block_codes(dst, region.layer, tp_rank, covered)[region.slot][: len(dst_blocks)]
-            token = (codes >> 20) & ((1 << 24) - 1)
-            ok = (codes >= 0) & (token < tokens)
-            window = getattr(dst.model.layers[region.layer], "sliding_window", None)
+        src_mem[rank] = _fill(src, tp_rank, stage, s_lists, num_blocks, blocks_of(src, s_lists),
+                              lambda layer, c: np.ones(c.shape, bool))
+
+    def must_keep(layer, codes):
+        group = dst.group_of(layer)
+        ok = codes >= 0
+        if dst.group_is_token(group):
+            tokens = min(len(s_lists[group]) * src.group_block_tokens(group)[0],
+                         len(d_lists[group]) * dst.group_block_tokens(group)[0])
+            ok &= token_of(codes) < tokens
+            window = getattr(dst.model.layers[layer], "sliding_window", None)
             if window:
-                keep_from = len(dst_blocks) - (math.ceil(window / dst.block_tokens) + 1)
-                ok[: max(keep_from, 0)] = False
-            want[np.asarray(dst_blocks)] = np.where(ok, codes, UNTOUCHED)
-            need[np.asarray(dst_blocks)] = ok
-        expected.append(want.reshape(-1))
-        must.append(need.reshape(-1))
+                first = len(d_lists[group]) - (math.ceil(window / dst.group_block_tokens(group)[0]) + 1)
+                ok[: max(first, 0)] = False
+        return ok
+
+    stage, tp_rank = divmod(dst_rank, dst.tp)
+    full = _fill(dst, tp_rank, stage, d_lists, num_blocks, blocks_of(dst, d_lists), must_keep)
+    expected, must = [], []
+    for code, byte in full:
+        need = code >= 0
+        expected.append((np.where(need, code, UNTOUCHED), np.where(need, byte, UNTOUCHED)))
+        must.append(need)
     return src_mem, expected, must
 
 
-def apply(transfer, src_mem, dst_shapes) -> list[np.ndarray]:
-    """Execute `transfer` on numpy memories; returns the decode regions' contents."""
-    out = [np.full(n, UNTOUCHED, np.int64) for n in dst_shapes]
+def apply(transfer, src_mem, dst_sizes) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Execute `transfer` on numpy memories; returns the decode regions' (code, byte)."""
+    out = [(np.full(n, UNTOUCHED, np.int64), np.full(n, UNTOUCHED, np.int64)) for n in dst_sizes]
     for i in range(len(transfer)):
         n = int(transfer.nbytes[i])
-        s = src_mem[int(transfer.src_rank[i])][int(transfer.src_region[i])]
+        s_code, s_byte = src_mem[int(transfer.src_rank[i])][int(transfer.src_region[i])]
+        d_code, d_byte = out[int(transfer.dst_region[i])]
         so, do = int(transfer.src_offset[i]), int(transfer.dst_offset[i])
-        out[int(transfer.dst_region[i])][do:do + n] = s[so:so + n]
+        d_code[do:do + n] = s_code[so:so + n]
+        d_byte[do:do + n] = s_byte[so:so + n]
     return out
