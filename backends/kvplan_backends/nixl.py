@@ -1,0 +1,227 @@
+"""`nixl`: one-sided READs through NIXL agents (UCX backend), DRAM or VRAM.
+
+Each rank is one agent. `register` registers every region once; `metadata()` /
+`add_peer(rank, bytes)` pair agents through any channel (JSON header + NIXL's own
+agent metadata). Two ways to read:
+
+* `execute(transfer)`: any `Transfer` (coalesced rows) as one-shot descriptor lists.
+* `prepare(plan, dst_rank)` once, then `execute_blocks(plan, src_blocks, dst_blocks)`
+  per request: descriptor lists prepared once per peer (`kvplan.descriptors`), per
+  request only int32 index arrays and `make_prepped_xfer`; NIXL merges consecutive
+  whole-page indices.
+
+Completion is polled until `timeout_s`; failures raise `TransportError` /
+`TransportTimeout` naming the peer and request, after releasing every handle.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import numpy as np
+
+from kvplan.backend_errors import TransportError, TransportTimeout
+from kvplan.descriptors import prepared_lists
+
+from ._base import BackendBase
+from ._nixl_import import nixl_api
+
+
+def _mem_type(memory) -> str:
+    return "VRAM" if memory.on_gpu else "DRAM"
+
+
+def _rows(addr, nbytes, devices) -> np.ndarray:
+    """N x 3 (address, length, device) as NIXL takes them; host memory is device 0."""
+    return np.stack([addr.astype(np.int64), np.asarray(nbytes, np.int64), np.maximum(devices, 0)], axis=1)
+
+
+class NixlBackend(BackendBase):
+    name = "nixl"
+
+    def __init__(self, agent_name: str | None = None, *, timeout_s: float = 30.0, telemetry: bool = False,
+                 num_threads: int = 0):
+        super().__init__()
+        api = nixl_api()
+        self.agent_name = agent_name or f"kvplan-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        config = api.nixl_agent_config(backends=["UCX"], capture_telemetry=telemetry, num_threads=num_threads)
+        self.agent = api.nixl_agent(self.agent_name, config)
+        self.timeout_s = timeout_s
+        self.telemetry = telemetry
+        self.remote_names: dict[int, str] = {}
+        self.last_stats: dict[int, dict] = {}
+        self._registration = None
+        self._prepared = None
+
+    # -- memory and peers -------------------------------------------------------------
+    def register(self, buffers) -> None:
+        super().register(buffers)
+        m = self.memory
+        present = np.array([s > 0 for s in m.sizes])
+        table = np.array([m.bases, m.sizes, np.maximum(m.devices, 0)], np.int64).T[present]
+        self._registration = self._call(lambda: self.agent.register_memory(table, _mem_type(m)), "register_memory")
+
+    def _metadata_fields(self) -> dict:
+        return {"blob": self.agent.get_agent_metadata(), "agent": self.agent_name}
+
+    def _connect(self, rank: int, info: dict, blob: bytes) -> None:
+        name = self._call(lambda: self.agent.add_remote_agent(blob), "add_remote_agent", peer=f"rank {rank}")
+        self.remote_names[rank] = name.decode() if isinstance(name, bytes) else name
+
+    def _peer(self, rank: int) -> str:
+        if rank == -1:
+            return f"self (agent {self.agent_name!r})"
+        return f"rank {rank} (agent {self.remote_names.get(rank, '?')!r})"
+
+    def _call(self, fn, what: str, *, peer: str | None = None, request: str | None = None):
+        try:
+            out = fn()
+        except TransportError:
+            raise
+        except Exception as error:  # NIXL raises its own typed exceptions (nixlInvalidParamError, ...)
+            raise TransportError(f"NIXL {what} failed: {type(error).__name__}: {error}", peer=peer,
+                                 request=request) from error
+        if out is None and what in ("get_xfer_descs", "register_memory"):
+            raise TransportError(f"NIXL {what} rejected its input (see NIXL's log)", peer=peer, request=request)
+        return out
+
+    # -- one-shot transfers of any Transfer --------------------------------------------
+    def execute(self, transfer, *, request: str = "") -> None:
+        if not len(transfer):
+            return
+        src, dst = self._bind_remote(transfer)
+        handles = {}
+        try:
+            for rank in transfer.source_ranks:
+                rows = transfer.src_rank == rank
+                handles[rank] = self._initialize(rank, self.remote_names[rank], self.peers[rank], src[rows], dst[rows],
+                                                 transfer, rows, request)
+            self._run(handles, request)
+        finally:
+            self._release(handles)
+
+    def copy_local(self, transfer) -> None:
+        """Local steps as a loopback READ of this agent's own registered memory."""
+        if not len(transfer):
+            return
+        src, dst = self._bind_local(transfer)
+        rows = np.ones(len(transfer), bool)
+        handles = {}
+        try:
+            handles[-1] = self._initialize(-1, self.agent_name, self.memory, src, dst, transfer, rows, "local")
+            self._run(handles, "local")
+        finally:
+            self._release(handles)
+
+    def _initialize(self, rank, agent, peer, src, dst, transfer, rows, request):
+        own, nbytes = self.memory, transfer.nbytes[rows]
+        where = {"peer": self._peer(rank), "request": request}
+        local = self._call(lambda: self.agent.get_xfer_descs(
+            _rows(dst, nbytes, np.asarray(own.devices)[transfer.dst_region[rows]]), _mem_type(own)),
+            "get_xfer_descs", **where)
+        remote = self._call(lambda: self.agent.get_xfer_descs(
+            _rows(src, nbytes, np.asarray(peer.devices)[transfer.src_region[rows]]), _mem_type(peer)),
+            "get_xfer_descs", **where)
+        self.last_stats[rank] = {"descriptors_in": int(rows.sum())}
+        return self._call(lambda: self.agent.initialize_xfer("READ", local, remote, agent, request.encode()),
+                          "initialize_xfer", **where)
+
+    # -- prepared lists ---------------------------------------------------------------
+    def prepare(self, plan, dst_rank: int) -> None:
+        """Prepare descriptor lists for every read `dst_rank` can make (once per peer)."""
+        own, lists = self._own(), prepared_lists(plan, dst_rank)
+        self.release_prepared()
+        handles = {}
+        try:
+            local = lists.local
+            handles[None] = self._call(lambda: self.agent.prep_xfer_dlist("NIXL_INIT_AGENT", _rows(
+                local.bind(own.bases), local.nbytes, np.asarray(own.devices)[local.region]), _mem_type(own)),
+                "prep_xfer_dlist (local)")
+            for rank, remote in lists.remote.items():
+                if rank not in self.peers:
+                    raise TransportError(f"plan reads from rank {rank}, never added with add_peer", peer=f"rank {rank}")
+                peer = self.peers[rank]
+                handles[rank] = self._call(lambda: self.agent.prep_xfer_dlist(self.remote_names[rank], _rows(
+                    remote.bind(peer.bases), remote.nbytes, np.asarray(peer.devices)[remote.region]),
+                    _mem_type(peer)), "prep_xfer_dlist", peer=self._peer(rank))
+        except BaseException:
+            for handle in handles.values():
+                self.agent.release_dlist_handle(handle)
+            raise
+        self._prepared = (plan, lists, handles)
+
+    def execute_blocks(self, plan, src_blocks, dst_blocks, *, request: str = "") -> None:
+        """Read one request's blocks through the prepared lists (see `prepare`)."""
+        if self._prepared is None or self._prepared[0] is not plan:
+            raise TransportError("execute_blocks needs prepare(plan, dst_rank) with this plan first", request=request)
+        _, lists, prepped = self._prepared
+        handles = {}
+        try:
+            for rank, (local_idx, remote_idx) in lists.indices(plan, src_blocks, dst_blocks).items():
+                handles[rank] = self._call(lambda: self.agent.make_prepped_xfer(
+                    "READ", prepped[None], local_idx, prepped[rank], remote_idx, request.encode()),
+                    "make_prepped_xfer", peer=self._peer(rank), request=request)
+                self.last_stats[rank] = {"descriptors_in": len(local_idx)}
+            self._run(handles, request)
+        finally:
+            self._release(handles)
+
+    def release_prepared(self) -> None:
+        if self._prepared is not None:
+            for handle in self._prepared[2].values():
+                self.agent.release_dlist_handle(handle)
+            self._prepared = None
+
+    # -- completion -------------------------------------------------------------------
+    def _run(self, handles: dict, request: str) -> None:
+        pending = {}
+        for rank, handle in handles.items():
+            state = self._call(lambda: self.agent.transfer(handle), "transfer", peer=self._peer(rank), request=request)
+            pending[rank] = state
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            for rank, state in list(pending.items()):
+                if state == "PROC":
+                    state = self._call(lambda: self.agent.check_xfer_state(handles[rank]), "check_xfer_state",
+                                       peer=self._peer(rank), request=request)
+                if state == "DONE":
+                    del pending[rank]
+                    self._record(rank, handles[rank])
+                elif state != "PROC":
+                    raise TransportError(f"NIXL READ ended in state {state!r}", peer=self._peer(rank), request=request)
+                else:
+                    pending[rank] = state
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                rank = next(iter(pending))
+                raise TransportTimeout(f"NIXL READ not done after {self.timeout_s} s", peer=self._peer(rank),
+                                       request=request)
+
+    def _record(self, rank: int, handle) -> None:
+        if self.telemetry:
+            t = self.agent.get_xfer_telemetry(handle)
+            self.last_stats[rank].update(descriptors=t.descCount, post_us=t.postDuration, xfer_us=t.xferDuration)
+
+    def _release(self, handles: dict) -> None:
+        """Release every handle; one that cannot be aborted stays in NIXL's leak list."""
+        errors = []
+        for handle in handles.values():
+            try:
+                self.agent.release_xfer_handle(handle)
+            except Exception as error:  # an active transfer NIXL could not abort
+                errors.append(error)
+        if errors:
+            raise TransportError(f"NIXL could not release {len(errors)} transfer handle(s): {errors[0]}")
+
+    def close(self) -> None:
+        self.release_prepared()
+        for name in self.remote_names.values():
+            self.agent.remove_remote_agent(name)
+        self.remote_names.clear()
+        if self._registration is not None:
+            self.agent.deregister_memory(self._registration)
+            self._registration = None
+        super().close()

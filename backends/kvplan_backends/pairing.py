@@ -1,0 +1,136 @@
+"""Prefill ranks in a child process, paired with a decode rank in this one.
+
+NIXL and UCX use CUDA IPC only between processes (UCX marks it unreachable inside one
+process), so GPU runs put the prefill ranks in a spawned child. Metadata travels as
+bytes over a `multiprocessing` pipe; any other channel works the same way.
+
+    with SourceProcess("nixl", src_engine, device=0) as sources:
+        for rank, md in sources.metadata.items():
+            decode.add_peer(rank, md)
+        sources.connect(dst_rank, decode.metadata())
+        sources.serve(transfer, request="r1")    # two-sided backends pack and send
+        decode.execute(transfer, request="r1")
+        sources.wait()
+
+Every source rank's buffers are allocated as its engine lays them out (one buffer per
+region of the rank's stage) and filled with `identity_fill`, so the parent can build
+the same source bytes and check the result.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import numpy as np
+
+FILL_CHUNK = 64 << 20
+
+
+def identity_fill(buffer, rank: int, region: int) -> None:
+    """Deterministic bytes: a hash of (rank, region, byte index); NumPy or CuPy."""
+    xp = np if isinstance(buffer, np.ndarray) else __import__("cupy")
+    for start in range(0, buffer.size, FILL_CHUNK):
+        index = xp.arange(start, min(start + FILL_CHUNK, buffer.size), dtype=xp.uint32)
+        mixed = index * xp.uint32(0x9E3779B1) + xp.uint32((rank * 0x85EBCA6B + region * 0xC2B2AE35) & 0xFFFFFFFF)
+        buffer[start:start + len(index)] = ((mixed ^ (mixed >> xp.uint32(15))) >> xp.uint32(7)).astype(xp.uint8)
+
+
+def allocate(engine, rank: int, device: int = -1, *, fill: bool = True, extra: tuple[int, ...] = ()) -> list:
+    """One buffer per region (None for regions of other pipeline stages), plus `extra` sizes."""
+    if engine.num_blocks is None:
+        raise ValueError("allocate() needs an engine with num_blocks")
+    stage = rank // engine.tp
+    sizes = [r.block_bytes * engine.num_blocks if r.stage == stage else 0 for r in engine.regions] + list(extra)
+    if device < 0:
+        buffers = [np.zeros(n, np.uint8) if n else None for n in sizes]
+        _fill(buffers, rank, fill)
+        return buffers
+    import cupy
+
+    with cupy.cuda.Device(device):
+        buffers = [cupy.zeros(n, cupy.uint8) if n else None for n in sizes]
+        _fill(buffers, rank, fill)
+        cupy.cuda.get_current_stream().synchronize()
+    return buffers
+
+
+def _fill(buffers, rank: int, fill: bool) -> None:
+    for region, buffer in enumerate(buffers):
+        if fill and buffer is not None:
+            identity_fill(buffer, rank, region)
+
+
+def _child(conn, kind: str, options: dict, engine, ranks, device: int) -> None:
+    from kvplan.backend import load_backend
+
+    backends = {}
+    for rank in ranks:
+        backends[rank] = load_backend(kind, **options)
+        backends[rank].register(allocate(engine, rank, device))
+    conn.send({rank: b.metadata() for rank, b in backends.items()})
+    while True:
+        message = conn.recv()
+        if message[0] == "connect":
+            for backend in backends.values():
+                backend.add_peer(message[1], message[2])
+        elif message[0] == "serve":
+            _, transfer, request = message
+            done = [b.serve(transfer, rank=r, request=request) for r, b in backends.items()
+                    if r in transfer.source_ranks]
+            try:
+                for completion in done:
+                    completion.wait()
+                conn.send(("ok", {r: getattr(b, "last_stats", {}) for r, b in backends.items()}))
+            except Exception as error:  # report to the parent rather than die silently
+                conn.send(("error", repr(error)))
+        else:
+            break
+    for backend in backends.values():
+        backend.close()
+    conn.send(("closed", None))
+
+
+class SourceProcess:
+    """A spawned process holding `ranks` (default: all) of `engine` on `device`."""
+
+    def __init__(self, kind: str, engine, *, device: int = -1, ranks=None, options=None, timeout_s: float = 120.0):
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        ranks = list(range(engine.world_size)) if ranks is None else list(ranks)
+        self.timeout_s = timeout_s
+        self.process = ctx.Process(target=_child, args=(child, kind, options or {}, engine, ranks, device), daemon=True)
+        self.process.start()
+        self.metadata = self._recv()
+
+    def _recv(self):
+        if not self._conn.poll(self.timeout_s):
+            raise TimeoutError(f"source process sent nothing for {self.timeout_s} s")
+        return self._conn.recv()
+
+    def connect(self, dst_rank: int, metadata: bytes) -> None:
+        self._conn.send(("connect", dst_rank, metadata))
+
+    def serve(self, transfer, *, request: str = "") -> None:
+        self._conn.send(("serve", transfer, request))
+
+    def wait(self) -> dict:
+        """Wait until the sources served the last request; their backends' `last_stats`."""
+        status, detail = self._recv()
+        if status != "ok":
+            raise RuntimeError(f"source process failed: {detail}")
+        return detail
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self._conn.send(("exit",))
+            if self._conn.poll(self.timeout_s):
+                self._conn.recv()
+            self.process.join(self.timeout_s)
+        if self.process.is_alive():
+            self.process.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,211 @@
+"""Transfer benchmark on a 2-GPU host: prefill ranks on GPU 0, decode rank on GPU 1.
+
+For each model layout and TP pair (1->2, 2->1, 2->4, 4->2) it lowers one request
+(scattered block ids, as an allocator hands them out) for decode rank 0, identity-fills
+the prefill ranks' memory laid out as the engines would, and moves it through each
+backend: cupy (one process), nixl and ucx (prefill ranks in a second process). Every
+result is compared on the GPU with a copy made by an independent path (one
+cudaMemcpyPeerAsync per range). Rates are GB/s (1e9 bytes/s) of the transfer's bytes,
+next to one bulk cudaMemcpyPeerAsync of the same byte count in the same run.
+
+    PYTHONUNBUFFERED=1 python3 benchmarks/bench_transfer.py --backends cupy,nixl --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import cupy as cp
+import numpy as np
+
+from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
+from kvplan.backend import load_backend
+from kvplan.descriptors import prepared_lists
+from kvplan_backends.pairing import SourceProcess, allocate
+
+TP_PAIRS = ((1, 2), (2, 1), (2, 4), (4, 2))
+DENSE = ModelSpec(name="dense-gqa-8b", layers=(AttentionSpec(num_kv_heads=8, head_dim=128, dtype="bfloat16"),) * 32)
+# (label, kv_layout, kv_storage, logical block tokens, kernel block tokens)
+LAYOUTS = (("HND packed b16", "HND", "packed", 16, 16), ("NHD packed b16", "NHD", "packed", 16, 16),
+           ("HND separate b32/k16", "HND", "separate", 32, 16))
+REQUEST_TOKENS = 4096
+REPS = 5
+
+
+def models():
+    out = [(DENSE, layout) for layout in LAYOUTS]
+    try:  # the hybrid model exists once the core plans state layers
+        from kvplan.hybrid_models import HYBRID_MODELS
+
+        hybrid = HYBRID_MODELS["nemotron-3-nano-30b-a3b"]
+        plan(EngineSpec(model=hybrid, tp=2, block_tokens=16, num_blocks=8),
+             EngineSpec(model=hybrid, tp=4, block_tokens=16, num_blocks=8))
+        out.append((hybrid, ("nemotron-3-nano hybrid b16", "HND", "packed", 16, 16)))
+    except Exception as error:  # report and go on with the dense model
+        print(f"# hybrid model not benchmarked: {type(error).__name__}: {error}", flush=True)
+    return out
+
+
+def events_ms(fn, device: int, stream, reps: int = REPS) -> float:
+    with cp.cuda.Device(device):
+        fn()
+        stream.synchronize()
+        times = []
+        for _ in range(reps):
+            start, end = cp.cuda.Event(), cp.cuda.Event()
+            start.record(stream)
+            fn()
+            end.record(stream)
+            end.synchronize()
+            times.append(cp.cuda.get_elapsed_time(start, end))
+    return statistics.median(times)
+
+
+def wall_ms(fn, reps: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def gbs(nbytes: int, ms: float) -> float:
+    return nbytes / ms / 1e6
+
+
+def same(a, b) -> bool:
+    return all((x is None and y is None) or bool(cp.array_equal(x, y)) for x, y in zip(a, b, strict=True))
+
+
+def case(model, layout, tps, backends, rng) -> dict:
+    label, kv_layout, storage, block, kernel = layout
+    blocks = REQUEST_TOKENS // block
+    num_blocks = 2 * blocks
+
+    def engine(tp):
+        return EngineSpec(model=model, tp=tp, block_tokens=block, kernel_block_tokens=kernel, kv_layout=kv_layout,
+                          kv_storage=storage, num_blocks=num_blocks)
+
+    p = plan(engine(tps[0]), engine(tps[1]))
+    src_blocks = rng.permutation(num_blocks)[:blocks].tolist()
+    dst_blocks = rng.permutation(num_blocks)[:blocks].tolist()
+    t = p.lower(0, src_blocks, dst_blocks)
+    row = {"model": model.name, "layout": label, "tp": f"{tps[0]}->{tps[1]}", "bytes": t.total_bytes,
+           "ranges": len(t), "range_bytes_min": int(t.nbytes.min()), "range_bytes_median": int(np.median(t.nbytes))}
+    stream = cp.cuda.Stream(non_blocking=True)
+    src_bufs = {r: allocate(p.src, r, device=0) for r in t.source_ranks}
+
+    # reference: one cudaMemcpyPeerAsync per range (copy engine, no kernel)
+    reference = allocate(p.dst, 0, device=1, fill=False)
+    ref = load_backend("cupy", peer_access=False, stream=stream)
+    ref.register(reference)
+    sources = {}
+    for r in t.source_ranks:
+        sources[r] = load_backend("cupy", stream=stream)
+        sources[r].register(src_bufs[r])
+        ref.add_peer(r, sources[r].metadata())
+    ref.execute(t, request="reference")
+
+    with cp.cuda.Device(0):
+        bulk_src = cp.empty(t.total_bytes, cp.uint8)
+    with cp.cuda.Device(1):
+        bulk_dst = cp.empty(t.total_bytes, cp.uint8)
+    row["bulk_GBps"] = gbs(t.total_bytes, events_ms(lambda: cp.cuda.runtime.memcpyPeerAsync(
+        bulk_dst.data.ptr, 1, bulk_src.data.ptr, 0, t.total_bytes, stream.ptr), 1, stream))
+
+    if "cupy" in backends:
+        out = allocate(p.dst, 0, device=1, fill=False)
+        b = load_backend("cupy", stream=stream, blocking=False)
+        b.register(out)
+        for r in t.source_ranks:
+            b.add_peer(r, sources[r].metadata())
+        row["cupy_GBps"] = gbs(t.total_bytes, events_ms(lambda: b.execute(t, request="bench"), 1, stream))
+        ranges = b.prepare_launch(t)
+        row["cupy_kernel_GBps"] = gbs(t.total_bytes, events_ms(lambda: b.launch(ranges), 1, stream))
+        row["cupy_pieces"] = b.last_launch["pieces"]
+        stream.synchronize()
+        row["cupy_ok"] = same(out, reference)
+        del out
+    for kind in ("nixl", "ucx"):
+        if kind in backends:
+            row.update(two_process(kind, p, t, src_blocks, dst_blocks, reference))
+    return row
+
+
+def two_process(kind, p, t, src_blocks, dst_blocks, reference) -> dict:
+    out = allocate(p.dst, 0, device=1, fill=False)
+    dst = load_backend(kind, **({"telemetry": True} if kind == "nixl" else {}))
+    dst.register(out)
+    row = {}
+    with SourceProcess(kind, p.src, device=0, ranks=t.source_ranks) as sources:
+        for rank, md in sources.metadata.items():
+            dst.add_peer(rank, md)
+        sources.connect(0, dst.metadata())
+        if kind == "nixl":
+            row["nixl_GBps"] = gbs(t.total_bytes, wall_ms(lambda: dst.execute(t, request="bench")))
+            row["nixl_descs"] = sum(s.get("descriptors", s["descriptors_in"]) for s in dst.last_stats.values())
+            row["nixl_post_us"] = sum(s.get("post_us", 0) for s in dst.last_stats.values())
+            start = time.perf_counter()
+            dst.prepare(p, 0)
+            row["nixl_prepare_ms"] = (time.perf_counter() - start) * 1e3
+            row["nixl_prepared_list_descs"] = len(prepared_lists(p, 0).local)
+            row["nixl_prep_GBps"] = gbs(t.total_bytes, wall_ms(
+                lambda: dst.execute_blocks(p, src_blocks, dst_blocks, request="bench-prep")))
+            row["nixl_prep_indices"] = sum(s["descriptors_in"] for s in dst.last_stats.values())
+            row["nixl_prep_descs"] = sum(s.get("descriptors", -1) for s in dst.last_stats.values())
+            row["nixl_ok"] = same(out, reference)
+        else:
+            stats = {}
+
+            def once():
+                sources.serve(t, request="bench")
+                dst.execute(t, request="bench")
+                stats.update(sources.wait())
+
+            row["ucx_GBps"] = gbs(t.total_bytes, wall_ms(once))
+            row["ucx_messages"] = len(t.source_ranks)
+            row["ucx_pack_ms"] = 1e3 * max(s.get("pack_s", 0) for s in stats.values())
+            row["ucx_wait_ms"] = 1e3 * dst.last_stats["wait_s"]
+            row["ucx_unpack_ms"] = 1e3 * dst.last_stats["unpack_s"]
+            row["ucx_ok"] = same(out, reference)
+    dst.close()
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="cupy,nixl,ucx")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--quick", action="store_true", help="one layout, two TP pairs")
+    args = parser.parse_args(argv)
+    backends = set(args.backends.split(","))
+    if cp.cuda.runtime.getDeviceCount() < 2:
+        print("needs two GPUs", file=sys.stderr)
+        return 2
+    rng = np.random.default_rng(0)
+    rows = []
+    cases = models()[:1] if args.quick else models()
+    for model, layout in cases:
+        for tps in TP_PAIRS[:2] if args.quick else TP_PAIRS:
+            try:
+                row = case(model, layout, tps, backends, rng)
+            except Exception as error:  # keep going: one failing case must not hide the others
+                row = {"model": model.name, "layout": layout[0], "tp": f"{tps[0]}->{tps[1]}",
+                       "error": f"{type(error).__name__}: {error}"}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            cp.get_default_memory_pool().free_all_blocks()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0 if all("error" not in r and all(v for k, v in r.items() if k.endswith("_ok")) for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Which transports can run here.
+
+Transports that are not importable skip with the import error as the reason (CI
+installs nixl and ucxx, see .ci/run); GPU tests are gated by tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+TRANSPORT_MODULES = {"host": None, "nixl": "kvplan_backends._nixl_import", "ucx": "ucxx", "cupy": "cupy"}
+
+
+def transport_missing(kind: str) -> str | None:
+    """Why `kind` cannot run here, or None."""
+    module = TRANSPORT_MODULES[kind.split("-")[0]]
+    if module is None:
+        return None
+    try:
+        imported = importlib.import_module(module)
+        if kind.startswith("nixl"):
+            imported.nixl_api()
+    except ImportError as error:
+        return f"{kind} transport not importable: {error}"
+    return None
+
+
+def need(kind: str) -> None:
+    """Skip the calling test, quoting the import error, when `kind` cannot run here."""
+    reason = transport_missing(kind)
+    if reason:
+        pytest.skip(reason)

@@ -1,0 +1,1 @@
+"""Backend contract tests (see _need.py for transport availability, tests/conftest.py for GPUs)."""

@@ -1,0 +1,106 @@
+"""GPU runs: cupy peer copy in one process (prefill GPU 0, decode GPU 1); nixl and ucx
+with the prefill ranks in a second process (UCX uses CUDA IPC only across processes).
+Each result is compared byte for byte with the host backend's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from kvplan.backend import load_backend
+from kvplan_backends.pairing import SourceProcess, allocate
+
+from _fabric import run
+from _need import need
+from _strategies import exchanges
+
+
+def _on_gpu(buffers, device):
+    import cupy
+
+    with cupy.cuda.Device(device):
+        return [None if b is None else cupy.asarray(b) for b in buffers]
+
+
+def _host(buffers):
+    return [None if b is None else np.asarray(b.get()) for b in buffers]
+
+
+def _same(a, b) -> bool:
+    return all((x is None and y is None) or np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.gpu
+def test_kernel_copies_ranges_of_any_size_and_alignment():
+    need("cupy")
+    from kvplan import Transfer
+
+    rng = np.random.default_rng(1)
+    n = 2000
+    sizes = rng.choice([1, 3, 15, 16, 17, 100, 2048, 4099, 300_000], n)
+    src_off = np.cumsum(np.r_[0, sizes[:-1] + rng.integers(0, 40, n - 1)])
+    dst_off = np.cumsum(np.r_[0, sizes[:-1] + rng.integers(0, 40, n - 1)])
+    order = rng.permutation(n)
+    step = Transfer(0, np.zeros(n), np.zeros(n), src_off, np.ones(n), dst_off[order], sizes)
+    size = int(max(src_off.max(), dst_off.max()) + sizes.max() + 64)
+    host = [rng.integers(0, 256, size, dtype=np.uint8), np.zeros(size, np.uint8)]
+    expected = [b.copy() for b in host]
+    for i in range(n):
+        s, d, k = int(step.src_offset[i]), int(step.dst_offset[i]), int(step.nbytes[i])
+        expected[1][d:d + k] = expected[0][s:s + k]
+    gpu = _on_gpu(host, 0)
+    backend = load_backend("cupy")
+    backend.register(gpu)
+    backend.copy_local(step)
+    backend.close()
+    assert _same(_host(gpu), expected)
+
+
+@pytest.mark.multi_gpu
+@pytest.mark.parametrize("peer_access", [True, False])
+@settings(max_examples=20, deadline=None)
+@given(case=exchanges())
+def test_cupy_peer_matches_host(peer_access, case):
+    need("cupy")
+    p, dst_rank, src_blocks, dst_blocks = case
+    t = p.lower(dst_rank, src_blocks, dst_blocks)
+    dst_buffers = _on_gpu(allocate(p.dst, dst_rank, fill=False), 1)
+    dst = load_backend("cupy", peer_access=peer_access)
+    dst.register(dst_buffers)
+    sources = []
+    for rank in t.source_ranks:
+        src = load_backend("cupy")
+        src.register(_on_gpu(allocate(p.src, rank), 0))
+        dst.add_peer(rank, src.metadata())
+        sources.append(src)
+    dst.execute(t, request="gpu")
+    assert dst.last_launch["path"] == ("kernel" if peer_access else "memcpyPeer")
+    assert _same(_host(dst_buffers), run("host", *case))
+
+
+@pytest.mark.multi_gpu
+@pytest.mark.parametrize("kind", ["nixl", "nixl-prepared", "ucx"])
+@settings(max_examples=6, deadline=None)
+@given(case=exchanges())
+def test_two_process_vram_matches_host(kind, case):
+    need(kind)
+    name = kind.split("-")[0]
+    p, dst_rank, src_blocks, dst_blocks = case
+    t = p.lower(dst_rank, src_blocks, dst_blocks)
+    dst_buffers = allocate(p.dst, dst_rank, device=1, fill=False)
+    dst = load_backend(name)
+    dst.register(dst_buffers)
+    with SourceProcess(name, p.src, device=0, ranks=t.source_ranks) as sources:
+        for rank, md in sources.metadata.items():
+            dst.add_peer(rank, md)
+        sources.connect(dst_rank, dst.metadata())
+        sources.serve(t, request="gpu-2proc")
+        if kind == "nixl-prepared":
+            dst.prepare(p, dst_rank)
+            dst.execute_blocks(p, src_blocks, dst_blocks, request="gpu-2proc")
+        else:
+            dst.execute(t, request="gpu-2proc")
+        sources.wait()
+    dst.close()
+    assert _same(_host(dst_buffers), run("host", *case))
