@@ -40,9 +40,10 @@ def test_kernel_copies_ranges_of_any_size_and_alignment():
     n = 2000
     sizes = rng.choice([1, 3, 15, 16, 17, 100, 2048, 4099, 300_000], n)
     src_off = np.cumsum(np.r_[0, sizes[:-1] + rng.integers(0, 40, n - 1)])
-    dst_off = np.cumsum(np.r_[0, sizes[:-1] + rng.integers(0, 40, n - 1)])
-    order = rng.permutation(n)
-    step = Transfer(0, np.zeros(n), np.zeros(n), src_off, np.ones(n), dst_off[order], sizes)
+    perm = rng.permutation(n)  # destination slots in another order, each sized for its row
+    dst_off = np.empty(n, np.int64)
+    dst_off[perm] = np.cumsum(np.r_[0, sizes[perm][:-1] + rng.integers(0, 40, n - 1)])
+    step = Transfer(0, np.zeros(n), np.zeros(n), src_off, np.ones(n), dst_off, sizes)
     size = int(max(src_off.max(), dst_off.max()) + sizes.max() + 64)
     host = [rng.integers(0, 256, size, dtype=np.uint8), np.zeros(size, np.uint8)]
     expected = [b.copy() for b in host]
