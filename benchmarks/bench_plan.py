@@ -1,0 +1,129 @@
+"""CPU cost of planning: plan() and lower() for an 80-layer model, next to plain numpy.
+
+    python3 benchmarks/bench_plan.py [--blocks 4096] [--repeats 7]
+
+Model: Llama-3.1-70B (80 layers, 8 KV heads x 128, bf16), vLLM default layout, 16-token
+blocks on both sides. For each TP pair (P -> D):
+
+* plan ms: median wall time of `plan(P, D)` (every decode rank). Geometry is cached per
+  layer spec inside kvplan, so repeats after the first reuse it; the first call of
+  each pair is excluded from the median like any other warm-up.
+* lower ms: median of `plan.lower(0, src_blocks, dst_blocks)` for one request of
+  `--blocks` logical blocks on decode rank 0, with block ids drawn at random without
+  replacement from a 65,536-block pool (a fragmented cache: consecutive ids would let
+  whole requests merge into a few rows and flatter lower()).
+* rows: rows of the resulting `Transfer` (after merging).
+* numpy ms: the baseline. The median time plain vectorised numpy needs to materialise
+  the same number of rows as six contiguous int64 columns (src_rank, src_region,
+  src_offset, dst_region, dst_offset, nbytes), laid out as (layers, blocks, T) with
+  T = rows / (layers * blocks) rows per block and layer, each offset computed as
+  ``blocks[None, :, None] * stride + template_offset[None, None, :]`` and the other
+  columns broadcast from a per-row template and copied out. It does no validation, no
+  pairing and no merging: a floor for any lowering that writes these rows, not a
+  competing implementation.
+* ratio: lower ms / numpy ms (target: <= 3). Targets: plan() < 20 ms.
+
+All figures are steady state: each is timed after one untimed call, in the same process,
+so the allocator already holds the memory these sizes need (the first touch of fresh
+pages alone can cost more than the numpy arithmetic at these sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from kvplan import EngineSpec, plan  # noqa: E402
+from kvplan.models import get_model  # noqa: E402
+
+PAIRS = ((1, 1), (2, 8), (8, 2), (4, 4), (1, 8), (8, 1))
+POOL_BLOCKS = 65536
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up: caches, allocator
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def numpy_rows(layers: int, src_blocks: np.ndarray, dst_blocks: np.ndarray, per_block: int,
+               src_stride: int, dst_stride: int) -> list[np.ndarray]:
+    """Six int64 columns of layers * len(blocks) * per_block rows (see module docstring)."""
+    shape = (layers, len(src_blocks), per_block)
+    rank = np.arange(per_block, dtype=np.int64) % 8
+    src_off = np.arange(per_block, dtype=np.int64) * 8192
+    dst_off = np.arange(per_block, dtype=np.int64) * 4096
+    nbytes = np.full(per_block, 8192, np.int64)
+    region = np.arange(layers, dtype=np.int64)[:, None, None]
+    return [
+        np.broadcast_to(rank, shape).ravel(),  # ravel of a broadcast view copies
+        np.broadcast_to(region, shape).ravel(),
+        np.broadcast_to(src_blocks[None, :, None] * src_stride + src_off[None, None, :], shape).ravel(),
+        np.broadcast_to(region, shape).ravel(),
+        np.broadcast_to(dst_blocks[None, :, None] * dst_stride + dst_off[None, None, :], shape).ravel(),
+        np.broadcast_to(nbytes, shape).ravel(),
+    ]
+
+
+def run(blocks: int, repeats: int, seed: int) -> list[dict]:
+    model = get_model("llama-3.1-70b")
+    rng = np.random.default_rng(seed)
+    src_blocks = rng.choice(POOL_BLOCKS, blocks, replace=False).astype(np.int64)
+    dst_blocks = rng.choice(POOL_BLOCKS, blocks, replace=False).astype(np.int64)
+    results = []
+    for src_tp, dst_tp in PAIRS:
+        src, dst = EngineSpec(model=model, tp=src_tp), EngineSpec(model=model, tp=dst_tp)
+        plan_ms = median_ms(lambda: plan(src, dst), repeats)
+        p = plan(src, dst)
+        lower_ms = median_ms(lambda: p.lower(0, src_blocks, dst_blocks), repeats)
+        rows = len(p.lower(0, src_blocks, dst_blocks))
+        per_block = -(-rows // (model.num_layers * blocks))
+        baseline_rows = model.num_layers * blocks * per_block
+        numpy_ms = median_ms(lambda: numpy_rows(model.num_layers, src_blocks, dst_blocks, per_block,
+                                                src.regions[0].block_bytes, dst.regions[0].block_bytes), repeats)
+        results.append({"pair": f"{src_tp}→{dst_tp}", "plan_ms": plan_ms, "lower_ms": lower_ms, "rows": rows,
+                        "baseline_rows": baseline_rows, "numpy_ms": numpy_ms, "ratio": lower_ms / numpy_ms})
+    return results
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| P→D TP | plan ms | lower ms | rows | numpy baseline ms | lower / numpy |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        rows = f"{r['rows']:,}" + ("" if r["rows"] == r["baseline_rows"] else f" (numpy {r['baseline_rows']:,})")
+        lines.append(f"| {r['pair']} | {r['plan_ms']:.2f} | {r['lower_ms']:.2f} | {rows} | "
+                     f"{r['numpy_ms']:.2f} | {r['ratio']:.2f}× |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=4096, help="logical blocks per request (default 4096)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per figure (median; default 7)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random block ids")
+    args = parser.parse_args(argv)
+    results = run(args.blocks, args.repeats, args.seed)
+    print(f"Llama-3.1-70B (80 layers), {args.blocks:,}-block request, median of {args.repeats}")
+    print()
+    print(table(results))
+    worst_plan = max(r["plan_ms"] for r in results)
+    worst_ratio = max(r["ratio"] for r in results)
+    print()
+    print(f"plan() worst {worst_plan:.2f} ms (target < 20): {'met' if worst_plan < 20 else 'MISSED'}; "
+          f"lower() worst {worst_ratio:.2f}x numpy (target <= 3): {'met' if worst_ratio <= 3 else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
