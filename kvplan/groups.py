@@ -88,3 +88,31 @@ def group_span(src, dst, group: int) -> tuple[int, int]:
     a, b = src.group_block_tokens(group)[0], dst.group_block_tokens(group)[0]
     span = math.lcm(a, b)
     return span // a, span // b
+
+
+def hma_groups(model) -> tuple[LayerGroup, ...]:
+    """vLLM's hybrid allocator grouping (reference §2.2).
+
+    Layers are bucketed by spec (in order of first appearance); the group size is the
+    smallest bucket, or the largest when max < 1.5 * min; a bucket of n layers becomes
+    ceil(n / size) groups, group i taking layers[i::groups] (strided, so pipeline
+    stages stay balanced); short groups are padded with empty slots.
+
+    >>> from kvplan.specs import AttentionSpec, ModelSpec
+    >>> from kvplan.state_specs import Mamba2Spec
+    >>> a, m = AttentionSpec(2, 8), Mamba2Spec(4, 2, 1, 2, 4)
+    >>> [g.layers for g in hma_groups(ModelSpec(name="h", layers=(m, m, a, m, m, m, a)))]
+    [(0, 4), (1, 5), (3, None), (2, 6)]
+    """
+    buckets: dict = {}
+    for index, spec in enumerate(model.layers):
+        buckets.setdefault(spec, []).append(index)
+    sizes = [len(b) for b in buckets.values()]
+    size = max(sizes) if max(sizes) < 1.5 * min(sizes) else min(sizes)
+    groups = []
+    for layers in buckets.values():
+        count = -(-len(layers) // size)
+        for i in range(count):
+            members = layers[i::count]
+            groups.append(LayerGroup(layers=tuple(members) + (None,) * (size - len(members))))
+    return tuple(groups)

@@ -41,6 +41,12 @@ def state_parts(spec, tp: int, rank: int):
             raise ShardingError(f"Mamba2 num_heads {spec.num_heads} is not a multiple of n_groups {spec.n_groups}")
         # a rank holds the B/C groups its heads belong to (replicated when n_groups < TP)
         per_group = spec.num_heads // spec.n_groups
+        per_rank = h_hi - h_lo
+        if per_rank % per_group and per_group % per_rank:
+            raise ShardingError(
+                f"Mamba2 with {spec.num_heads} heads in {spec.n_groups} groups over TP {tp}: a rank's "
+                f"{per_rank} heads straddle groups of {per_group} heads, so ranks would hold unequal B/C"
+            )
         g_lo, g_hi = h_lo // per_group, (h_hi - 1) // per_group + 1
         x = (h_lo * spec.head_dim, h_hi * spec.head_dim)
         b = (g_lo * spec.d_state, g_hi * spec.d_state)
@@ -89,8 +95,10 @@ def state_geometry(spec, tp: int, tp_rank: int, conv_layout: str, num_speculativ
     channels = sum(hi - lo for _, lo, hi in parts)
     fields, before = [], 0
     for component, lo, hi in parts:
+        # both layouts expose the tap axis, so a DS page and an SD page intersect element
+        # by element; coalescing merges a DS channel's taps back into one range
         if conv_layout == "DS":
-            fields.append(Field(component, 0, lo, hi, rows * e, rows * e, before * rows * e))
+            fields.append(Field(component, 0, lo, hi, rows * e, e, before * rows * e, axes=((rows, e),)))
         else:
             fields.append(Field(component, 0, lo, hi, e, e, before * e, axes=((rows, channels * e),)))
         before += hi - lo

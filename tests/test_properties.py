@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from kvplan import plan, verify
 from kvplan.ranges import run_starts
 from kvplan.testing.oracle import UNTOUCHED, apply, request_memories
-from kvplan.testing.strategies import engine_pairs, requests
+from kvplan.testing.strategies import engine_pairs, group_requests, hybrid_engine_pairs, requests
 
 NUM_BLOCKS = 40
 
@@ -94,3 +94,27 @@ def _same_bytes_elsewhere(p, table, row, other_rank) -> bool:
     a = layer_cells(src, layer, int(table.src_rank[row]) % src.tp, ns)
     b = layer_cells(src, layer, other_rank % src.tp, ns)
     return all(np.array_equal(x.code, y.code) and np.array_equal(x.offset, y.offset) for x, y in zip(a, b))
+
+
+# -- hybrid models (issue 3) -------------------------------------------------------------
+
+@settings(max_examples=settings().max_examples * 2)
+@given(hybrid_engine_pairs())
+def test_every_hybrid_plan_verifies(engines):
+    verify(plan(*engines))
+
+
+@given(st.data())
+def test_lowered_hybrid_requests_deliver_exactly_the_expected_bytes(data):
+    src, dst = data.draw(hybrid_engine_pairs(), label="engines")
+    p = plan(src, dst)
+    dst_rank = data.draw(st.integers(0, dst.world_size - 1), label="dst_rank")
+    src_lists, dst_lists = data.draw(group_requests(src, dst, num_blocks=NUM_BLOCKS), label="request")
+    transfer = p.lower(dst_rank, src_lists, dst_lists)
+    src_mem, expected, must = request_memories(src, dst, dst_rank, src_lists, dst_lists, NUM_BLOCKS)
+    got = apply(transfer, src_mem, [len(e[0]) for e in expected])
+    for region, ((g_code, g_byte), (e_code, e_byte), m) in enumerate(zip(got, expected, must, strict=True)):
+        wrong = m & ((g_code != e_code) | (g_byte != e_byte))
+        assert not wrong.any(), f"region {region}: {int(wrong.sum())} bytes wrong, first at {np.flatnonzero(wrong)[0]}"
+        assert not (~m & (g_code != UNTOUCHED)).any(), f"region {region}: stray writes"
+    assert transfer.total_bytes == sum(int(m.sum()) for m in must)

@@ -8,10 +8,13 @@ K/V storage on either side, and pipeline stages.
 
 from __future__ import annotations
 
+import attrs
 from hypothesis import strategies as st
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec
-from kvplan.engine import KV_LAYOUTS, KV_STORAGES
+from kvplan.engine import CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES
+from kvplan.groups import hma_groups
+from kvplan.state_specs import GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec, ShortConvSpec
 
 TP_SIZES = (1, 2, 4, 8, 16)
 DTYPES = ("bfloat16", "float16", "float32", "float8_e4m3fn", "float8_e5m2")
@@ -81,3 +84,104 @@ def requests(draw, src: EngineSpec, dst: EngineSpec, *, max_tokens: int = 200, n
         src_ids = list(range(n_src))
         dst_ids = list(range(num_blocks - n_dst, num_blocks))
     return list(src_ids), list(dst_ids)
+
+
+# -- hybrid models ---------------------------------------------------------------------
+
+CONV_DTYPES = ("bfloat16", "float16", "float32")
+SSM_DTYPES = ("float32", "bfloat16")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@st.composite
+def state_layers(draw, *, tps: tuple[int, int]):
+    """A Mamba2 / Mamba1 / GDN / short-conv layer both TP sizes can shard."""
+    big = max(tps)
+    kind = draw(st.sampled_from(["mamba2", "mamba2", "mamba1", "gdn", "short_conv"]), label="state_kind")
+    conv = dict(conv_kernel=draw(st.integers(2, 4), label="conv_kernel"),
+                conv_dtype=draw(st.sampled_from(CONV_DTYPES), label="conv_dtype"))
+    ssm_dtype = draw(st.sampled_from(SSM_DTYPES), label="ssm_dtype")
+    if kind == "mamba2":
+        heads = big * draw(st.sampled_from([1, 2, 3]), label="heads_per_rank")
+
+        def whole_groups(groups: int) -> bool:  # every rank holds whole groups or part of one
+            per_group = heads // groups
+            return all((heads // t) % per_group == 0 or per_group % (heads // t) == 0 for t in tps)
+
+        return Mamba2Spec(num_heads=heads, head_dim=draw(st.sampled_from([1, 2, 3]), label="m2_head_dim"),
+                          n_groups=draw(st.sampled_from([g for g in _divisors(heads) if whole_groups(g)]),
+                                        label="n_groups"),
+                          d_state=draw(st.sampled_from([1, 2, 4]), label="d_state"), ssm_dtype=ssm_dtype, **conv)
+    if kind == "mamba1":
+        return Mamba1Spec(intermediate_size=big * draw(st.sampled_from([1, 2, 3]), label="m1_channels"),
+                          d_state=draw(st.sampled_from([1, 2, 3]), label="m1_d_state"), ssm_dtype=ssm_dtype, **conv)
+    if kind == "gdn":
+        k_heads = big * draw(st.sampled_from([1, 2]), label="k_heads")
+        return GatedDeltaNetSpec(num_k_heads=k_heads, num_v_heads=k_heads * draw(st.sampled_from([1, 2]), label="v_mult"),
+                                 head_k_dim=draw(st.sampled_from([1, 2]), label="dk"),
+                                 head_v_dim=draw(st.sampled_from([1, 3]), label="dv"), ssm_dtype=ssm_dtype, **conv)
+    return ShortConvSpec(conv_dim=big * draw(st.sampled_from([1, 2, 5]), label="conv_dim"), **conv)
+
+
+@st.composite
+def hybrid_engine_pairs(draw, *, max_layers: int = 5, pooled: bool | None = None):
+    """(prefill, decode) EngineSpecs for a hybrid model: attention + state layers, TP
+    pairs from {1,2,4,8,16} both ways (incl. n_groups < TP), DS/SD conv on either side,
+    speculative rows, padded state pages, and vLLM-style pooled HMA regions."""
+    src_tp = draw(st.sampled_from(TP_SIZES[:4]), label="src_tp")
+    dst_tp = draw(st.sampled_from(TP_SIZES[:4]), label="dst_tp")
+    tps = (src_tp, dst_tp)
+    attention = draw(attention_layers(tps=tps).filter(lambda s: s.sliding_window is None), label="attention")
+    state = draw(state_layers(tps=tps), label="state")
+    count = draw(st.integers(2, max_layers), label="num_layers")
+    layers = [draw(st.sampled_from([attention, state, state]), label=f"layer{i}") for i in range(count)]
+    if attention not in layers:
+        layers[0] = attention
+    if state not in layers:
+        layers[-1] = state
+    if draw(st.booleans(), label="second_state_kind"):
+        layers.append(draw(state_layers(tps=tps), label="state2"))
+    model = ModelSpec(name="hybrid", layers=tuple(layers))
+    use_pool = draw(st.booleans(), label="pooled") if pooled is None else pooled
+    spec_tokens = draw(st.sampled_from([0, 0, 1, 2]), label="num_speculative_tokens")
+
+    def engine(tp, side):
+        block, kernel = draw(block_sizes(), label=f"{side}_blocks")
+        base = EngineSpec(model=model, tp=tp, block_tokens=block, kernel_block_tokens=kernel,
+                          num_speculative_tokens=spec_tokens,
+                          groups=hma_groups(model) if use_pool else None)
+        pad = draw(st.sampled_from([0, 0, 8, 24]), label=f"{side}_padding")
+        largest = max(base.natural_block_bytes(i) for i in range(model.num_layers))
+        quantum = block // kernel  # a pooled page splits into whole kernel pages
+        page = -(-(largest + pad) // quantum) * quantum
+        return attrs.evolve(base, pooled=use_pool, page_bytes=page,
+                            conv_layout=draw(st.sampled_from(CONV_LAYOUTS), label=f"{side}_conv_layout"),
+                            kv_layout=draw(st.sampled_from(KV_LAYOUTS), label=f"{side}_layout"),
+                            kv_storage="packed" if use_pool else draw(st.sampled_from(KV_STORAGES),
+                                                                       label=f"{side}_storage"))
+
+    return engine(src_tp, "src"), engine(dst_tp, "dst")
+
+
+@st.composite
+def group_requests(draw, src: EngineSpec, dst: EngineSpec, *, num_blocks: int = 40, max_state_blocks: int = 2):
+    """Per-group (src_lists, dst_lists) with block ids disjoint across groups (a pooled
+    block id belongs to one group at a time)."""
+    groups = src.layer_groups
+    src_pool = list(draw(st.permutations(range(num_blocks)), label="src_pool"))
+    dst_pool = list(draw(st.permutations(range(num_blocks)), label="dst_pool"))
+    budget = num_blocks // len(groups)
+    src_lists, dst_lists = [], []
+    for g in range(len(groups)):
+        if src.group_is_token(g):
+            s_tok, d_tok = src.group_block_tokens(g)[0], dst.group_block_tokens(g)[0]
+            tokens = draw(st.integers(1, budget * min(s_tok, d_tok)), label=f"tokens{g}")
+            n_src, n_dst = -(-tokens // s_tok), -(-tokens // d_tok)
+        else:
+            n_src = n_dst = draw(st.integers(1, max_state_blocks), label=f"states{g}")
+        src_lists.append(src_pool[g * budget:g * budget + n_src])
+        dst_lists.append(dst_pool[g * budget:g * budget + n_dst])
+    return src_lists, dst_lists
