@@ -91,6 +91,35 @@ def _layer_runs(table, layer):
     return _runs(table.src_rank[m], table.src_offset[m], table.dst_offset[m], table.nbytes[m])
 
 
+def vllm_attention_reads(k, tp_p, tp_d, r, page_d, mla=False):
+    """vLLM 0.33's attention reads of D rank r as [(P rank, (P start, P end), (D start, D end))].
+
+    Reference §4.2, §4.4, §5.2, K total heads: Td >= Tp or MLA: one source ⌊r·Tp/Td⌋ at
+    offset f·page_D, f = 0 (Td <= Tp or MLA), ⌊r·K/Td⌋ − ⌊⌊r·Tp/Td⌋·K/Tp⌋ (Td > K), else
+    r mod (Td/Tp). Tp > Td: candidates r·a + j (a = Tp/Td), the first per distinct head
+    ⌊p·K/Tp⌋ kept; source in slot s fills D bytes [s·page_D/n, (s+1)·page_D/n) from the
+    start of its page.
+    """
+    if mla or tp_d >= tp_p:
+        src = r * tp_p // tp_d
+        if mla or tp_d <= tp_p:
+            f = 0
+        elif tp_d > k:
+            f = r * k // tp_d - (r * tp_p // tp_d) * k // tp_p
+        else:
+            f = r % (tp_d // tp_p)
+        return [(src, (f * page_d, (f + 1) * page_d), (0, page_d))]
+    a = tp_p // tp_d
+    sources, heads = [], []
+    for j in range(a):
+        p = r * a + j
+        if p * k // tp_p not in heads:
+            heads.append(p * k // tp_p)
+            sources.append(p)
+    unit = page_d // len(sources)
+    return [(p, (0, unit), (slot * unit, (slot + 1) * unit)) for slot, p in enumerate(sources)]
+
+
 # -- per-operation checks --------------------------------------------------------------
 
 
@@ -287,3 +316,25 @@ def test_scope_is_explicit():
     assert len(checked) >= 50  # head offsets, TP mappings, dense workers, desc ids, PP, ratio
     # attention vectors only skip for HMA groups; everything else skipped is hybrid
     assert {v["id"] for v in VECTORS if (_skip_reason(v) or "").startswith("HMA")} == HMA_GROUP_VECTORS
+
+
+TP_SIZES = (1, 2, 4, 8, 16)
+
+
+@pytest.mark.parametrize(("k", "group_type"), [(1, "mla"), (1, "full"), (2, "full"), (4, "full"), (8, "full"),
+                                               (16, "full")])
+def test_every_tp_pair_reads_what_vllm_reads(k, group_type):
+    """Beyond the vectors: for every TP pair of {1..16}² (both directions, replication
+    on either side), each D rank reads the same bytes from the same P ranks as vLLM's
+    formulas say (`vllm_attention_reads`), including pairs vLLM itself refuses
+    (P replicating KV with Tp > Td, reference §10.3), whose formulas still describe
+    the only correct, de-duplicated reads."""
+    model = ModelSpec(name="sweep", layers=(_layer(group_type, k),))
+    for tp_p in TP_SIZES:
+        for tp_d in TP_SIZES:
+            p = plan(EngineSpec(model=model, tp=tp_p), EngineSpec(model=model, tp=tp_d))
+            page = _page_bytes(group_type, k, tp_d)
+            for r in range(tp_d):
+                want = [(src, s0, s1, d0, d1) for src, (s0, s1), (d0, d1)
+                        in vllm_attention_reads(k, tp_p, tp_d, r, page, group_type == "mla")]
+                assert _layer_runs(p.reads(dst_rank=r), 0) == want, (k, tp_p, tp_d, r)

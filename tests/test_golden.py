@@ -23,6 +23,7 @@ import pytest
 
 from kvplan import EngineSpec, plan, verify
 from kvplan.models import get_model
+from test_conformance import vllm_attention_reads
 
 HEAD_PAGE = 16 * (128 + 128) * 2  # 8,192 B: one KV head of one 16-token page
 MLA_PAGE = 16 * 576 * 2  # 18,432 B
@@ -128,33 +129,8 @@ def test_golden_plans_verify(golden):
 
 
 def test_tables_match_vllm_formulas():
-    """Re-derive each literal table from vLLM 0.33's formulas (reference §4.2, §4.4, §5.2).
-
-    vLLM: K total heads, D rank r; Td >= Tp or MLA: source ⌊r·Tp/Td⌋ at offset
-    f·page_D with f = ⌊r·K/Td⌋ − ⌊⌊r·Tp/Td⌋·K/Tp⌋ (Td > K) or r mod (Td/Tp); Tp > Td:
-    sources r·a + j (a = Tp/Td), the first per distinct head, each landing at
-    slot·(page_D / #sources).
-    """
-    def vllm_rows(k, tp_p, tp_d, r, page_d, mla=False):
-        if mla or tp_d >= tp_p:
-            src = r * tp_p // tp_d
-            if mla or tp_d <= tp_p:
-                f = 0
-            elif tp_d > k:
-                f = r * k // tp_d - (r * tp_p // tp_d) * k // tp_p
-            else:
-                f = r % (tp_d // tp_p)
-            return [(src, (f * page_d, (f + 1) * page_d), (0, page_d))]
-        a = tp_p // tp_d
-        sources, heads = [], []
-        for j in range(a):
-            p = r * a + j
-            if p * k // tp_p not in heads:
-                heads.append(p * k // tp_p)
-                sources.append(p)
-        unit = page_d // len(sources)
-        return [(p, (0, unit), (slot * unit, (slot + 1) * unit)) for slot, p in enumerate(sources)]
-
+    """Re-derive each literal table from vLLM 0.33's formulas (reference §4.2, §4.4, §5.2),
+    as written out in `test_conformance.vllm_attention_reads`."""
     def heads(k, tp):
         return max(1, k // tp)
 
@@ -164,7 +140,7 @@ def test_tables_match_vllm_formulas():
         page_d = MLA_PAGE if mla else heads(k, tp_d) * HEAD_PAGE
         assert per_block == page_d
         for r in range(tp_d):
-            assert table[r] == vllm_rows(k, tp_p, tp_d, r, page_d, mla), (name, r)
+            assert table[r] == vllm_attention_reads(k, tp_p, tp_d, r, page_d, mla), (name, r)
 
 
 # -- lowered requests: offsets = block id · logical page + offset in the page ---------
