@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 
 import attrs
 
@@ -89,36 +90,44 @@ def _plan_command(args) -> None:
         return
     print(p.describe() if args.rank is None else str(tables[0]))
     if args.verify:
-        print(f"verified: {p.dst.world_size} decode ranks x {model.num_layers} layers, every byte correct")
+        ranks = p.dst.world_size
+        print(f"verified: {ranks} decode rank{'s' * (ranks != 1)} x {model.num_layers} layers, every byte correct")
+
+
+def _model_row(name: str, model) -> str:
+    """One line of `kvplan models`; layers of any kind (hybrids list their state layers)."""
+    token = [layer for layer in model.layers if layer.kind in ("attention", "mla")]
+    shapes = list(dict.fromkeys(f"{layer.num_kv_heads} x {layer.head_dim}" for layer in token))
+    per_token = sorted({layer.bytes_per_token for layer in token})
+    notes = []
+    if any(layer.mla for layer in token):
+        notes.append(f"MLA latent {token[0].head_dim}, replicated on every rank")
+    windows = [layer.sliding_window for layer in token if layer.sliding_window]
+    if windows:
+        notes.append(f"{len(windows)} sliding (window {max(windows)}) + {len(token) - len(windows)} global layers")
+    kinds = Counter(layer.kind for layer in model.layers if layer.kind not in ("attention", "mla"))
+    notes += [f"{count} {kind} layers" for kind, count in kinds.items()]
+    return (f"{name:<24} {model.num_layers:>6}  {' / '.join(shapes) or '-':<18} "
+            f"{' / '.join(map(str, per_token)) or '-':>13}  {'; '.join(notes)}").rstrip()
 
 
 def _models_command() -> None:
-    print(f"{'name':<16} {'layers':>6}  {'kv heads x dim':<15} {'B/token/layer':>13}  notes")
+    print(f"{'name':<24} {'layers':>6}  {'kv heads x dim':<18} {'B/token/layer':>13}  notes")
     for name in sorted(MODELS):
-        model = MODELS[name]
-        first = model.layers[0]
-        sliding = [layer.sliding_window for layer in model.layers if layer.sliding_window]
-        notes = []
-        if first.mla:
-            notes.append(f"MLA latent {first.head_dim}, replicated on every rank")
-        if sliding:
-            notes.append(f"{len(sliding)} sliding (window {max(sliding)}) + "
-                         f"{model.num_layers - len(sliding)} global layers")
-        print(f"{name:<16} {model.num_layers:>6}  {f'{first.num_kv_heads} x {first.head_dim}':<15} "
-              f"{first.bytes_per_token:>13}  {'; '.join(notes)}")
+        print(_model_row(name, MODELS[name]))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
     >>> main(["models"])  # doctest: +NORMALIZE_WHITESPACE
-    name             layers  kv heads x dim  B/token/layer  notes
-    deepseek-v3          61  1 x 576                  1152  MLA latent 576, replicated on every rank
-    gemma-3-27b          62  16 x 128                 8192  52 sliding (window 1024) + 10 global layers
-    llama-3.1-70b        80  8 x 128                  4096
-    llama-3.1-8b         32  8 x 128                  4096
-    mistral-7b           32  8 x 128                  4096
-    qwen2.5-7b           28  4 x 128                  2048
+    name                     layers  kv heads x dim     B/token/layer  notes
+    deepseek-v3                  61  1 x 576                     1152  MLA latent 576, replicated on every rank
+    gemma-3-27b                  62  16 x 128                    8192  52 sliding (window 1024) + 10 global layers
+    llama-3.1-70b                80  8 x 128                     4096
+    llama-3.1-8b                 32  8 x 128                     4096
+    mistral-7b                   32  8 x 128                     4096
+    qwen2.5-7b                   28  4 x 128                     2048
     0
     >>> main(["plan", "--model", "llama-3.1-8b", "--src-tp", "8", "--dst-tp", "3"])
     2
