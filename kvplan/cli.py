@@ -77,7 +77,10 @@ def _table_json(table) -> dict:
 def _plan_command(args) -> None:
     model = get_model(args.model)
     if args.kv_dtype is not None:
-        model = attrs.evolve(model, layers=tuple(attrs.evolve(layer, dtype=args.kv_dtype) for layer in model.layers))
+        # KV layers only: state layers (Mamba, GDN) keep their own conv / SSM dtypes
+        model = attrs.evolve(model, layers=tuple(
+            attrs.evolve(layer, dtype=args.kv_dtype) if layer.kind in ("attention", "mla") else layer
+            for layer in model.layers))
     p = plan(_engine(args, "src", model), _engine(args, "dst", model))
     tables = p.tables if args.rank is None else (p.reads(dst_rank=args.rank),)
     if args.verify:
