@@ -83,22 +83,34 @@ def same(a, b) -> bool:
     return all((x is None and y is None) or bool(cp.array_equal(x, y)) for x, y in zip(a, b, strict=True))
 
 
+def request_blocks(engine, pool, blocks: int):
+    """Scattered block ids; with several layer groups (shared pool), one list per group:
+    `blocks` ids for token (attention) groups, one state block for state groups."""
+    groups = engine.layer_groups
+    if len(groups) == 1:
+        return pool[:blocks].tolist()
+    return [pool[:blocks].tolist() if engine.group_is_token(g) else pool[blocks:blocks + 1].tolist()
+            for g in range(len(groups))]
+
+
 def case(model, layout, tps, backends, rng) -> dict:
     label, kv_layout, storage, block, kernel = layout
     blocks = REQUEST_TOKENS // block
-    num_blocks = 2 * blocks
+    hybrid = any(layer.kind != "attention" for layer in model.layers)
+    # hybrid pages are padded to the SSM state size (MBs): keep the pool just big enough
+    num_blocks = blocks + 8 if hybrid else 2 * blocks
 
     def engine(tp):
         return EngineSpec(model=model, tp=tp, block_tokens=block, kernel_block_tokens=kernel, kv_layout=kv_layout,
                           kv_storage=storage, num_blocks=num_blocks)
 
     p = plan(engine(tps[0]), engine(tps[1]))
-    src_blocks = rng.permutation(num_blocks)[:blocks].tolist()
-    dst_blocks = rng.permutation(num_blocks)[:blocks].tolist()
+    src_blocks, dst_blocks = (request_blocks(e, rng.permutation(num_blocks), blocks) for e in (p.src, p.dst))
     t = p.lower(0, src_blocks, dst_blocks)
     row = {"model": model.name, "layout": label, "tp": f"{tps[0]}->{tps[1]}", "bytes": t.total_bytes,
            "ranges": len(t), "range_bytes_min": int(t.nbytes.min()), "range_bytes_median": int(np.median(t.nbytes))}
-    stream = cp.cuda.Stream(non_blocking=True)
+    with cp.cuda.Device(1):
+        stream = cp.cuda.Stream(non_blocking=True)
     src_bufs = {r: allocate(p.src, r, device=0) for r in t.source_ranks}
 
     # reference: one cudaMemcpyPeerAsync per range (copy engine, no kernel)
