@@ -338,3 +338,36 @@ def test_every_tp_pair_reads_what_vllm_reads(k, group_type):
                 want = [(src, s0, s1, d0, d1) for src, (s0, s1), (d0, d1)
                         in vllm_attention_reads(k, tp_p, tp_d, r, page, group_type == "mla")]
                 assert _layer_runs(p.reads(dst_rank=r), 0) == want, (k, tp_p, tp_d, r)
+
+
+def _vllm_worker_by_rules(k, tp_p, tp_d, r, nk_p, nk_d, nb_p, nb_d, local_ids, remote_ids):
+    """A `worker` vector built from reference §5.1-§5.3 (one region, Td >= Tp, HND),
+    for configurations the recorded vectors do not combine (TP ratio and kernel block
+    ratio at once). Local ids expand b -> b·bsr ... b·bsr+bsr-1, clipped to the remote count."""
+    bsr = nk_d // nk_p
+    len_d = max(1, k // tp_d) * nk_d * CELL_BYTES
+    len_p = max(1, k // tp_p) * nk_p * CELL_BYTES
+    f = vllm_attention_reads(k, tp_p, tp_d, r, len_d // bsr)[0][1][0] // (len_d // bsr)
+    unit = len_d // bsr
+    local = [b * bsr + j for b in local_ids for j in range(bsr)][:len(remote_ids)]
+    return {
+        "input": {"tp_rank": r, "tp_size": tp_d, "remote_tp": tp_p, "total_kv_heads": k, "head_dim": HEAD_DIM,
+                  "num_regions": 1, "kernel_block_tokens": nk_d, "remote_kernel_block_tokens": nk_p,
+                  "num_blocks": nb_d, "remote_num_blocks": nb_p,
+                  "block_ids": {"local": [local_ids], "remote": [remote_ids]}},
+        "expected": {
+            "local_block_len": len_d, "remote_block_len": len_p, "block_size_ratio": bsr,
+            "fa_local": [{"region": 0, "offset": 0, "len": unit, "stride": unit, "count": nb_d * bsr}],
+            "fa_remote": [{"region": 0, "offset": f * unit, "len": unit, "stride": len_p, "count": nb_p}],
+            "reads": {str(r * tp_p // tp_d): {"local_desc_ids": local, "remote_desc_ids": list(remote_ids)}},
+        },
+    }
+
+
+@pytest.mark.parametrize(("k", "tp_p", "tp_d", "r"), [(8, 2, 4, 3), (8, 1, 8, 5), (4, 2, 8, 6), (2, 1, 4, 3)])
+def test_tp_ratio_and_block_ratio_together_match_vllm_rules(k, tp_p, tp_d, r):
+    """P 16-token kernel blocks, D 64-token ones (bsr 4) and a TP ratio at once: kvplan's
+    bytes equal vLLM's descriptor rules followed by its receive-side permute."""
+    remote_ids = [9, 2, 3, 4, 5, 6, 11]  # 7 P blocks = 112 tokens -> 2 D blocks
+    vector = _vllm_worker_by_rules(k, tp_p, tp_d, r, 16, 64, 40, 10, [7, 1], remote_ids)
+    check_worker(vector)
