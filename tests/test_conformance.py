@@ -6,12 +6,12 @@ which source bytes land on which destination bytes, never row or descriptor
 granularity. vLLM's descriptor rows and descriptor ids are expanded into such byte
 maps by the helpers below, written from reference §5-§7 (not from kvplan).
 
-Scope: attention (full, sliding, MLA). Vectors of hybrid operations (Mamba / GDN conv
-split, state shapes, hybrid block sizes, page unification, ...) skip with a reason that
-starts "hybrid: issue 3" and names the vector; tp_mapping vectors whose groups include
-"mamba" still check their attention groups. Attention vectors that need per-group
-block lists over pooled HMA regions (not in kvplan's issue-2 API) skip with a reason
-starting "HMA groups". `test_scope_is_explicit` keeps the classification exhaustive.
+Scope: attention (full, sliding, MLA), including HMA layer groups over pooled or
+group-owned regions. Vectors of hybrid operations (Mamba / GDN conv split, state
+shapes, hybrid block sizes, page unification, ...) skip with a reason that starts
+"hybrid: issue 3" and names the vector; tp_mapping vectors whose groups include
+"mamba" still check their attention groups. `test_scope_is_explicit` keeps the
+classification exhaustive.
 
 Unless a vector says otherwise: head_dim 128, bf16, 16-token kernel blocks (vLLM's
 worker vectors' block lengths confirm these: 2 heads x 16 tokens x 512 B = 16,384).
@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, ShardingError, plan, verify
+from kvplan.groups import LayerGroup
 from kvplan.sharding import pp_layer_ranges
 
 VECTORS_PATH = Path(__file__).parents[2] / "shared/conformance/vllm-0.33-vectors.json"
@@ -37,8 +38,6 @@ HYBRID_OPS = frozenset({
     "prefix_trim", "block_size_ratio", "block_size_ratio_map", "physical_ratio", "local_splits",
     "logical_to_kernel",
 })
-# Attention vectors addressing pooled HMA regions with one block list per group.
-HMA_GROUP_VECTORS = frozenset({"descids_hma_shared", "descids_region_groups"})
 
 HEAD_DIM = 128
 CELL_BYTES = (HEAD_DIM + HEAD_DIM) * 2  # K|V of one head and token, bf16
@@ -51,8 +50,6 @@ def _skip_reason(vector) -> str | None:
     groups = spec.get("group_types", [])
     if op in HYBRID_OPS or (op in ("worker", "desc_ids") and "mamba" in groups):
         return f"hybrid: issue 3 ({op} vector {vid})"
-    if vid in HMA_GROUP_VECTORS:
-        return f"HMA groups: per-group block lists over pooled regions are not in lower() yet ({vid})"
     return None
 
 
@@ -236,16 +233,40 @@ def check_worker(vector):
     assert np.array_equal(got, want)
 
 
+def _desc_id_engines(spec):
+    """P and D engines for a desc_ids vector: one layer per (group, region) it addresses.
+
+    Regions shared by every group (region_group_ids all -1) are vLLM's pooled HMA
+    regions: slot s of every group lives in region s. Regions owned by one group each
+    (uses_region_group_mapping) are that group's own layers. With a block_size_ratio, D
+    blocks are `ratio` times P's 16 tokens.
+    """
+    regions, groups = spec["num_regions"], spec["group_types"]
+    owners = spec.get("region_group_ids", [-1] * regions)
+    pooled = all(owner == -1 for owner in owners)
+    if pooled:
+        layers = [_layer(t, 8) for t in groups for _ in range(regions)]
+        members = [tuple(range(g * regions, (g + 1) * regions)) for g in range(len(groups))]
+    else:
+        layers = [_layer(groups[owner], 8) for owner in owners]
+        members = [tuple(r for r, owner in enumerate(owners) if owner == g) for g in range(len(groups))]
+    model = ModelSpec(name="vec", layers=tuple(layers))
+    ratio = spec.get("block_size_ratio", 1)
+    kw = {"groups": tuple(LayerGroup(m) for m in members), "pooled": pooled}
+    return (EngineSpec(model=model, block_tokens=16, **kw),
+            EngineSpec(model=model, block_tokens=16 * ratio, num_blocks=spec["num_blocks"], **kw))
+
+
 def check_desc_ids(vector):
-    """descids_ratio_expand: the D bytes vLLM's local ids address (block b·ratio + j is
-    sub-block j of D block b; region r starts at id r·N·ratio) equal the D bytes kvplan
-    writes when D blocks are `ratio` times P's."""
+    """The D bytes vLLM's local descriptor ids address equal the D bytes kvplan writes.
+
+    Id d addresses region d // (N·ratio), sub-block d mod (N·ratio): sub-block j of D
+    block b is id b·ratio + j (reference §7.2, §5.3); a sub-block is 1/ratio of the page
+    (vLLM's receive-side permute moves bytes only inside the block, so the set of D
+    bytes is what it is before the permute)."""
     spec, exp = vector["input"], vector["expected"]
-    ratio, n, regions = spec.get("block_size_ratio", 1), spec["num_blocks"], spec["num_regions"]
-    k = 8
-    model = ModelSpec(name="vec", layers=(_layer("full", k),) * regions)
-    src = EngineSpec(model=model, tp=1, block_tokens=16)
-    dst = EngineSpec(model=model, tp=1, block_tokens=16 * ratio, num_blocks=n)
+    ratio, n = spec.get("block_size_ratio", 1), spec["num_blocks"]
+    src, dst = _desc_id_engines(spec)
     page = dst.regions[0].block_bytes
     sub = page // ratio
     want = set()
@@ -253,9 +274,9 @@ def check_desc_ids(vector):
         region, rest = divmod(d, n * ratio)
         block, j = divmod(rest, ratio)
         want |= {(region, x) for x in range(block * page + j * sub, block * page + (j + 1) * sub)}
-    (ids,) = spec["block_ids"]
-    dst_blocks = sorted({b // ratio for b in ids})
-    t = plan(src, dst).lower(0, list(range(len(ids))), dst_blocks)
+    dst_blocks = [sorted({b // ratio for b in ids}) for ids in spec["block_ids"]]
+    src_blocks = [list(range(len(ids))) for ids in spec["block_ids"]] if ratio > 1 else spec["block_ids"]
+    t = plan(src, dst).lower(0, src_blocks, dst_blocks)
     got = [(reg, x) for reg, o, nb in zip(t.dst_region.tolist(), t.dst_offset.tolist(), t.nbytes.tolist())
            for x in range(o, o + nb)]
     assert len(got) == len(set(got)), "a destination byte is written twice"
@@ -314,8 +335,7 @@ def test_scope_is_explicit():
         assert vector["input"]["op"] in CHECKS or _skip_reason(vector), vector["id"]
     checked = [v["id"] for v in VECTORS if not _skip_reason(v)]
     assert len(checked) >= 50  # head offsets, TP mappings, dense workers, desc ids, PP, ratio
-    # attention vectors only skip for HMA groups; everything else skipped is hybrid
-    assert {v["id"] for v in VECTORS if (_skip_reason(v) or "").startswith("HMA")} == HMA_GROUP_VECTORS
+    assert {"descids_hma_shared", "descids_region_groups", "descids_ratio_expand"} <= set(checked)
 
 
 TP_SIZES = (1, 2, 4, 8, 16)
