@@ -28,7 +28,9 @@ class Region:
     ``base + b * block_bytes``. `layers` are the layers whose pages live here (several
     for a pooled HMA region, where a block id belongs to one group at a time); `layer`
     is the first of them and `slot` says which of a layer's regions it is (slot 1: the
-    V region of a layer stored with separate K and V regions).
+    V region of a layer stored with separate K and V regions). A `per_request` region
+    is a strategy's scratch area: it holds one request, indexed by the position of a
+    state block in the request's list (allocate block_bytes x states per request).
     """
 
     name: str
@@ -37,6 +39,7 @@ class Region:
     stage: int
     block_bytes: int
     layers: tuple = ()
+    per_request: bool = False  # scratch: block index = state block's position in the request
 
 
 def _groups(value):

@@ -107,8 +107,8 @@ def _pair_group(plan, group: int, sb: np.ndarray, db: np.ndarray, prefix: str):
     return sb, db
 
 
-def _pair(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str = "exact"):
-    """Validate a request and pair its block ids with `dst_rank`'s table rows."""
+def _lists(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str) -> list[tuple]:
+    """Validate a request: per group (ns, nd, src ids padded, dst ids padded, partial, decode count)."""
     src, dst = plan.src, plan.dst
     if not 0 <= dst_rank < dst.world_size:
         raise RankError(f"dst_rank {dst_rank} is outside the decode engine's {dst.world_size} ranks")
@@ -128,13 +128,23 @@ def _pair(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str = "exact"):
         dst_pad = np.full(spans * nd, -1, np.int64)
         dst_pad[: len(db)] = db
         lists.append((ns, nd, src_pad, dst_pad, len(sb) < len(src_pad) or len(db) < len(dst_pad), len(db)))
-    table = plan.reads(dst_rank)
+    return lists
+
+
+def _groups(plan, table, lists, src_real: int, dst_real: int) -> list[_Group]:
+    """Pair `table`'s rows with the request's block ids, in broadcast form.
+
+    Regions with ids past the engine's own (`src_real` / `dst_real`) are per-request
+    scratch: their block index is the state block's position in the request.
+    """
     if len(table) == 0:
-        return table, []
+        return []
+    dst = plan.dst
     seg_start = np.flatnonzero(np.r_[True, table.layer[1:] != table.layer[:-1]])
     seg_len = np.diff(np.r_[seg_start, len(table)])
     seg_group = np.array([dst.group_of(int(layer)) for layer in table.layer[seg_start]], np.int64)
     first_kept = _first_kept_block(plan, [entry[5] for entry in lists])
+    scratch = bool((table.src_region >= src_real).any() or (table.dst_region >= dst_real).any())
     out = []
     for group in np.unique(seg_group):
         ns, nd, src_pad, dst_pad, partial, _ = lists[group]
@@ -149,11 +159,21 @@ def _pair(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str = "exact"):
             s_blk = src_pad[None, :, None] if ns == 1 else src_pad[span_ids * ns + table.src_block[rows][:, None, :]]
             d_blk = dst_pad[None, :, None] if nd == 1 else dst_pad[d_idx]
             keep = (s_blk >= 0) & (d_blk >= 0) if partial else None
+            if scratch:
+                s_blk = np.where((table.src_region[rows] >= src_real)[:, None, :], span_ids, s_blk)
+                d_blk = np.where((table.dst_region[rows] >= dst_real)[:, None, :], span_ids, d_blk)
             if first_kept is not None:
                 window = d_idx >= first_kept[table.layer[rows]][:, None, :]
                 keep = window if keep is None else keep & window
             out.append(_Group(rows, s_blk, d_blk, keep))
-    return table, out
+    return out
+
+
+def _pair(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str = "exact"):
+    """Validate a request and pair its block ids with `dst_rank`'s read rows."""
+    lists = _lists(plan, dst_rank, src_blocks, dst_blocks, prefix)
+    table = plan.reads(dst_rank)
+    return table, _groups(plan, table, lists, len(plan.src.regions), len(plan.dst.regions))
 
 
 def request_rows(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> RequestRows:
@@ -184,6 +204,10 @@ def request_rows(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "
 def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> Transfer:
     """Coalesced `Transfer` for `dst_rank` reading a request's blocks (see `request_rows`).
 
+    Plans with a staged or permuted conv strategy attach their local copies:
+    `pre_steps` (run on the source ranks before the reads) and `post_steps` (run on
+    the destination after them).
+
     >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec, plan
     >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
     >>> t = plan(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4)).lower(3, [7, 8], [40, 41])
@@ -191,11 +215,24 @@ def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact")
     ([245760, 278528], [655360, 671744], [16384, 16384])
     """
     src, dst = plan.src, plan.dst
-    table, groups = _pair(plan, dst_rank, src_blocks, dst_blocks, prefix)
-    src_stride = np.array([r.block_bytes for r in src.regions], np.int64)
-    dst_stride = np.array([r.block_bytes for r in dst.regions], np.int64)
+    lists = _lists(plan, dst_rank, src_blocks, dst_blocks, prefix)
+    src_regions, dst_regions = plan.src_regions, plan.dst_regions
+    n_src, n_dst = len(src.regions), len(dst.regions)
+    reads = _lower_table(plan, plan.reads(dst_rank), lists, src_regions, dst_regions, n_src, n_dst, dst_rank)
+    if not plan.pre_tables and not plan.post_tables:
+        return reads
+    # pre steps copy within source memory (regions -> source scratch); post steps within
+    # the destination (scratch -> regions): both sides of a step use one engine's table
+    pre = _lower_table(plan, plan.pre_tables[dst_rank], lists, src_regions, src_regions, n_src, n_src, dst_rank)
+    post = _lower_table(plan, plan.post_tables[dst_rank], lists, dst_regions, dst_regions, n_dst, n_dst, dst_rank)
+    return attrs.evolve(reads, pre_steps=pre, post_steps=post)
+
+
+def _lower_table(plan, table, lists, src_regions, dst_regions, src_real, dst_real, dst_rank) -> Transfer:
+    src_stride = np.array([r.block_bytes for r in src_regions], np.int64)
+    dst_stride = np.array([r.block_bytes for r in dst_regions], np.int64)
     out = {name: [] for name in _TRANSFER_COLUMNS}
-    for g in groups:
+    for g in _groups(plan, table, lists, src_real, dst_real):
         rows = g.rows
         s_off = g.src_blk * src_stride[table.src_region[rows]][:, None, :] + table.src_offset[rows][:, None, :]
         d_off = g.dst_blk * dst_stride[table.dst_region[rows]][:, None, :] + table.dst_offset[rows][:, None, :]
@@ -208,7 +245,7 @@ def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact")
             _merge_broadcast(table, rows, s_off, d_off, out)
     cols = {name: frozen(np.concatenate(parts)) if parts else frozen(np.zeros(0, np.int64))
             for name, parts in out.items()}
-    return Transfer(dst_rank, **cols, src_regions=src.regions, dst_regions=dst.regions)
+    return Transfer(dst_rank, **cols, src_regions=src_regions, dst_regions=dst_regions)
 
 
 _TRANSFER_COLUMNS = ("src_rank", "src_region", "src_offset", "dst_region", "dst_offset", "nbytes")

@@ -15,9 +15,12 @@ from itertools import groupby
 import numpy as np
 
 from .compat import check_same_model
-from .engine import EngineSpec
+from .conv_strategy import STRATEGIES, apply_strategy
+from .engine import EngineSpec, Region
+from .groups import is_token_layer
+from .state_geometry import state_natural_bytes
 from .groups import group_span  # noqa: F401  (re-exported: spans are part of a plan)
-from .errors import SpecError
+from .errors import ModelMismatchError, SpecError
 from .ranges import merged_nbytes, run_starts
 from .sharding import choose_source, preferred_sources
 from .table import COMPONENT_CODE, ReadTable
@@ -27,8 +30,11 @@ _TEMPLATE_COLUMNS = ("src_rank", "component", "src_slot", "dst_slot", "src_block
                      "src_offset", "dst_offset", "nbytes")
 
 
-def plan(src: EngineSpec, dst: EngineSpec) -> EngineTransferPlan:
+def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct") -> EngineTransferPlan:
     """Plan every decode rank's reads from the prefill engine.
+
+    `conv_strategy` picks how conv state crosses a TP change ("direct", "staged",
+    "permuted"; see `kvplan.conv_strategy`); attention and SSM state are always direct.
 
     >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec, plan
     >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
@@ -39,37 +45,108 @@ def plan(src: EngineSpec, dst: EngineSpec) -> EngineTransferPlan:
     """
     if not isinstance(src, EngineSpec) or not isinstance(dst, EngineSpec):
         raise SpecError(f"plan() takes two EngineSpec, got {type(src).__name__} and {type(dst).__name__}")
+    if conv_strategy not in STRATEGIES:
+        raise SpecError(f"conv_strategy must be one of {', '.join(STRATEGIES)}, got {conv_strategy!r}")
     check_same_model(src, dst)
     check_same_groups(src, dst)
+    check_same_state_geometry(src, dst)
+    layer_parts = {}  # (dst_rank, layer) -> (reads, pre, post) templates
     templates: dict = {}
-    tables = []
+    src_scratch_bytes: dict[int, int] = {}
+    dst_scratch_bytes: dict[int, int] = {}
     for dst_rank in range(dst.world_size):
         stage, dst_tp_rank = divmod(dst_rank, dst.tp)
-        start, end = dst.stage_layers[stage]
-        parts = []
-        for layer in range(start, end):
+        for layer in range(*dst.stage_layers[stage]):
             spec = dst.model.layers[layer]
             key = (spec, dst_tp_rank, src.layer_geometry(layer, 0), dst.layer_geometry(layer, dst_tp_rank),
                    src.layer_block_tokens(layer), dst.layer_block_tokens(layer))
             if key not in templates:
-                templates[key] = _layer_template(src, dst, layer, dst_tp_rank)
-            t = templates[key]
-            n = len(t["nbytes"])
-            src_regions = np.array([src.region_of(layer, s) for s in range(len(src.layer_geometry(layer, 0).page_bytes))])
-            dst_regions = np.array([dst.region_of(layer, s) for s in range(len(dst.layer_geometry(layer, 0).page_bytes))])
-            parts.append({
-                "src_rank": t["src_rank"] + src.stage_of(layer) * src.tp,
-                "layer": np.full(n, layer, np.int64),
-                "component": t["component"],
-                "src_region": src_regions[t["src_slot"]],
-                "dst_region": dst_regions[t["dst_slot"]],
-                **{c: t[c] for c in ("src_block", "dst_block", "src_offset", "dst_offset", "nbytes")},
-            })
-        columns = {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0, np.int64)
-                   for c in ("src_rank", "layer", "component", "src_region", "dst_region",
-                             "src_block", "dst_block", "src_offset", "dst_offset", "nbytes")}
-        tables.append(ReadTable(dst_rank, **columns))
-    return EngineTransferPlan(src=src, dst=dst, tables=tuple(tables))
+                direct = _layer_template(src, dst, layer, dst_tp_rank)
+                if is_token_layer(spec) or conv_strategy == "direct":
+                    templates[key] = (direct, None, None, 0, 0)
+                else:
+                    src_conv = state_natural_bytes(spec, src.tp, src.num_speculative_tokens)[0]
+                    dst_conv = state_natural_bytes(spec, dst.tp, dst.num_speculative_tokens)[0]
+                    reads, pre, post, _, dst_bytes = apply_strategy(conv_strategy, direct, src_conv, dst_conv,
+                                                                    dst_tp_rank)
+                    src_bytes = dst.tp * dst_conv if conv_strategy == "permuted" else 0
+                    templates[key] = (reads, pre, post, src_bytes, dst_bytes)
+            reads, pre, post, src_bytes, dst_bytes = templates[key]
+            layer_parts[dst_rank, layer] = (reads, pre, post)
+            if src_bytes:
+                src_scratch_bytes[layer] = max(src_scratch_bytes.get(layer, 0), src_bytes)
+            if dst_bytes:
+                dst_scratch_bytes[layer] = max(dst_scratch_bytes.get(layer, 0), dst_bytes)
+    src_scratch = _scratch_regions(src, src_scratch_bytes)
+    dst_scratch = _scratch_regions(dst, dst_scratch_bytes)
+    src_scratch_id = {r.layer: len(src.regions) + i for i, r in enumerate(src_scratch)}
+    dst_scratch_id = {r.layer: len(dst.regions) + i for i, r in enumerate(dst_scratch)}
+    tables, pre_tables, post_tables = [], [], []
+    for dst_rank in range(dst.world_size):
+        stage, _ = divmod(dst_rank, dst.tp)
+        reads, pres, posts = [], [], []
+        for layer in range(*dst.stage_layers[stage]):
+            t_reads, t_pre, t_post = layer_parts[dst_rank, layer]
+            src_slots = _slot_regions(src, layer, src_scratch_id.get(layer, -1))
+            dst_slots = _slot_regions(dst, layer, dst_scratch_id.get(layer, -1))
+            offset = src.stage_of(layer) * src.tp
+            reads.append(_rows_for(t_reads, layer, offset, src_slots, dst_slots))
+            if t_pre is not None and len(t_pre["nbytes"]):
+                pres.append(_rows_for(t_pre, layer, offset, src_slots, src_slots))
+            if t_post is not None and len(t_post["nbytes"]):
+                posts.append(_rows_for(t_post, layer, None, dst_slots, dst_slots, rank=dst_rank))
+        tables.append(_table(dst_rank, reads))
+        pre_tables.append(_table(dst_rank, pres))
+        post_tables.append(_table(dst_rank, posts))
+    with_steps = conv_strategy != "direct" and (src_scratch or dst_scratch or any(len(t) for t in pre_tables))
+    return EngineTransferPlan(
+        src=src, dst=dst, tables=tuple(tables), conv_strategy=conv_strategy,
+        pre_tables=tuple(pre_tables) if with_steps else (), post_tables=tuple(post_tables) if with_steps else (),
+        src_scratch=src_scratch, dst_scratch=dst_scratch,
+    )
+
+
+_TABLE_COLUMNS = ("src_rank", "layer", "component", "src_region", "dst_region",
+                  "src_block", "dst_block", "src_offset", "dst_offset", "nbytes")
+
+
+def _slot_regions(engine: EngineSpec, layer: int, scratch_id: int) -> np.ndarray:
+    """Region id per template slot of `layer`; the last entry (slot -1) is its scratch."""
+    slots = len(engine.layer_geometry(layer, 0).page_bytes)
+    return np.array([engine.region_of(layer, s) for s in range(slots)] + [scratch_id], np.int64)
+
+
+def _rows_for(t: dict, layer: int, rank_offset, src_slots, dst_slots, rank: int | None = None) -> dict:
+    n = len(t["nbytes"])
+    return {
+        "src_rank": np.full(n, rank, np.int64) if rank is not None else t["src_rank"] + rank_offset,
+        "layer": np.full(n, layer, np.int64),
+        "component": t["component"],
+        "src_region": src_slots[t["src_slot"]],
+        "dst_region": dst_slots[t["dst_slot"]],
+        **{c: t[c] for c in ("src_block", "dst_block", "src_offset", "dst_offset", "nbytes")},
+    }
+
+
+def _table(dst_rank: int, parts: list[dict]) -> ReadTable:
+    return ReadTable(dst_rank, **{c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0, np.int64)
+                                  for c in _TABLE_COLUMNS})
+
+
+def _scratch_regions(engine: EngineSpec, sizes: dict[int, int]) -> tuple[Region, ...]:
+    """Per-request scratch regions (one state block each, indexed by request position)."""
+    return tuple(Region(f"scratch.layers.{layer}", layer, -1, engine.stage_of(layer), size, (layer,), per_request=True)
+                 for layer, size in sorted(sizes.items()))
+
+
+def check_same_state_geometry(src: EngineSpec, dst: EngineSpec) -> None:
+    """State layers only pair when both sides keep the same conv rows."""
+    if src.num_speculative_tokens != dst.num_speculative_tokens and any(
+            not is_token_layer(spec) for spec in src.model.layers):
+        raise ModelMismatchError(
+            f"conv state rows differ: prefill num_speculative_tokens={src.num_speculative_tokens}, "
+            f"decode num_speculative_tokens={dst.num_speculative_tokens} (rows = conv_kernel - 1 + these)"
+        )
 
 
 def check_same_groups(src: EngineSpec, dst: EngineSpec) -> None:

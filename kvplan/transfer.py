@@ -16,7 +16,12 @@ class Transfer:
     Row i copies `nbytes[i]` bytes from ``base(src_rank[i], src_region[i]) + src_offset[i]``
     to ``base(dst_rank, dst_region[i]) + dst_offset[i]``. Rows contiguous on both sides
     are merged. `src_regions` / `dst_regions` are the engines' region tables (index =
-    region id), which is what a backend registers and binds base addresses to.
+    region id), which is what a backend registers and binds base addresses to;
+    per-request scratch regions of a conv strategy follow the engine's own.
+
+    `pre_steps` / `post_steps` (staged and permuted conv strategies) are Transfers whose
+    both sides lie in one engine's memory: pre steps run on each `src_rank` before the
+    reads, post steps on the destination after them.
     """
 
     dst_rank: int
@@ -28,6 +33,8 @@ class Transfer:
     nbytes: np.ndarray = column()
     src_regions: tuple = ()
     dst_regions: tuple = ()
+    pre_steps: Transfer | None = None   # local copies on the source ranks, before the reads
+    post_steps: Transfer | None = None  # local copies on the destination, after the reads
 
     def __len__(self) -> int:
         return len(self.nbytes)

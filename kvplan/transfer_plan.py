@@ -22,6 +22,20 @@ class EngineTransferPlan:
     src: object
     dst: object
     tables: tuple
+    conv_strategy: str = "direct"
+    pre_tables: tuple = ()   # per dst rank: copies on source ranks before the reads (permuted)
+    post_tables: tuple = ()  # per dst rank: copies on the destination after the reads
+    src_scratch: tuple = ()  # per-request scratch Regions, ids after the engine's regions
+    dst_scratch: tuple = ()
+
+    @property
+    def src_regions(self) -> tuple:
+        """Source region table: the engine's regions, then scratch regions."""
+        return tuple(self.src.regions) + tuple(self.src_scratch)
+
+    @property
+    def dst_regions(self) -> tuple:
+        return tuple(self.dst.regions) + tuple(self.dst_scratch)
 
     def blocks_per_span(self, group: int = 0) -> tuple[int, int]:
         """(prefill, decode) logical blocks per span of a group (1, 1 for state groups)."""

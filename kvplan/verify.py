@@ -39,8 +39,14 @@ def verify(plan, *, max_problems: int = 20) -> None:
         for layer in range(start, end):
             rows = order[bounds[layer - start]:bounds[layer - start + 1]]
             key = _dedup_key(plan, table, rows, layer, dst_tp_rank)
+            steps = _steps(plan, dst_rank, layer)
+            if steps is not None:
+                key = (key, steps[0].tobytes(), steps[1].tobytes())
             if key not in seen:
-                seen[key] = _check_layer(plan, table, rows, layer, dst_tp_rank)
+                if steps is None:
+                    seen[key] = _check_layer(plan, table, rows, layer, dst_tp_rank)
+                else:
+                    seen[key] = _simulate_bytes(plan, dst_rank, layer, rows, *steps)
             problems.extend(f"dst rank {dst_rank} layer {layer}: {p}" for p in seen[key])
             if len(problems) >= max_problems:
                 break
@@ -141,3 +147,82 @@ def _run(cells: Cells, start: int, nbytes: int) -> tuple[np.ndarray, str]:
     if np.any(cells.offset[run[1:]] != ends[run[:-1]]):
         return np.zeros(0, np.int64), f"range at byte {start} crosses padding"
     return run, ""
+
+
+def _steps(plan, dst_rank: int, layer: int):
+    """(pre rows, post rows) of `layer` for a plan with local steps touching it, else None."""
+    if not plan.pre_tables and not plan.post_tables:
+        return None
+    pre = np.flatnonzero(plan.pre_tables[dst_rank].layer == layer)
+    post = np.flatnonzero(plan.post_tables[dst_rank].layer == layer)
+    reads = plan.reads(dst_rank)
+    mine = reads.layer == layer
+    scratch = ((reads.src_region[mine] >= len(plan.src.regions)).any()
+               or (reads.dst_region[mine] >= len(plan.dst.regions)).any())
+    if not len(pre) and not len(post) and not scratch:
+        return None
+    return pre, post
+
+
+def _simulate_bytes(plan, dst_rank: int, layer: int, read_rows, pre_rows, post_rows) -> list[str]:
+    """Byte-level simulation of pre steps, reads and post steps for one state block."""
+    from .identity import byte_codes
+
+    src, dst = plan.src, plan.dst
+    problems: list[str] = []
+    stage = src.stage_of(layer)
+    src_regions, dst_regions = plan.src_regions, plan.dst_regions
+    dst_tp_rank = dst_rank % dst.tp
+
+    def memory(engine, regions, tp_rank, fill):
+        mem = {}
+        for slot, cells in enumerate(layer_cells(engine, layer, tp_rank, 1)):
+            code, within = byte_codes(cells)
+            mem[engine.region_of(layer, slot)] = [code, within] if fill else [np.full_like(code, -7), np.full_like(code, -7)]
+        for index in range(len(engine.regions), len(regions)):
+            if regions[index].layer == layer:
+                size = regions[index].block_bytes
+                mem[index] = [np.full(size, -5, np.int64), np.full(size, -5, np.int64)]
+        return mem
+
+    src_mem = {p: memory(src, src_regions, p % src.tp, True) for p in range(stage * src.tp, (stage + 1) * src.tp)}
+    got = memory(dst, dst_regions, dst_tp_rank, False)
+    writes = {r: np.zeros(len(v[0]), np.int64) for r, v in got.items() if r < len(dst.regions)}
+
+    def copy(table, i, source_mem, target_mem, label):
+        sreg, dreg = int(table.src_region[i]), int(table.dst_region[i])
+        so, do, n = int(table.src_offset[i]), int(table.dst_offset[i]), int(table.nbytes[i])
+        where = f"{label} row r{int(table.src_rank[i])} reg {sreg} +{so} -> reg {dreg} +{do} ({n} B)"
+        if source_mem is None or sreg not in source_mem or dreg not in target_mem:
+            problems.append(f"{where}: region or rank does not hold layer {layer}")
+            return
+        s_code, s_within = source_mem[sreg]
+        d_code, d_within = target_mem[dreg]
+        if so < 0 or do < 0 or n <= 0 or so + n > len(s_code) or do + n > len(d_code):
+            problems.append(f"{where}: outside the page ({len(s_code)} -> {len(d_code)} B)")
+            return
+        d_code[do:do + n] = s_code[so:so + n]
+        d_within[do:do + n] = s_within[so:so + n]
+        if target_mem is got and dreg in writes:
+            writes[dreg][do:do + n] += 1
+
+    pre_table, post_table, reads = plan.pre_tables[dst_rank], plan.post_tables[dst_rank], plan.reads(dst_rank)
+    for i in pre_rows:
+        mem = src_mem.get(int(pre_table.src_rank[i]))
+        copy(pre_table, i, mem, mem if mem is not None else {}, "pre")
+    for i in read_rows:
+        copy(reads, i, src_mem.get(int(reads.src_rank[i])), got, "read")
+    for i in post_rows:
+        copy(post_table, i, got, got, "post")
+    for slot, cells in enumerate(layer_cells(dst, layer, dst_tp_rank, 1)):
+        region = dst.region_of(layer, slot)
+        want_code, want_within = byte_codes(cells)
+        have_code, have_within = got[region]
+        real = want_code != -1
+        count = writes[region]
+        for label, bad in (("missing", real & (count == 0)), ("written more than once", real & (count > 1)),
+                           ("wrong element", real & (count == 1) & ((have_code != want_code) | (have_within != want_within))),
+                           ("padding written", ~real & (count > 0))):
+            if bad.any():
+                problems.append(f"slot {slot}: {int(bad.sum())} bytes {label}, first at byte {int(np.flatnonzero(bad)[0])}")
+    return problems

@@ -99,14 +99,33 @@ def request_memories(src, dst, dst_rank: int, src_blocks, dst_blocks, num_blocks
     return src_mem, expected, must
 
 
-def apply(transfer, src_mem, dst_sizes) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Execute `transfer` on numpy memories; returns the decode regions' (code, byte)."""
-    out = [(np.full(n, UNTOUCHED, np.int64), np.full(n, UNTOUCHED, np.int64)) for n in dst_sizes]
-    for i in range(len(transfer)):
-        n = int(transfer.nbytes[i])
-        s_code, s_byte = src_mem[int(transfer.src_rank[i])][int(transfer.src_region[i])]
-        d_code, d_byte = out[int(transfer.dst_region[i])]
-        so, do = int(transfer.src_offset[i]), int(transfer.dst_offset[i])
-        d_code[do:do + n] = s_code[so:so + n]
-        d_byte[do:do + n] = s_byte[so:so + n]
-    return out
+def apply(transfer, src_mem, dst_sizes, *, max_states: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Execute `transfer` (pre steps, reads, post steps) on numpy memories.
+
+    Returns the decode regions' (code, byte) arrays. Per-request scratch regions are
+    allocated for `max_states` state blocks, filled with -5 so a read of scratch that
+    nothing wrote shows up as a wrong byte.
+    """
+    def scratch(regions):
+        return {i: (np.full(r.block_bytes * max_states, -5, np.int64), np.full(r.block_bytes * max_states, -5, np.int64))
+                for i, r in enumerate(regions) if r.per_request}
+
+    src = {rank: dict(enumerate(mems)) | scratch(transfer.src_regions) for rank, mems in src_mem.items()}
+    out = {i: (np.full(n, UNTOUCHED, np.int64), np.full(n, UNTOUCHED, np.int64)) for i, n in enumerate(dst_sizes)}
+    out |= scratch(transfer.dst_regions)
+
+    def run(t, source_of, target_of):
+        for i in range(len(t)):
+            n = int(t.nbytes[i])
+            s_code, s_byte = source_of(int(t.src_rank[i]))[int(t.src_region[i])]
+            d_code, d_byte = target_of(int(t.src_rank[i]))[int(t.dst_region[i])]
+            so, do = int(t.src_offset[i]), int(t.dst_offset[i])
+            d_code[do:do + n] = s_code[so:so + n]
+            d_byte[do:do + n] = s_byte[so:so + n]
+
+    if transfer.pre_steps is not None:
+        run(transfer.pre_steps, src.__getitem__, src.__getitem__)
+    run(transfer, src.__getitem__, lambda rank: out)
+    if transfer.post_steps is not None:
+        run(transfer.post_steps, lambda rank: out, lambda rank: out)
+    return [out[i] for i in range(len(dst_sizes))]

@@ -166,6 +166,13 @@ def hybrid_engine_pairs(draw, *, max_layers: int = 5, pooled: bool | None = None
     return engine(src_tp, "src"), engine(dst_tp, "dst")
 
 
+def conv_strategies():
+    """The conv-state strategies of `kvplan.plan` (direct, staged, permuted)."""
+    from kvplan.conv_strategy import STRATEGIES
+
+    return st.sampled_from(STRATEGIES)
+
+
 @st.composite
 def group_requests(draw, src: EngineSpec, dst: EngineSpec, *, num_blocks: int = 40, max_state_blocks: int = 2):
     """Per-group (src_lists, dst_lists) with block ids disjoint across groups (a pooled
