@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from .cost import plan_cost
 from .describe import describe
 from .errors import RankError
 from .groups import group_span
@@ -64,6 +65,10 @@ class EngineTransferPlan:
     def lower(self, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact"):
         """Concrete coalesced `Transfer` for one request; see `kvplan.lowering.lower`."""
         return lower(self, dst_rank, src_blocks, dst_blocks, prefix=prefix)
+
+    def cost(self, dst_rank: int | None = None):
+        """Descriptors, bytes, local copies and scratch memory (`kvplan.cost.PlanCost`)."""
+        return plan_cost(self, dst_rank)
 
     def describe(self) -> str:
         """Human-readable summary, one paragraph per decode rank."""

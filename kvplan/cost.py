@@ -1,0 +1,70 @@
+"""What a plan costs per request unit: descriptors, bytes, local copies, scratch memory.
+
+Counts are per span of each token group (the lcm of the two block sizes) and per
+state block of each state group, summed over all decode ranks (or for one rank):
+the numbers a transport pays per request block, before coalescing across blocks.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from .groups import is_token_layer
+
+
+@attrs.frozen
+class PlanCost:
+    """Costs of one plan (see module docstring).
+
+    `attention_*` count token layers, `state_*` state layers; `local_copies` /
+    `local_bytes` are the pre and post steps of a staged or permuted conv strategy;
+    `scratch_bytes` is the per-request scratch memory per state block (both sides).
+    """
+
+    conv_strategy: str
+    attention_descriptors: int
+    attention_bytes: int
+    state_descriptors: int
+    state_bytes: int
+    local_copies: int
+    local_bytes: int
+    scratch_bytes: int
+
+    def row(self) -> str:
+        return (f"| {self.conv_strategy} | {self.attention_descriptors} | {self.attention_bytes:,} | "
+                f"{self.state_descriptors} | {self.state_bytes:,} | {self.local_copies} | {self.local_bytes:,} | "
+                f"{self.scratch_bytes:,} |")
+
+
+HEADER = ("| conv strategy | attention descriptors/span | attention bytes/span | state descriptors/block | "
+          "state bytes/block | local copies | local bytes | scratch bytes |\n|---|---|---|---|---|---|---|---|")
+
+
+def plan_cost(plan, dst_rank: int | None = None) -> PlanCost:
+    """Costs of `plan` for one decode rank, or summed over all of them."""
+    ranks = range(len(plan.tables)) if dst_rank is None else [dst_rank]
+    token = np.array([is_token_layer(spec) for spec in plan.dst.model.layers])
+    att_n = att_b = st_n = st_b = loc_n = loc_b = 0
+    for r in ranks:
+        table = plan.tables[r]
+        is_tok = token[table.layer]
+        att_n += int(is_tok.sum())
+        att_b += int(table.nbytes[is_tok].sum())
+        st_n += int((~is_tok).sum())
+        st_b += int(table.nbytes[~is_tok].sum())
+        for steps in (plan.pre_tables, plan.post_tables):
+            if steps:
+                loc_n += len(steps[r])
+                loc_b += steps[r].total_bytes
+    scratch = sum(r.block_bytes for r in plan.src_scratch) * plan.src.world_size \
+        + sum(r.block_bytes for r in plan.dst_scratch) * (len(ranks))
+    return PlanCost(plan.conv_strategy, att_n, att_b, st_n, st_b, loc_n, loc_b, scratch)
+
+
+def compare_conv_strategies(src, dst, dst_rank: int | None = None) -> str:
+    """Markdown table of `plan_cost` for every conv strategy of one engine pair."""
+    from .conv_strategy import STRATEGIES
+    from .planner import plan
+
+    return "\n".join([HEADER] + [plan_cost(plan(src, dst, conv_strategy=s), dst_rank).row() for s in STRATEGIES])
