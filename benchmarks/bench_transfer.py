@@ -80,7 +80,9 @@ def gbs(nbytes: int, ms: float) -> float:
 
 
 def same(a, b) -> bool:
-    return all((x is None and y is None) or bool(cp.array_equal(x, y)) for x, y in zip(a, b, strict=True))
+    """Byte-equal on the decode GPU (both lists live there)."""
+    with cp.cuda.Device(1):
+        return all((x is None and y is None) or bool(cp.array_equal(x, y)) for x, y in zip(a, b, strict=True))
 
 
 def request_blocks(engine, pool, blocks: int):
@@ -174,9 +176,10 @@ def two_process(kind, p, t, src_blocks, dst_blocks, reference) -> dict:
             row["nixl_ok"] = same(out, reference)
         else:
             stats = {}
+            sources.set_plan(p)
 
             def once():
-                sources.serve(t, request="bench")
+                sources.serve_blocks(0, src_blocks, dst_blocks, request="bench")
                 dst.execute(t, request="bench")
                 stats.update(sources.wait())
 
@@ -200,6 +203,10 @@ def main(argv=None) -> int:
     if cp.cuda.runtime.getDeviceCount() < 2:
         print("needs two GPUs", file=sys.stderr)
         return 2
+    from kvplan_backends import _gpucopy
+
+    for device, peer in ((0, 1), (1, 0)):  # before the first bulk copy, so it runs peer to peer
+        _gpucopy.enable_peer_access(cp, device, peer)
     rng = np.random.default_rng(0)
     rows = []
     cases = models()[:1] if args.quick else models()

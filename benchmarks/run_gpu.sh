@@ -3,7 +3,8 @@
 # Usage, from a checkout on a 2-GPU host:  bash benchmarks/run_gpu.sh nixl|ucx WHEEL_DIR [OUT_DIR]
 # Installs the carried transport wheels (no deps: torch, numpy, cupy are already there),
 # installs kvplan editable (entry points), runs the GPU tests with KVPLAN_REQUIRE_GPU=1
-# and the benchmark for that transport (cupy and the bulk copy run in both).
+# and the benchmark: "nixl" runs the nixl tests and benchmark, "ucx" everything else
+# (cupy, ucx); the bulk peer copy every rate is compared with runs in both.
 set -uo pipefail
 transport=$1 wheels=$2 out=${3:-${OUT:-/tmp/kvplan-gpu}}
 mkdir -p "$out"
@@ -13,7 +14,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$out/install.log" 2>&1 || { cat "$out/install.log"; exit 4; }
 { nvidia-smi --query-gpu=name,driver_version --format=csv; nvidia-smi topo -m; python3 -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)"; } >"$out/env-$transport.txt" 2>&1
-if [ "$transport" = nixl ]; then sel="not ucx"; backends=cupy,nixl; else sel="ucx"; backends=ucx; fi
+if [ "$transport" = nixl ]; then sel="nixl"; backends=nixl; else sel="not nixl"; backends=cupy,ucx; fi
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/backends/test_gpu.py tests/backends/test_two_process.py -k "$sel" 2>&1 \
   | grep -v "NIXL INFO" | tee "$out/tests-$transport.log"
 timeout 330 python3 benchmarks/bench_transfer.py --backends "$backends" --json "$out/bench-$transport.json" 2>&1 \

@@ -170,12 +170,52 @@ def split_ranges(src_addr, dst_addr, nbytes, max_bytes: int) -> tuple[np.ndarray
     src = np.asarray(src_addr, np.uint64)
     dst = np.asarray(dst_addr, np.uint64)
     n = np.asarray(nbytes, np.int64)
+    if not len(n) or n.max() <= max_bytes:
+        return src, dst, n
     pieces = np.maximum(-(-n // max_bytes), 1)
     row = np.repeat(np.arange(len(n)), pieces)
     first = np.cumsum(pieces) - pieces
     within = (np.arange(len(row)) - first[row]).astype(np.int64) * max_bytes
     size = np.minimum(n[row] - within, max_bytes)
     return src[row] + within.astype(np.uint64), dst[row] + within.astype(np.uint64), size
+
+
+def source_ranks(transfer: Transfer) -> np.ndarray:
+    """The source ranks a transfer reads, ascending (a count, not a sort: O(rows)).
+
+    >>> source_ranks(Transfer(0, [3, 1, 3], [0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [1, 1, 1])).tolist()
+    [1, 3]
+    """
+    if not len(transfer):
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.bincount(transfer.src_rank))
+
+
+def _table(per_rank, ranks) -> np.ndarray:
+    """2-D [rank, region] table of `per_rank[rank][region]` (0 where missing)."""
+    width = max((len(per_rank[r]) for r in ranks), default=0)
+    table = np.zeros((int(ranks.max()) + 1 if len(ranks) else 0, width), np.uint64)
+    for r in ranks:
+        row = np.asarray(per_rank[r], np.uint64)
+        table[r, :len(row)] = row
+    return table
+
+
+def addresses(transfer: Transfer, src_bases, dst_bases) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute (src, dst) uint64 addresses, like `Transfer.bind` but one gather per
+    side (no per-rank masks): what backends use on transfers of 10^5 rows.
+
+    >>> t = Transfer(0, [1, 0], [0, 1], [64, 0], [2, 0], [8, 0], [16, 4])
+    >>> [a.tolist() for a in addresses(t, {0: [0, 500], 1: [1000]}, [0, 0, 5000])]
+    [[1064, 500], [5008, 0]]
+    """
+    ranks = source_ranks(transfer)
+    missing = [int(r) for r in ranks if r not in src_bases]
+    if missing:
+        raise TransportError(f"no source base addresses for rank {missing[0]}", peer=f"rank {missing[0]}")
+    src = _table(src_bases, ranks)[transfer.src_rank, transfer.src_region] + transfer.src_offset.astype(np.uint64)
+    dst = np.asarray(dst_bases, np.uint64)[transfer.dst_region] + transfer.dst_offset.astype(np.uint64)
+    return src, dst
 
 
 def check_bounds(transfer: Transfer, src_sizes, dst_sizes) -> None:
@@ -191,20 +231,22 @@ def check_bounds(transfer: Transfer, src_sizes, dst_sizes) -> None:
     ...
     kvplan.backend_errors.TransportError: row 0 reads [60, 68) of source rank 1 region 0, which holds 64 bytes
     """
+    if not len(transfer):
+        return
     dst = np.asarray(dst_sizes, np.int64)
-    bad = np.flatnonzero(transfer.dst_offset + transfer.nbytes > dst[transfer.dst_region]) if len(transfer) else []
+    bad = np.flatnonzero(transfer.dst_offset + transfer.nbytes > dst[transfer.dst_region])
     if len(bad):
         i = int(bad[0])
         raise TransportError(f"row {i} writes [{transfer.dst_offset[i]}, {transfer.dst_offset[i] + transfer.nbytes[i]}) "
                              f"of destination region {transfer.dst_region[i]}, which holds {dst[transfer.dst_region[i]]} bytes")
-    for rank in transfer.source_ranks:
+    ranks = source_ranks(transfer)
+    for rank in ranks:
         if rank not in src_sizes:
             raise TransportError(f"no memory known for source rank {rank}", peer=f"rank {rank}")
-        sizes = np.asarray(src_sizes[rank], np.int64)
-        rows = np.flatnonzero(transfer.src_rank == rank)
-        bad = rows[transfer.src_offset[rows] + transfer.nbytes[rows] > sizes[transfer.src_region[rows]]]
-        if len(bad):
-            i = int(bad[0])
-            raise TransportError(f"row {i} reads [{transfer.src_offset[i]}, {transfer.src_offset[i] + transfer.nbytes[i]}) "
-                                 f"of source rank {rank} region {transfer.src_region[i]}, which holds "
-                                 f"{sizes[transfer.src_region[i]]} bytes")
+    sizes = _table(src_sizes, ranks).astype(np.int64)[transfer.src_rank, transfer.src_region]
+    bad = np.flatnonzero(transfer.src_offset + transfer.nbytes > sizes)
+    if len(bad):
+        i = int(bad[0])
+        raise TransportError(f"row {i} reads [{transfer.src_offset[i]}, {transfer.src_offset[i] + transfer.nbytes[i]}) "
+                             f"of source rank {transfer.src_rank[i]} region {transfer.src_region[i]}, which holds "
+                             f"{sizes[i]} bytes")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from kvplan.backend_errors import TransportError
-from kvplan.descriptors import check_bounds
+from kvplan.descriptors import addresses, check_bounds, source_ranks
 
 from ._memory import Memory, describe, pack_metadata, unpack_metadata
 
@@ -56,21 +56,22 @@ class BackendBase:
 
     # -- bound addresses ---------------------------------------------------------------
     def _bind_remote(self, transfer):
-        own = self._own()
-        missing = [r for r in transfer.source_ranks if r not in self.peers]
+        own, ranks = self._own(), source_ranks(transfer).tolist()
+        missing = [r for r in ranks if r not in self.peers]
         if missing:
             raise TransportError(f"transfer reads from rank(s) {missing} that were never added with add_peer",
                                  peer=f"rank {missing[0]}")
-        check_bounds(transfer, {r: self.peers[r].sizes for r in transfer.source_ranks}, own.sizes)
-        return transfer.bind({r: self.peers[r].bases for r in transfer.source_ranks}, own.bases)
+        check_bounds(transfer, {r: self.peers[r].sizes for r in ranks}, own.sizes)
+        return addresses(transfer, {r: self.peers[r].bases for r in ranks}, own.bases)
 
     def _bind_local(self, transfer, src_extra=(), dst_extra=()):
         """Addresses of a local step: both sides in this rank's buffers (plus extra
         buffers, e.g. a staging buffer, described by `Memory`)."""
         src = self._own() if not src_extra else src_extra
         dst = self._own() if not dst_extra else dst_extra
-        check_bounds(transfer, {r: src.sizes for r in transfer.source_ranks}, dst.sizes)
-        return transfer.bind({r: src.bases for r in transfer.source_ranks}, dst.bases)
+        ranks = source_ranks(transfer).tolist()
+        check_bounds(transfer, {r: src.sizes for r in ranks}, dst.sizes)
+        return addresses(transfer, {r: src.bases for r in ranks}, dst.bases)
 
     def serve(self, transfer, *, rank: int, request: str = ""):
         return Done()

@@ -48,6 +48,7 @@ extern "C" __global__ void copy_ranges(const unsigned long long* __restrict__ sr
 """
 
 _kernels: dict[int, object] = {}
+_sms: dict[int, int] = {}
 _peer_enabled: set[tuple[int, int]] = set()
 
 
@@ -75,10 +76,12 @@ def enable_peer_access(cp, device: int, peer: int) -> bool:
 
 
 def device_ranges(cp, device: int, src_addr, dst_addr, nbytes) -> tuple:
-    """Kernel arguments on `device` (current stream): split ranges as device arrays."""
+    """Kernel arguments on `device` (current stream): split ranges, one upload."""
     src, dst, size = split_ranges(src_addr, dst_addr, nbytes, PIECE_BYTES)
+    packed = np.stack([src, dst, size.astype(np.uint64)])
     with cp.cuda.Device(device):
-        return cp.asarray(src), cp.asarray(dst), cp.asarray(size.astype(np.int64)), len(size)
+        table = cp.asarray(packed)
+        return table[0], table[1], table[2].view(cp.int64), len(size)
 
 
 def launch(cp, device: int, ranges: tuple, stream) -> None:
@@ -87,8 +90,9 @@ def launch(cp, device: int, ranges: tuple, stream) -> None:
     if not n:
         return
     with cp.cuda.Device(device), stream:  # RawKernel launches on the current stream
-        sms = cp.cuda.Device(device).attributes["MultiProcessorCount"]
-        grid = int(min(n, sms * BLOCKS_PER_SM))
+        if device not in _sms:
+            _sms[device] = cp.cuda.Device(device).attributes["MultiProcessorCount"]
+        grid = int(min(n, _sms[device] * BLOCKS_PER_SM))
         _kernel(cp, device)((grid,), (THREADS,), (src, dst, size, np.int64(n)))
 
 

@@ -13,6 +13,7 @@ import os
 
 
 from kvplan.backend_errors import TransportError
+from kvplan.descriptors import source_ranks
 
 from ._base import BackendBase
 
@@ -48,7 +49,7 @@ class CupyPeerBackend(BackendBase):
     def execute(self, transfer, *, request: str = "") -> None:
         src, dst = self._bind_remote(transfer)
         device = self.memory.device
-        peers = {self.peers[r].device for r in transfer.source_ranks}
+        peers = {self.peers[r].device for r in source_ranks(transfer).tolist()}
         direct = self.peer_access and all(self._gpu.enable_peer_access(self._cp, device, p) for p in peers)
         self._launch(device, src, dst, transfer, direct)
 
@@ -56,7 +57,7 @@ class CupyPeerBackend(BackendBase):
         """Bind and upload a transfer's ranges once; `launch(...)` then replays only the kernel."""
         src, dst = self._bind_remote(transfer)
         device = self.memory.device
-        for rank in transfer.source_ranks:
+        for rank in source_ranks(transfer).tolist():
             self._gpu.enable_peer_access(self._cp, device, self.peers[rank].device)
         stream = self.stream or self._current(device)
         with self._cp.cuda.Device(device), stream:

@@ -63,7 +63,7 @@ def _fill(buffers, rank: int, fill: bool) -> None:
 def _child(conn, kind: str, options: dict, engine, ranks, device: int) -> None:
     from kvplan.backend import load_backend
 
-    backends = {}
+    backends, plan = {}, None
     for rank in ranks:
         backends[rank] = load_backend(kind, **options)
         backends[rank].register(allocate(engine, rank, device))
@@ -73,8 +73,14 @@ def _child(conn, kind: str, options: dict, engine, ranks, device: int) -> None:
         if message[0] == "connect":
             for backend in backends.values():
                 backend.add_peer(message[1], message[2])
-        elif message[0] == "serve":
-            _, transfer, request = message
+        elif message[0] == "plan":
+            plan = message[1]
+        elif message[0] in ("serve", "serve_blocks"):
+            if message[0] == "serve":
+                _, transfer, request = message
+            else:  # the source lowers the request itself: only block ids travel
+                _, dst_rank, src_blocks, dst_blocks, request = message
+                transfer = plan.lower(dst_rank, src_blocks, dst_blocks)
             done = [b.serve(transfer, rank=r, request=request) for r, b in backends.items()
                     if r in transfer.source_ranks]
             try:
@@ -111,7 +117,15 @@ class SourceProcess:
         self._conn.send(("connect", dst_rank, metadata))
 
     def serve(self, transfer, *, request: str = "") -> None:
+        """Have the sources serve `transfer` (sent whole: fine for small transfers)."""
         self._conn.send(("serve", transfer, request))
+
+    def set_plan(self, plan) -> None:
+        """Send the plan once; then `serve_blocks` sends only a request's block ids."""
+        self._conn.send(("plan", plan))
+
+    def serve_blocks(self, dst_rank: int, src_blocks, dst_blocks, *, request: str = "") -> None:
+        self._conn.send(("serve_blocks", dst_rank, src_blocks, dst_blocks, request))
 
     def wait(self) -> dict:
         """Wait until the sources served the last request; their backends' `last_stats`."""

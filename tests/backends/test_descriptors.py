@@ -64,3 +64,15 @@ def test_consecutive_whole_pages_get_consecutive_indices_on_both_sides():
 def test_split_ranges_covers_every_byte_once():
     src, dst, n = split_ranges([0, 1000], [5000, 9000], [10, 3], 4)
     assert n.tolist() == [4, 4, 2, 3] and src.tolist() == [0, 4, 8, 1000] and dst.tolist() == [5000, 5004, 5008, 9000]
+
+
+@settings(max_examples=60)
+@given(case=exchanges(max_blocks=4))
+def test_addresses_equal_the_cores_bind(case):
+    from kvplan.descriptors import addresses
+
+    t = case[0].lower(*case[1:])
+    src_bases = {r: [(r + 1) << 40 | (region + 1) << 32 for region in range(len(t.src_regions))] for r in range(4)}
+    dst_bases = [(region + 7) << 32 for region in range(len(t.dst_regions))]
+    got, want = addresses(t, src_bases, dst_bases), t.bind(src_bases, dst_bases)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))

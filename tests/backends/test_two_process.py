@@ -28,10 +28,13 @@ def test_sources_in_another_process_deliver_the_host_result(kind):
             for rank, md in sources.metadata.items():
                 dst.add_peer(rank, md)
             sources.connect(1, dst.metadata())
-            for request in ("first", "second"):
-                sources.serve(t, request=request)
-                dst.execute(t, request=request)
-                sources.wait()
+            sources.serve(t, request="whole-transfer")
+            dst.execute(t, request="whole-transfer")
+            sources.wait()
+            sources.set_plan(p)
+            sources.serve_blocks(1, src_blocks, dst_blocks, request="block-ids")
+            dst.execute(t, request="block-ids")
+            sources.wait()
     finally:
         dst.close()
     expected = run("host", p, 1, src_blocks, dst_blocks)
