@@ -50,15 +50,25 @@ class RequestRows:
 
 
 @attrs.frozen
-class _Group:
-    """Destination regions whose template has the same row count, in broadcast form.
+class _Class:
+    """Layer segments of a table whose rows are equal up to region ids.
 
-    `rows` (regions, L) indexes the table; `src_blk` / `dst_blk` broadcast to
-    (regions, spans, L) and hold request block ids (-1 where the request has none);
-    `keep` (same shape, or None) marks copies the request actually makes.
+    Identical layers share one template, so offsets, window masks and merge decisions
+    are worked out once on the representative `rep` (L rows) and only broadcast to
+    every member segment (`rows`, K x L table rows) when the output is written.
     """
 
+    rep: np.ndarray = attrs.field(eq=False)
     rows: np.ndarray = attrs.field(eq=False)
+    group: int
+
+
+@attrs.frozen
+class _Paired:
+    """A class paired with a request: block ids (1, spans, L) of the representative,
+    -1 where the request has none; `keep` marks copies the request makes (or None)."""
+
+    cls: _Class
     src_blk: np.ndarray = attrs.field(eq=False)
     dst_blk: np.ndarray = attrs.field(eq=False)
     keep: np.ndarray | None = attrs.field(eq=False)
@@ -131,41 +141,75 @@ def _lists(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str) -> list[tup
     return lists
 
 
-def _groups(plan, table, lists, src_real: int, dst_real: int) -> list[_Group]:
-    """Pair `table`'s rows with the request's block ids, in broadcast form.
+def _classes(plan, table, src_regions, dst_regions, src_real: int, dst_real: int) -> tuple[_Class, ...]:
+    """Segments (runs of one layer) of `table` grouped by identical block-relative rows.
 
-    Regions with ids past the engine's own (`src_real` / `dst_real`) are per-request
-    scratch: their block index is the state block's position in the request.
+    Region ids from `src_real` / `dst_real` on are per-request scratch. Cached per table
+    on the plan: a plan is immutable and lowered many times.
     """
-    if len(table) == 0:
-        return []
+    key = id(table)
+    cached = plan.lowering_cache.get(key)
+    if cached is not None:
+        return cached
     dst = plan.dst
-    seg_start = np.flatnonzero(np.r_[True, table.layer[1:] != table.layer[:-1]])
-    seg_len = np.diff(np.r_[seg_start, len(table)])
-    seg_group = np.array([dst.group_of(int(layer)) for layer in table.layer[seg_start]], np.int64)
-    first_kept = _first_kept_block(plan, [entry[5] for entry in lists])
-    scratch = bool((table.src_region >= src_real).any() or (table.dst_region >= dst_real).any())
+    src_stride = np.array([r.block_bytes for r in src_regions], np.int64)
+    dst_stride = np.array([r.block_bytes for r in dst_regions], np.int64)
+    src_scratch, dst_scratch = table.src_region >= src_real, table.dst_region >= dst_real
+    buckets: dict = {}
+    if len(table):
+        seg_start = np.flatnonzero(np.r_[True, table.layer[1:] != table.layer[:-1]])
+        seg_end = np.r_[seg_start[1:], len(table)]
+        for start, end in zip(seg_start.tolist(), seg_end.tolist(), strict=True):
+            r = slice(start, end)
+            layer = int(table.layer[start])
+            body = np.stack([table.src_rank[r], table.src_region[r] - table.src_region[start],
+                             table.dst_region[r] - table.dst_region[start], table.src_block[r], table.dst_block[r],
+                             table.src_offset[r], table.dst_offset[r], table.nbytes[r],
+                             src_stride[table.src_region[r]], dst_stride[table.dst_region[r]],
+                             src_scratch[r], dst_scratch[r]])
+            sig = (dst.group_of(layer), getattr(dst.model.layers[layer], "sliding_window", None), body.tobytes())
+            buckets.setdefault(sig, []).append((start, end - start))
     out = []
-    for group in np.unique(seg_group):
-        ns, nd, src_pad, dst_pad, partial, _ = lists[group]
+    for (group, _, _), segments in buckets.items():
+        length = segments[0][1]  # equal rows imply equal lengths
+        rows = np.array([start for start, _ in segments], np.int64)[:, None] + np.arange(length)[None, :]
+        out.append(_Class(rows[0], rows, group))
+    result = tuple(out)
+    plan.lowering_cache[key] = result
+    return result
+
+
+def _pairings(plan, table, lists, src_regions, dst_regions, src_real: int, dst_real: int) -> list[_Paired]:
+    """Pair each class's representative rows with the request's block ids.
+
+    Regions past the engine's own are per-request scratch: their block index is the
+    state block's position in the request.
+    """
+    classes = _classes(plan, table, src_regions, dst_regions, src_real, dst_real)
+    if not classes:
+        return []
+    first_kept = _first_kept_block(plan, [entry[5] for entry in lists])
+    out = []
+    for cls in classes:
+        ns, nd, src_pad, dst_pad, partial, _ = lists[cls.group]
         if len(src_pad) == 0:
             continue
+        rep = cls.rep
         span_ids = np.arange(len(src_pad) // ns, dtype=np.int64)[None, :, None]
-        for length in np.unique(seg_len[seg_group == group]):
-            chosen = (seg_group == group) & (seg_len == length)
-            rows = seg_start[chosen][:, None] + np.arange(length)[None, :]  # (segments, L)
-            d_idx = span_ids * nd + table.dst_block[rows][:, None, :]
-            # one block per span: the span's block id broadcasts, no gather
-            s_blk = src_pad[None, :, None] if ns == 1 else src_pad[span_ids * ns + table.src_block[rows][:, None, :]]
-            d_blk = dst_pad[None, :, None] if nd == 1 else dst_pad[d_idx]
-            keep = (s_blk >= 0) & (d_blk >= 0) if partial else None
-            if scratch:
-                s_blk = np.where((table.src_region[rows] >= src_real)[:, None, :], span_ids, s_blk)
-                d_blk = np.where((table.dst_region[rows] >= dst_real)[:, None, :], span_ids, d_blk)
-            if first_kept is not None:
-                window = d_idx >= first_kept[table.layer[rows]][:, None, :]
-                keep = window if keep is None else keep & window
-            out.append(_Group(rows, s_blk, d_blk, keep))
+        d_idx = span_ids * nd + table.dst_block[rep][None, None, :]
+        # one block per span: the span's block id broadcasts, no gather
+        s_blk = src_pad[None, :, None] if ns == 1 else src_pad[span_ids * ns + table.src_block[rep][None, None, :]]
+        d_blk = dst_pad[None, :, None] if nd == 1 else dst_pad[d_idx]
+        keep = (s_blk >= 0) & (d_blk >= 0) if partial else None
+        s_scr, d_scr = table.src_region[rep] >= src_real, table.dst_region[rep] >= dst_real
+        if s_scr.any():
+            s_blk = np.where(s_scr[None, None, :], span_ids, s_blk)
+        if d_scr.any():
+            d_blk = np.where(d_scr[None, None, :], span_ids, d_blk)
+        if first_kept is not None:
+            window = d_idx >= first_kept[table.layer[rep]][None, None, :]
+            keep = window if keep is None else keep & window
+        out.append(_Paired(cls, s_blk, d_blk, keep))
     return out
 
 
@@ -173,7 +217,8 @@ def _pair(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str = "exact"):
     """Validate a request and pair its block ids with `dst_rank`'s read rows."""
     lists = _lists(plan, dst_rank, src_blocks, dst_blocks, prefix)
     table = plan.reads(dst_rank)
-    return table, _groups(plan, table, lists, len(plan.src.regions), len(plan.dst.regions))
+    return table, _pairings(plan, table, lists, plan.src_regions, plan.dst_regions,
+                            len(plan.src.regions), len(plan.dst.regions))
 
 
 def request_rows(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> RequestRows:
@@ -189,12 +234,15 @@ def request_rows(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "
     the decode list (equal block sizes), state groups are never token-trimmed (the
     prefill tail, or the decode list minus the position it recomputes).
     """
-    table, groups = _pair(plan, dst_rank, src_blocks, dst_blocks, prefix)
+    table, pairings = _pair(plan, dst_rank, src_blocks, dst_blocks, prefix)
     parts = []
-    for g in groups:
-        shape = np.broadcast_shapes(g.src_blk.shape, g.dst_blk.shape, (g.rows.shape[0], 1, g.rows.shape[1]))
-        cols = [np.broadcast_to(a, shape) for a in (g.rows[:, None, :], g.src_blk, g.dst_blk)]
-        parts.append([c[g.keep] if g.keep is not None else c.reshape(-1) for c in cols])
+    for pr in pairings:
+        members, length = pr.cls.rows.shape
+        shape = (members, pr.src_blk.shape[1] if pr.src_blk.shape[1] > 1 else pr.dst_blk.shape[1], length)
+        shape = np.broadcast_shapes(shape, pr.src_blk.shape, pr.dst_blk.shape)
+        cols = [np.broadcast_to(a, shape) for a in (pr.cls.rows[:, None, :], pr.src_blk, pr.dst_blk)]
+        keep = None if pr.keep is None else np.broadcast_to(pr.keep, shape)
+        parts.append([c[keep] if keep is not None else c.reshape(-1) for c in cols])
     if not parts:
         empty = np.zeros(0, np.int64)
         return RequestRows(table, empty, empty, empty)
@@ -229,75 +277,48 @@ def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact")
 
 
 def _lower_table(plan, table, lists, src_regions, dst_regions, src_real, dst_real, dst_rank) -> Transfer:
+    """Offsets and merge decisions on each class's representative, then one broadcast
+    copy per output column to every member segment (the only work per layer)."""
     src_stride = np.array([r.block_bytes for r in src_regions], np.int64)
     dst_stride = np.array([r.block_bytes for r in dst_regions], np.int64)
     out = {name: [] for name in _TRANSFER_COLUMNS}
-    for g in _groups(plan, table, lists, src_real, dst_real):
-        rows = g.rows
-        s_off = g.src_blk * src_stride[table.src_region[rows]][:, None, :] + table.src_offset[rows][:, None, :]
-        d_off = g.dst_blk * dst_stride[table.dst_region[rows]][:, None, :] + table.dst_offset[rows][:, None, :]
-        s_off, d_off = np.broadcast_arrays(s_off, d_off)
-        if g.keep is not None:
-            # rare path (partial last span, sliding windows): flatten kept copies, merge generically
-            flat_rows = np.broadcast_to(rows[:, None, :], s_off.shape)[g.keep]
-            _merge_flat(table, flat_rows, s_off[g.keep], d_off[g.keep], out)
-        else:
-            _merge_broadcast(table, rows, s_off, d_off, out)
-    cols = {name: frozen(np.concatenate(parts)) if parts else frozen(np.zeros(0, np.int64))
-            for name, parts in out.items()}
+    for pr in _pairings(plan, table, lists, src_regions, dst_regions, src_real, dst_real):
+        rep, rows = pr.cls.rep, pr.cls.rows
+        length = len(rep)
+        s_off = pr.src_blk * src_stride[table.src_region[rep]] + table.src_offset[rep]
+        d_off = pr.dst_blk * dst_stride[table.dst_region[rep]] + table.dst_offset[rep]
+        s_off, d_off = (a.reshape(-1) for a in np.broadcast_arrays(s_off, d_off))
+        row_of = np.tile(np.arange(length), len(s_off) // length)
+        if pr.keep is not None:
+            kept = np.broadcast_to(pr.keep, (1, len(s_off) // length, length)).reshape(-1)
+            s_off, d_off, row_of = s_off[kept], d_off[kept], row_of[kept]
+        nbytes = table.nbytes[rep][row_of]
+        keys = [table.src_rank[rep][row_of], table.src_region[rep][row_of], table.dst_region[rep][row_of]]
+        starts = run_starts(keys, s_off, d_off, nbytes)
+        if len(starts) != len(s_off):
+            s_off, d_off, nbytes, row_of = s_off[starts], d_off[starts], merged_nbytes(nbytes, starts), row_of[starts]
+        members = (len(rows), len(s_off))
+        out["src_rank"].append(np.broadcast_to(table.src_rank[rep][row_of], members).reshape(-1))
+        out["src_region"].append(_per_member(table.src_region[rows], row_of, members))
+        out["src_offset"].append(np.broadcast_to(s_off, members).reshape(-1))
+        out["dst_region"].append(_per_member(table.dst_region[rows], row_of, members))
+        out["dst_offset"].append(np.broadcast_to(d_off, members).reshape(-1))
+        out["nbytes"].append(np.broadcast_to(nbytes, members).reshape(-1))
+    cols = {name: frozen(np.concatenate(parts)) if len(parts) != 1 else frozen(parts[0])
+            for name, parts in out.items()} if out["nbytes"] else \
+        {name: frozen(np.zeros(0, np.int64)) for name in out}
     return Transfer(dst_rank, **cols, src_regions=src_regions, dst_regions=dst_regions)
 
 
+def _per_member(values: np.ndarray, row_of: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(members, L) values spread over each member's copies; a one-row template
+    broadcasts (a plain copy) instead of gathering."""
+    if values.shape[1] == 1:
+        return np.broadcast_to(values, shape).reshape(-1)
+    return values[:, row_of].reshape(-1)
+
+
 _TRANSFER_COLUMNS = ("src_rank", "src_region", "src_offset", "dst_region", "dst_offset", "nbytes")
-
-
-def _merge_flat(table, rows, s_off, d_off, out) -> None:
-    nbytes = table.nbytes[rows]
-    src_rank, src_region, dst_region = table.src_rank[rows], table.src_region[rows], table.dst_region[rows]
-    starts = run_starts([src_rank, src_region, dst_region], s_off, d_off, nbytes)
-    for name, col in (("src_rank", src_rank), ("src_region", src_region), ("src_offset", s_off),
-                      ("dst_region", dst_region), ("dst_offset", d_off)):
-        out[name].append(col[starts])
-    out["nbytes"].append(merged_nbytes(nbytes, starts))
-
-
-def _merge_broadcast(table, rows, s_off, d_off, out) -> None:
-    """Coalesce copies laid out (regions, spans, L) in that order.
-
-    Key columns (rank, regions) depend only on the template row, so whether a copy may
-    continue its predecessor's run is decided on the small (regions, L) template and
-    broadcast; the offset checks run on flat contiguous arrays (fast even when L is
-    small). A run's size is its source end minus its start.
-    """
-    regions, spans, length = s_off.shape
-    src_rank, src_region, dst_region = table.src_rank[rows], table.src_region[rows], table.dst_region[rows]
-    nbytes = table.nbytes[rows]
-    key_ok = np.empty((regions, length), bool)
-    key_ok[:, 1:] = ((src_rank[:, 1:] == src_rank[:, :-1]) & (src_region[:, 1:] == src_region[:, :-1])
-                     & (dst_region[:, 1:] == dst_region[:, :-1]))
-    # first row of span j may continue the last row of span j-1
-    key_ok[:, 0] = ((src_rank[:, 0] == src_rank[:, -1]) & (src_region[:, 0] == src_region[:, -1])
-                    & (dst_region[:, 0] == dst_region[:, -1]))
-    shape = s_off.shape
-    s_flat, d_flat = s_off.reshape(-1), d_off.reshape(-1)
-    nb_flat = np.broadcast_to(nbytes[:, None, :], shape).reshape(-1)
-    cont = np.broadcast_to(key_ok[:, None, :], shape).flatten()  # flatten copies: safe to write
-    cont[:: spans * length] = False  # a new layer segment always starts a run
-    cont[1:] &= s_flat[1:] == s_flat[:-1] + nb_flat[:-1]
-    cont[1:] &= d_flat[1:] == d_flat[:-1] + nb_flat[:-1]
-    # Boolean compression beats index gathers here: most copies often start a run.
-    start = ~cont
-    end = np.empty_like(start)
-    end[:-1] = start[1:]
-    end[-1] = True
-    start_3d = start.reshape(shape)
-    out["src_rank"].append(np.broadcast_to(src_rank[:, None, :], shape)[start_3d])
-    out["src_region"].append(np.broadcast_to(src_region[:, None, :], shape)[start_3d])
-    out["dst_region"].append(np.broadcast_to(dst_region[:, None, :], shape)[start_3d])
-    src_offset = s_flat[start]
-    out["src_offset"].append(src_offset)
-    out["dst_offset"].append(d_flat[start])
-    out["nbytes"].append(s_flat[end] + nb_flat[end] - src_offset)
 
 
 def _first_kept_block(plan, decode_counts: list[int]):

@@ -28,6 +28,9 @@ class EngineTransferPlan:
     post_tables: tuple = ()  # per dst rank: copies on the destination after the reads
     src_scratch: tuple = ()  # per-request scratch Regions, ids after the engine's regions
     dst_scratch: tuple = ()
+    # lowering's per-table segment classes, filled on first use (a cache, not state:
+    # everything in it is a pure function of the fields above)
+    lowering_cache: dict = attrs.field(factory=dict, init=False, repr=False)
 
     @property
     def src_regions(self) -> tuple:
