@@ -42,6 +42,11 @@ class Region:
     per_request: bool = False  # scratch: block index = state block's position in the request
 
 
+def _is_model(value) -> None:
+    if not isinstance(value, ModelSpec):
+        raise SpecError(f"EngineSpec.model must be a ModelSpec (see kvplan.models.get_model), got {value!r}")
+
+
 def _groups(value):
     return None if value is None else tuple(value)
 
@@ -72,7 +77,7 @@ class EngineSpec:
     * `num_blocks`: logical blocks per region, if known; `lower()` then checks ids.
     """
 
-    model: ModelSpec = attrs.field(validator=attrs.validators.instance_of(ModelSpec))
+    model: ModelSpec = attrs.field(validator=lambda _, __, value: _is_model(value))
     tp: int = attrs.field(default=1, validator=positive)
     pp: int = attrs.field(default=1, validator=positive)
     block_tokens: int = attrs.field(default=16, validator=positive)

@@ -23,8 +23,8 @@ def block_ids(values, *, side: str, num_blocks: int | None) -> np.ndarray:
     """Validate a request's logical block ids (1-D, integer, in range)."""
     array = np.asarray(values)
     if array.ndim != 1:
-        raise BlockError(f"{side} block ids must be a 1-D list, got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise BlockError(f"{side} block ids must be a 1-D list, got shape {array.shape}: {values!r}")
+    if array.size and (array.dtype == bool or not np.issubdtype(array.dtype, np.integer)):
         raise BlockError(f"{side} block ids must be integers, got {array.dtype} values {array[:4].tolist()}")
     array = array.astype(np.int64, copy=False)
     if array.size and array.min() < 0:
@@ -79,7 +79,8 @@ def _per_group(values, groups: int, side: str) -> list:
     flat = isinstance(values, np.ndarray) and values.ndim == 1
     if not flat and not isinstance(values, np.ndarray):
         values = list(values)
-        flat = all(isinstance(v, (int, np.integer)) for v in values)
+        # nested when any element is itself a list of ids; anything else is one list
+        flat = not any(isinstance(v, (list, tuple, np.ndarray, range)) for v in values)
     if flat:
         if groups != 1:
             raise BlockError(f"the engines have {groups} layer groups: pass {side} block ids as one list "
@@ -117,6 +118,24 @@ def _pair_group(plan, group: int, sb: np.ndarray, db: np.ndarray, prefix: str):
     return sb, db
 
 
+def _check_distinct(lists: list[np.ndarray], *, pooled: bool) -> None:
+    """A decode block is written once: no id twice in a group, and with pooled regions
+    (a block id belongs to one group at a time) no id in two groups."""
+    for group, db in enumerate(lists):
+        unique, counts = np.unique(db, return_counts=True)
+        if (counts > 1).any():
+            raise BlockError(f"decode group {group} lists block {int(unique[counts > 1][0])} twice: two prefill "
+                             "blocks would be written into one page")
+    if pooled and len(lists) > 1:
+        every = np.concatenate(lists)
+        unique, counts = np.unique(every, return_counts=True)
+        if (counts > 1).any():
+            block = int(unique[counts > 1][0])
+            owners = [g for g, db in enumerate(lists) if block in db]
+            raise BlockError(f"decode block {block} is listed by groups {owners}, which share pooled regions: "
+                             "their pages would overwrite each other")
+
+
 def _lists(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str) -> list[tuple]:
     """Validate a request: per group (ns, nd, src ids padded, dst ids padded, partial, decode count)."""
     src, dst = plan.src, plan.dst
@@ -125,11 +144,12 @@ def _lists(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str) -> list[tup
     if prefix not in ("exact", "tail"):
         raise BlockError(f"prefix must be 'exact' or 'tail', got {prefix!r}")
     groups = len(dst.layer_groups)
-    lists = []
+    lists, decode_ids = [], []
     for g, (s_list, d_list) in enumerate(zip(_per_group(src_blocks, groups, "prefill"),
                                              _per_group(dst_blocks, groups, "decode"), strict=True)):
         sb = block_ids(s_list, side=f"prefill group {g}", num_blocks=src.num_blocks)
         db = block_ids(d_list, side=f"decode group {g}", num_blocks=dst.num_blocks)
+        decode_ids.append(db)
         sb, db = _pair_group(plan, g, sb, db, prefix)
         ns, nd = plan.blocks_per_span(g)
         spans = max(-(-len(sb) // ns), -(-len(db) // nd))
@@ -138,6 +158,7 @@ def _lists(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str) -> list[tup
         dst_pad = np.full(spans * nd, -1, np.int64)
         dst_pad[: len(db)] = db
         lists.append((ns, nd, src_pad, dst_pad, len(sb) < len(src_pad) or len(db) < len(dst_pad), len(db)))
+    _check_distinct(decode_ids, pooled=dst.pooled)
     return lists
 
 

@@ -80,6 +80,8 @@ def pp_layer_ranges(num_layers: int, pp: int) -> tuple[tuple[int, int], ...]:
     >>> pp_layer_ranges(62, 4)
     ((0, 15), (15, 31), (31, 47), (47, 62))
     """
+    if pp < 1:
+        raise ShardingError(f"PP must be >= 1 stage, got {pp}")
     if pp > num_layers:
         raise ShardingError(f"PP {pp} exceeds the model's {num_layers} layers")
     sizes = [num_layers // pp] * pp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import attrs
+import numpy as np
 
 from .cost import plan_cost
 from .describe import describe
@@ -61,7 +62,8 @@ class EngineTransferPlan:
 
     def reads(self, dst_rank: int):
         """The `ReadTable` of one decode rank (``stage * tp + tp_rank``)."""
-        if not 0 <= dst_rank < len(self.tables):
+        if isinstance(dst_rank, bool) or not isinstance(dst_rank, (int, np.integer)) or \
+                not 0 <= dst_rank < len(self.tables):
             raise RankError(f"dst_rank {dst_rank} is outside the decode engine's {len(self.tables)} ranks")
         return self.tables[dst_rank]
 
