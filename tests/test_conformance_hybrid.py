@@ -497,8 +497,9 @@ def check_block_size_ratio(vector):
     # side with 1056-token blocks needs 4 (the last one partly used)
     n_src, n_dst = (2, 4) if src.block_tokens == 2096 else (4, 3)
     attn = next(g for g in range(len(src.layer_groups)) if src.group_is_token(g))
-    src_blocks = [list(range(n_src)) if g == attn else [0] for g in range(len(src.layer_groups))]
-    dst_blocks = [list(range(n_dst)) if g == attn else [0] for g in range(len(dst.layer_groups))]
+    # pooled groups share regions, so each group owns distinct block ids
+    src_blocks = [list(range(n_src)) if g == attn else [100 + g] for g in range(len(src.layer_groups))]
+    dst_blocks = [list(range(n_dst)) if g == attn else [100 + g] for g in range(len(dst.layer_groups))]
     t = p.lower(0, src_blocks, dst_blocks)
     tokens = min(n_src * src.block_tokens, n_dst * dst.block_tokens)
     heads_d = 2 if dst.tp == 1 else 1  # K = 2: TP1 holds both heads, TP4 one
