@@ -24,10 +24,13 @@ from collections import Counter
 
 import attrs
 
-from .engine import KV_LAYOUTS, KV_STORAGES, EngineSpec
+from .conv_strategy import STRATEGIES
+from .cost import compare_conv_strategies
+from .engine import CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES, EngineSpec
 from .errors import KvplanError
 from .models import MODELS, get_model
 from .planner import plan
+from .presets import vllm_engine
 from .table import COLUMNS, COMPONENTS
 from .verify import verify
 
@@ -43,11 +46,20 @@ def _parser() -> argparse.ArgumentParser:
     for side, label, tp in (("src", "prefill", 1), ("dst", "decode", 2)):
         p.add_argument(f"--{side}-tp", type=int, default=tp, help=f"{label} tensor-parallel size (default {tp})")
         p.add_argument(f"--{side}-pp", type=int, default=1, help=f"{label} pipeline stages (default 1)")
-        p.add_argument(f"--{side}-block", type=int, default=16, help=f"{label} logical block, tokens (default 16)")
+        p.add_argument(f"--{side}-block", type=int, default=None,
+                       help=f"{label} logical block, tokens (default 16; with --vllm: vLLM's --block-size)")
         p.add_argument(f"--{side}-kernel-block", type=int, default=None,
                        help=f"{label} kernel block, tokens (default: the logical block)")
         p.add_argument(f"--{side}-layout", default="HND", choices=KV_LAYOUTS, help=f"{label} kernel page order")
         p.add_argument(f"--{side}-storage", default="packed", choices=KV_STORAGES, help=f"{label} K/V storage")
+        p.add_argument(f"--{side}-conv-layout", default="DS", choices=CONV_LAYOUTS, help=f"{label} conv state order")
+    p.add_argument("--vllm", action="store_true",
+                   help="lay out both engines as vLLM 0.33 would (hybrid block sizes, kernel blocks, HMA pools)")
+    p.add_argument("--backend", default="flashinfer", help="vLLM attention backend for --vllm (default flashinfer)")
+    p.add_argument("--spec-tokens", type=int, default=0, help="speculative tokens (extra conv rows), both engines")
+    p.add_argument("--conv-strategy", default="direct", choices=STRATEGIES,
+                   help="how conv state crosses a TP change (default direct)")
+    p.add_argument("--costs", action="store_true", help="also compare the conv strategies' costs")
     p.add_argument("--rank", type=int, default=None, help="print only this decode rank's read table")
     p.add_argument("--verify", action="store_true", help="check every byte with the identity simulation")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -55,10 +67,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _engine(args, side: str, model) -> EngineSpec:
+    if args.vllm:
+        return vllm_engine(model, getattr(args, f"{side}_tp"), backend=args.backend, pp=getattr(args, f"{side}_pp"),
+                           block_size=getattr(args, f"{side}_block"), num_speculative_tokens=args.spec_tokens)
+    block = getattr(args, f"{side}_block")
     return EngineSpec(model=model, tp=getattr(args, f"{side}_tp"), pp=getattr(args, f"{side}_pp"),
-                      block_tokens=getattr(args, f"{side}_block"),
+                      block_tokens=16 if block is None else block,
                       kernel_block_tokens=getattr(args, f"{side}_kernel_block"),
-                      kv_layout=getattr(args, f"{side}_layout"), kv_storage=getattr(args, f"{side}_storage"))
+                      kv_layout=getattr(args, f"{side}_layout"), kv_storage=getattr(args, f"{side}_storage"),
+                      conv_layout=getattr(args, f"{side}_conv_layout"), num_speculative_tokens=args.spec_tokens)
 
 
 def _engine_json(engine: EngineSpec) -> dict:
@@ -81,7 +98,8 @@ def _plan_command(args) -> None:
         model = attrs.evolve(model, layers=tuple(
             attrs.evolve(layer, dtype=args.kv_dtype) if layer.kind in ("attention", "mla") else layer
             for layer in model.layers))
-    p = plan(_engine(args, "src", model), _engine(args, "dst", model))
+    src, dst = _engine(args, "src", model), _engine(args, "dst", model)
+    p = plan(src, dst, conv_strategy=args.conv_strategy)
     tables = p.tables if args.rank is None else (p.reads(dst_rank=args.rank),)
     if args.verify:
         verify(p)  # raises PlanError (exit 2) on any wrong byte
@@ -92,6 +110,9 @@ def _plan_command(args) -> None:
         print(json.dumps(out, indent=2))
         return
     print(p.describe() if args.rank is None else str(tables[0]))
+    if args.costs:
+        print("\nper-request costs, all decode ranks:")
+        print(compare_conv_strategies(src, dst))
     if args.verify:
         ranks = p.dst.world_size
         print(f"verified: {ranks} decode rank{'s' * (ranks != 1)} x {model.num_layers} layers, every byte correct")
@@ -126,11 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["models"])  # doctest: +NORMALIZE_WHITESPACE
     name                     layers  kv heads x dim     B/token/layer  notes
     deepseek-v3                  61  1 x 576                     1152  MLA latent 576, replicated on every rank
+    falcon-h1-7b                 88  2 x 128                     1024  44 mamba2 layers
     gemma-3-27b                  62  16 x 128                    8192  52 sliding (window 1024) + 10 global layers
+    gemma-4-31b                  60  16 x 256 / 4 x 512  8192 / 16384  50 sliding (window 1024) + 10 global layers
+    granite-4.0-h-small          40  8 x 128                     4096  36 mamba2 layers
+    jamba-v0.1                   32  8 x 128                     4096  28 mamba1 layers
     llama-3.1-70b                80  8 x 128                     4096
     llama-3.1-8b                 32  8 x 128                     4096
     mistral-7b                   32  8 x 128                     4096
+    nemotron-3-nano-30b-a3b      29  2 x 128                     1024  23 mamba2 layers
     qwen2.5-7b                   28  4 x 128                     2048
+    qwen3-next-80b-a3b           48  2 x 256                     2048  36 gdn layers
     0
     >>> main(["plan", "--model", "llama-3.1-8b", "--src-tp", "8", "--dst-tp", "3"])
     2

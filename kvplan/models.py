@@ -5,16 +5,17 @@ MLA latent width and sliding windows (query heads, hidden size and FFNs move no
 KV cache). Dimensions follow the checkpoints' HF ``config.json`` as I know them and
 the table of reference §12; uncertain values are flagged next to their entry.
 
->>> sorted(MODELS)
-['deepseek-v3', 'gemma-3-27b', 'llama-3.1-70b', 'llama-3.1-8b', 'mistral-7b', 'qwen2.5-7b']
+>>> sorted(MODELS)[:6]
+['deepseek-v3', 'falcon-h1-7b', 'gemma-3-27b', 'gemma-4-31b', 'granite-4.0-h-small', 'jamba-v0.1']
 >>> m = get_model("Llama-3.1-70B")
 >>> m.num_layers, m.layers[0].num_kv_heads, m.layers[0].head_dim, m.layers[0].bytes_per_token
 (80, 8, 128, 4096)
 >>> get_model("gemma-3-27b").layers[5].sliding_window is None   # layer 5 is global
 True
 
-Hybrid models (attention + Mamba / GDN layers, `kvplan.state_specs`) register here
-the same way: a builder returning a `ModelSpec` whose layers mix spec kinds.
+Hybrid models (attention + Mamba / GDN layers) come from `kvplan.hybrid_models` and
+are registered here too; `from_hf_config(config)` reads a Hugging Face config.json
+dict of any supported family (`kvplan.hf_config`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from collections.abc import Callable
 
 from .errors import SpecError
 from .specs import AttentionSpec, ModelSpec
+
+from .hf_config import from_hf_config  # noqa: F401  (kvplan.models.from_hf_config is public)
+from .hybrid_models import HYBRID_MODELS
 
 # vLLM's default KV-cache dtype is the model dtype ("auto"); every model below is
 # served in bfloat16 (DeepSeek-V3's fp8 *weights* do not change its bf16 KV cache).
@@ -94,7 +98,7 @@ _BUILDERS: dict[str, Callable[[], ModelSpec]] = {
     "gemma-3-27b": lambda: interleaved_sliding("gemma-3-27b", 62, 16, 128, window_tokens=1024, global_every=6),
 }
 
-MODELS: dict[str, ModelSpec] = {name: build() for name, build in _BUILDERS.items()}
+MODELS: dict[str, ModelSpec] = {name: build() for name, build in _BUILDERS.items()} | HYBRID_MODELS
 
 
 def get_model(name: str) -> ModelSpec:
@@ -105,7 +109,7 @@ def get_model(name: str) -> ModelSpec:
     >>> get_model("llama-4")
     Traceback (most recent call last):
     ...
-    kvplan.errors.SpecError: unknown model 'llama-4'; known models: deepseek-v3, gemma-3-27b, llama-3.1-70b, llama-3.1-8b, mistral-7b, qwen2.5-7b
+    kvplan.errors.SpecError: unknown model 'llama-4'; known models: deepseek-v3, falcon-h1-7b, gemma-3-27b, gemma-4-31b, granite-4.0-h-small, jamba-v0.1, llama-3.1-70b, llama-3.1-8b, mistral-7b, nemotron-3-nano-30b-a3b, qwen2.5-7b, qwen3-next-80b-a3b
     """
     key = name.lower() if isinstance(name, str) else None  # a non-string is never a model name
     if key not in MODELS:
