@@ -22,8 +22,14 @@ def _ranges(values) -> str:
 
 def _engine_line(label: str, engine) -> str:
     kernel = "" if engine.kernel_tokens == engine.block_tokens else f" (kernel {engine.kernel_tokens})"
+    extra = ""
+    if any(not engine.group_is_token(g) for g in range(len(engine.layer_groups))):
+        extra = f" conv={engine.conv_layout}" + (f" spec={engine.num_speculative_tokens}"
+                                                  if engine.num_speculative_tokens else "")
+    if engine.pooled:
+        extra += f" pooled: {len(engine.regions)} regions x {engine.pool_page_bytes:,} B/block"
     return (f"{label}: tp={engine.tp} pp={engine.pp} block={engine.block_tokens}{kernel} "
-            f"layout={engine.kv_layout}/{engine.kv_storage}")
+            f"layout={engine.kv_layout}/{engine.kv_storage}{extra}")
 
 
 def describe(plan) -> str:
@@ -37,14 +43,27 @@ def describe(plan) -> str:
         f"model {dst.model.name}: {dst.model.num_layers} layers",
         _engine_line("prefill", src),
         _engine_line("decode ", dst),
-        f"span: {plan.span_tokens} tokens = {plan.src_blocks_per_span} prefill block(s) = "
-        f"{plan.dst_blocks_per_span} decode block(s)",
     ]
+    for g, group in enumerate(dst.layer_groups):
+        layers = [layer for layer in group.layers if layer is not None]
+        ns, nd = plan.blocks_per_span(g)
+        if dst.group_is_token(g):
+            tokens = ns * src.group_block_tokens(g)[0]
+            unit = f"span {tokens} tokens = {ns} prefill block(s) = {nd} decode block(s)"
+        else:
+            unit = f"state: one block per block, conv strategy {plan.conv_strategy}"
+        label = "" if len(dst.layer_groups) == 1 else f"group {g} "
+        lines.append(f"{label}layers {_ranges(layers)}: {unit}")
+    if plan.pre_tables or plan.post_tables:
+        cost = plan.cost()
+        lines.append(f"local steps ({plan.conv_strategy}): {cost.local_copies} copies, {cost.local_bytes:,} B; "
+                     f"scratch {cost.scratch_bytes:,} B per state block")
     for table in plan.tables:
         sources = table.source_ranks
         lines.append(
             f"D rank {table.dst_rank} <- P rank{'s' if len(sources) != 1 else ''} {_ranges(sources)}: "
             f"{len(np.unique(table.layer))} layers, {len(table)} reads/span, {table.total_bytes:,} B/span"
+            + (f", {len(plan.post_tables[table.dst_rank])} local copies" if plan.post_tables else "")
         )
         # show the first layer's rows as the representative pattern
         if len(table):
