@@ -5,6 +5,7 @@ The core is pure (numpy and attrs only): specs -> `plan()` -> `EngineTransferPla
 `verify()`. Transports live in the separate `kvplan_backends` package.
 """
 
+from .backend import load_backend
 from .engine import EngineSpec, Region
 from .errors import BlockError, KvplanError, ModelMismatchError, PlanError, RankError, ShardingError, SpecError
 from .planner import plan

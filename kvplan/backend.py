@@ -21,7 +21,6 @@ found through the ``kvplan.backends`` entry-point group and imported on first us
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import Protocol, Sequence, runtime_checkable
 
 from .backend_errors import BackendNotFound
@@ -72,6 +71,8 @@ class TransferBackend(Protocol):
 
 def known_backends() -> dict[str, object]:
     """Installed backends by name (entry points, not yet imported)."""
+    from importlib.metadata import entry_points  # here, so `import kvplan` stays light
+
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 

@@ -73,7 +73,24 @@ class BackendBase:
         check_bounds(transfer, {r: src.sizes for r in ranks}, dst.sizes)
         return addresses(transfer, {r: src.bases for r in ranks}, dst.bases)
 
+    # -- local steps of staged / permuted strategies -----------------------------------
+    def _pre_steps(self, transfer, rank: int) -> None:
+        """Source rank `rank`'s local copies that must precede the reads."""
+        steps = getattr(transfer, "pre_steps", None)
+        if steps is not None and len(steps):
+            mine = steps.for_source(rank)
+            if len(mine):
+                self.copy_local(mine)
+
+    def _post_steps(self, transfer) -> None:
+        """The destination's local copies after the reads."""
+        steps = getattr(transfer, "post_steps", None)
+        if steps is not None and len(steps):
+            self.copy_local(steps)
+
     def serve(self, transfer, *, rank: int, request: str = ""):
+        """One-sided transports: run this rank's pre steps; the reads need nothing more."""
+        self._pre_steps(transfer, rank)
         return Done()
 
     def close(self) -> None:

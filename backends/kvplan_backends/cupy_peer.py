@@ -52,6 +52,7 @@ class CupyPeerBackend(BackendBase):
         peers = {self.peers[r].device for r in source_ranks(transfer).tolist()}
         direct = self.peer_access and all(self._gpu.enable_peer_access(self._cp, device, p) for p in peers)
         self._launch(device, src, dst, transfer, direct)
+        self._post_steps(transfer)  # same stream: ordered after the reads
 
     def prepare_launch(self, transfer) -> tuple:
         """Bind and upload a transfer's ranges once; `launch(...)` then replays only the kernel."""

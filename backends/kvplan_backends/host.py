@@ -37,6 +37,7 @@ class HostBackend(BackendBase):
     def execute(self, transfer, *, request: str = "") -> None:
         src, dst = self._bind_remote(transfer)
         copy_ranges(src, dst, transfer.nbytes)
+        self._post_steps(transfer)
 
     def copy_local(self, transfer) -> None:
         src, dst = self._bind_local(transfer)

@@ -101,6 +101,7 @@ class NixlBackend(BackendBase):
             self._run(handles, request)
         finally:
             self._release(handles)
+        self._post_steps(transfer)
 
     def copy_local(self, transfer) -> None:
         """Local steps as a loopback READ of this agent's own registered memory."""
@@ -131,6 +132,9 @@ class NixlBackend(BackendBase):
     # -- prepared lists ---------------------------------------------------------------
     def prepare(self, plan, dst_rank: int) -> None:
         """Prepare descriptor lists for every read `dst_rank` can make (once per peer)."""
+        if plan.pre_tables or plan.post_tables or plan.src_scratch or plan.dst_scratch:
+            raise TransportError(f"prepared lists cover direct plans; this plan's {plan.conv_strategy!r} conv "
+                                 "strategy has local steps: use execute(plan.lower(...))")
         own, lists = self._own(), prepared_lists(plan, dst_rank)
         self.release_prepared()
         handles = {}

@@ -13,7 +13,7 @@ bytes over a `multiprocessing` pipe; any other channel works the same way.
         sources.wait()
 
 Every source rank's buffers are allocated as its engine lays them out (one buffer per
-region of the rank's stage) and filled with `identity_fill`, so the parent can build
+region of the rank's stage, then `extra` scratch buffers) and filled with `identity_fill`, so the parent can build
 the same source bytes and check the result.
 """
 
@@ -60,13 +60,13 @@ def _fill(buffers, rank: int, fill: bool) -> None:
             identity_fill(buffer, rank, region)
 
 
-def _child(conn, kind: str, options: dict, engine, ranks, device: int) -> None:
+def _child(conn, kind: str, options: dict, engine, ranks, device: int, extra: tuple) -> None:
     from kvplan.backend import load_backend
 
     backends, plan = {}, None
     for rank in ranks:
         backends[rank] = load_backend(kind, **options)
-        backends[rank].register(allocate(engine, rank, device))
+        backends[rank].register(allocate(engine, rank, device, extra=extra))
     conn.send({rank: b.metadata() for rank, b in backends.items()})
     while True:
         message = conn.recv()
@@ -81,8 +81,13 @@ def _child(conn, kind: str, options: dict, engine, ranks, device: int) -> None:
             else:  # the source lowers the request itself: only block ids travel
                 _, dst_rank, src_blocks, dst_blocks, request = message
                 transfer = plan.lower(dst_rank, src_blocks, dst_blocks)
-            done = [b.serve(transfer, rank=r, request=request) for r, b in backends.items()
-                    if r in transfer.source_ranks]
+            try:
+                done = [b.serve(transfer, rank=r, request=request) for r, b in backends.items()
+                        if r in transfer.source_ranks]
+            except Exception as error:
+                conn.send(("error", repr(error)))
+                continue
+            conn.send(("ready", None))  # pre steps done, sends posted: the reads may start
             try:
                 for completion in done:
                     completion.wait()
@@ -99,12 +104,13 @@ def _child(conn, kind: str, options: dict, engine, ranks, device: int) -> None:
 class SourceProcess:
     """A spawned process holding `ranks` (default: all) of `engine` on `device`."""
 
-    def __init__(self, kind: str, engine, *, device: int = -1, ranks=None, options=None, timeout_s: float = 120.0):
+    def __init__(self, kind: str, engine, *, device: int = -1, ranks=None, options=None, timeout_s: float = 120.0,
+                 extra: tuple[int, ...] = ()):
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         ranks = list(range(engine.world_size)) if ranks is None else list(ranks)
         self.timeout_s = timeout_s
-        self.process = ctx.Process(target=_child, args=(child, kind, options or {}, engine, ranks, device), daemon=True)
+        self.process = ctx.Process(target=_child, args=(child, kind, options or {}, engine, ranks, device, tuple(extra)), daemon=True)
         self.process.start()
         self.metadata = self._recv()
 
@@ -117,15 +123,25 @@ class SourceProcess:
         self._conn.send(("connect", dst_rank, metadata))
 
     def serve(self, transfer, *, request: str = "") -> None:
-        """Have the sources serve `transfer` (sent whole: fine for small transfers)."""
+        """Have the sources serve `transfer` (sent whole: fine for small transfers).
+
+        Returns once their pre steps ran and two-sided sends are posted."""
         self._conn.send(("serve", transfer, request))
+        self._ready()
+
+    def _ready(self) -> None:
+        status, detail = self._recv()
+        if status != "ready":
+            raise RuntimeError(f"source process failed: {detail}")
 
     def set_plan(self, plan) -> None:
         """Send the plan once; then `serve_blocks` sends only a request's block ids."""
         self._conn.send(("plan", plan))
 
     def serve_blocks(self, dst_rank: int, src_blocks, dst_blocks, *, request: str = "") -> None:
+        """Like `serve`, the sources lowering the request from its block ids."""
         self._conn.send(("serve_blocks", dst_rank, src_blocks, dst_blocks, request))
+        self._ready()
 
     def wait(self) -> dict:
         """Wait until the sources served the last request; their backends' `last_stats`."""

@@ -94,6 +94,7 @@ class UcxBackend(BackendBase):
         return self._endpoints[rank]
 
     def serve(self, transfer, *, rank: int, request: str = "") -> _Pending:
+        self._pre_steps(transfer, rank)
         parts = staged(transfer)
         if rank not in parts:
             return _Pending([], [], f"rank {transfer.dst_rank}", request, self.timeout_s, self._abandoned)
@@ -132,6 +133,7 @@ class UcxBackend(BackendBase):
         finally:
             # Receives still posted may be written later: keep their buffers until close().
             self._abandoned.extend((recv, buffer) for _, buffer, recv in receives.values())
+        self._post_steps(transfer)
 
     def copy_local(self, transfer) -> None:
         src, dst = self._bind_local(transfer)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from kvplan import Transfer
 from kvplan_backends.pairing import allocate
 
-from _fabric import run
+from _fabric import copy_rows, run, same
 from _need import need
 from _strategies import exchanges
 
@@ -19,20 +19,15 @@ def _reference(p, dst_rank, src_blocks, dst_blocks) -> list:
     t = p.lower(dst_rank, src_blocks, dst_blocks)
     src = {r: allocate(p.src, r) for r in t.source_ranks}
     out = allocate(p.dst, dst_rank, fill=False)
-    for i in range(len(t)):
-        s, d, n = int(t.src_offset[i]), int(t.dst_offset[i]), int(t.nbytes[i])
-        out[t.dst_region[i]][d:d + n] = src[int(t.src_rank[i])][t.src_region[i]][s:s + n]
+    copy_rows(t, lambda r: src[r], out)
     return out
 
-
-def _same(a, b) -> bool:
-    return all((x is None and y is None) or np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 @settings(max_examples=100)
 @given(case=exchanges())
 def test_host_matches_slicing_reference(case):
-    assert _same(run("host", *case), _reference(*case))
+    assert same(run("host", *case), _reference(*case))
 
 
 @pytest.mark.parametrize("kind", ["nixl", "nixl-prepared", "ucx"])
@@ -41,7 +36,7 @@ def test_host_matches_slicing_reference(case):
 def test_backend_matches_host(kind, case):
     need(kind)
     got = run(kind, *case, request=f"contract-{kind}")
-    assert _same(got, run("host", *case))
+    assert same(got, run("host", *case))
     assert any(b is not None and b.any() for b in got) or not len(case[0].lower(*case[1:]))
 
 
@@ -65,4 +60,4 @@ def test_copy_local_moves_rows_within_one_rank(kind):
         backend.copy_local(step)
     finally:
         backend.close()
-    assert _same(buffers, expected)
+    assert same(buffers, expected)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from kvplan.backend import load_backend
 from kvplan_backends.pairing import SourceProcess, allocate
 
-from _fabric import run
+from _fabric import run, same
 from _need import need
 from _strategies import exchanges
 
@@ -26,9 +26,6 @@ def _on_gpu(buffers, device):
 def _host(buffers):
     return [None if b is None else np.asarray(b.get()) for b in buffers]
 
-
-def _same(a, b) -> bool:
-    return all((x is None and y is None) or np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.gpu
@@ -55,7 +52,7 @@ def test_kernel_copies_ranges_of_any_size_and_alignment():
     backend.register(gpu)
     backend.copy_local(step)
     backend.close()
-    assert _same(_host(gpu), expected)
+    assert same(_host(gpu), expected)
 
 
 @pytest.mark.multi_gpu
@@ -77,7 +74,7 @@ def test_cupy_peer_matches_host(peer_access, case):
         sources.append(src)
     dst.execute(t, request="gpu")
     assert dst.last_launch["path"] == ("kernel" if peer_access else "memcpyPeer")
-    assert _same(_host(dst_buffers), run("host", *case))
+    assert same(_host(dst_buffers), run("host", *case))
 
 
 @pytest.mark.multi_gpu
@@ -104,4 +101,4 @@ def test_two_process_vram_matches_host(kind, case):
             dst.execute(t, request="gpu-2proc")
         sources.wait()
     dst.close()
-    assert _same(_host(dst_buffers), run("host", *case))
+    assert same(_host(dst_buffers), run("host", *case))
