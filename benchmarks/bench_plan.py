@@ -1,4 +1,5 @@
-"""CPU cost of planning: plan() and lower() for an 80-layer model, next to plain numpy.
+"""CPU cost of planning: plan() and lower() for an 80-layer model, next to plain numpy;
+plan() for a hybrid model across TP pairs and conv strategies.
 
     python3 benchmarks/bench_plan.py [--blocks 4096] [--repeats 7]
 
@@ -121,6 +122,50 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+HYBRID_PAIRS = ((1, 2), (2, 1), (1, 4), (4, 1), (2, 4), (4, 2), (8, 4), (4, 8))
+
+
+def run_hybrid(repeats: int) -> list[dict]:
+    """plan() of Nemotron-3-Nano between two vLLM 0.33 engines, per conv strategy.
+
+    Descriptor counts and bytes are per decode logical block (attention rows of a span
+    divided by the decode blocks in it; state rows per state block), summed over every
+    decode rank: what one more block of a request costs the transport, before merging.
+    """
+    from kvplan.conv_strategy import STRATEGIES
+    from kvplan.presets import vllm_engine
+
+    results = []
+    for src_tp, dst_tp in HYBRID_PAIRS:
+        src = vllm_engine("nemotron-3-nano-30b-a3b", src_tp)
+        dst = vllm_engine("nemotron-3-nano-30b-a3b", dst_tp)
+        for strategy in STRATEGIES:
+            plan_ms = median_ms(lambda: plan(src, dst, conv_strategy=strategy), repeats)
+            p = plan(src, dst, conv_strategy=strategy)
+            cost = p.cost()
+            attention_group = next(g for g in range(len(dst.layer_groups)) if dst.group_is_token(g))
+            per_span = p.blocks_per_span(attention_group)[1]
+            results.append({
+                "pair": f"{src_tp}→{dst_tp}", "strategy": strategy, "plan_ms": plan_ms,
+                "blocks": f"{src.block_tokens}/{dst.block_tokens}",
+                "attn_desc": cost.attention_descriptors / per_span, "attn_bytes": cost.attention_bytes / per_span,
+                "state_desc": cost.state_descriptors, "state_bytes": cost.state_bytes,
+                "local": cost.local_copies, "scratch": cost.scratch_bytes,
+            })
+    return results
+
+
+def hybrid_table(results: list[dict]) -> str:
+    lines = ["| P→D TP | Nl P/D | conv strategy | plan ms | attention desc/block | attention B/block | "
+             "state desc/block | state B/block | local copies/block | scratch B/block |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['pair']} | {r['blocks']} | {r['strategy']} | {r['plan_ms']:.1f} | {r['attn_desc']:,.0f} | "
+                     f"{r['attn_bytes']:,.0f} | {r['state_desc']} | {r['state_bytes']:,} | {r['local']} | "
+                     f"{r['scratch']:,} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=4096, help="logical blocks per request (default 4096)")
@@ -136,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"plan() worst {worst_plan:.2f} ms (target < 20): {'met' if worst_plan < 20 else 'MISSED'}; "
           f"lower() worst {worst_ratio:.2f}x numpy (target <= 3): {'met' if worst_ratio <= 3 else 'MISSED'}")
+    print()
+    print(f"Nemotron-3-Nano-30B-A3B between vllm_engine(...) engines (FlashInfer), all decode ranks, "
+          f"median of {args.repeats}")
+    print()
+    print(hybrid_table(run_hybrid(args.repeats)))
     return 0
 
 
