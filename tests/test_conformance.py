@@ -19,7 +19,6 @@ worker vectors' block lengths confirm these: 2 heads x 16 tokens x 512 B = 16,38
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +28,7 @@ from kvplan import AttentionSpec, EngineSpec, ModelSpec, ShardingError, plan, ve
 from kvplan.groups import LayerGroup
 from kvplan.sharding import pp_layer_ranges
 
-VECTORS_PATH = Path(__file__).parents[2] / "shared/conformance/vllm-0.33-vectors.json"
-VECTORS = json.loads(VECTORS_PATH.read_text())["vectors"] if VECTORS_PATH.exists() else []
-
-# Operations of hybrid (state-layer) geometry: planned in issue 3.
-HYBRID_OPS = frozenset({
-    "conv_split", "state_shapes", "hybrid_block_size", "unify_pages", "select_kernel_block",
-    "prefix_trim", "block_size_ratio", "block_size_ratio_map", "physical_ratio", "local_splits",
-    "logical_to_kernel",
-})
+from _vectors import HYBRID_OPS, VECTORS, VECTORS_PATH  # noqa: E402  (tests/ is on sys.path)
 
 HEAD_DIM = 128
 CELL_BYTES = (HEAD_DIM + HEAD_DIM) * 2  # K|V of one head and token, bf16

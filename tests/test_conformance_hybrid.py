@@ -15,8 +15,6 @@ Vectors outside kvplan's model skip with the reason named in `OUT_OF_MODEL`.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,14 +27,7 @@ from kvplan.state_geometry import conv_rows, state_geometry, state_natural_bytes
 from kvplan.state_specs import GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec
 from kvplan.table import COMPONENT_CODE
 
-VECTORS_PATH = Path(__file__).parents[2] / "shared/conformance/vllm-0.33-vectors.json"
-VECTORS = json.loads(VECTORS_PATH.read_text())["vectors"] if VECTORS_PATH.exists() else []
-
-HYBRID_OPS = frozenset({
-    "conv_split", "state_shapes", "hybrid_block_size", "unify_pages", "select_kernel_block",
-    "prefix_trim", "block_size_ratio", "block_size_ratio_map", "physical_ratio", "local_splits",
-    "logical_to_kernel",
-})
+from _vectors import HYBRID_OPS, VECTORS, VECTORS_PATH  # noqa: E402  (tests/ is on sys.path)
 # Attention-only HMA desc-id vectors exercised here through pooled / grouped engines.
 HMA_VECTORS = frozenset({"descids_hma_shared", "descids_region_groups"})
 

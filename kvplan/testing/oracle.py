@@ -129,3 +129,20 @@ def apply(transfer, src_mem, dst_sizes, *, max_states: int = 4) -> list[tuple[np
     if transfer.post_steps is not None:
         run(transfer.post_steps, lambda rank: out, lambda rank: out)
     return [out[i] for i in range(len(dst_sizes))]
+
+
+def check_delivery(transfer, src_mem, expected, must) -> int:
+    """Execute `transfer` and raise AssertionError on any wrong or stray byte.
+
+    Returns the number of bytes the request had to deliver.
+    """
+    got = apply(transfer, src_mem, [len(e[0]) for e in expected])
+    for region, ((g_code, g_byte), (e_code, e_byte), m) in enumerate(zip(got, expected, must, strict=True)):
+        wrong = m & ((g_code != e_code) | (g_byte != e_byte))
+        if wrong.any():
+            raise AssertionError(f"region {region}: {int(wrong.sum())} bytes wrong, first at {np.flatnonzero(wrong)[0]}")
+        stray = ~m & (g_code != UNTOUCHED)
+        if stray.any():
+            raise AssertionError(f"region {region}: {int(stray.sum())} bytes written that the request does not "
+                                 f"own, first at {np.flatnonzero(stray)[0]}")
+    return sum(int(m.sum()) for m in must)
