@@ -135,13 +135,8 @@ class EngineSpec:
         """(logical, kernel) block tokens of a group (the engine's unless overridden)."""
         g = self.layer_groups[group]
         block = self.block_tokens if g.block_tokens is None else g.block_tokens
-        if g.kernel_block_tokens is not None:
-            kernel = g.kernel_block_tokens
-        elif g.block_tokens is not None:
-            # a group whose logical block was scaled keeps the engine's kernel page
-            kernel = self.kernel_tokens
-        else:
-            kernel = self.kernel_tokens
+        # a group whose logical block was scaled (page unification) keeps the kernel page
+        kernel = self.kernel_tokens if g.kernel_block_tokens is None else g.kernel_block_tokens
         return block, kernel
 
     def layer_block_tokens(self, layer: int) -> tuple[int, int]:
