@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU session for the transport backends (see benchmarks/RESULTS.md, "Transfers (GPU)").
-# Usage, from a checkout on a 2-GPU host:  bash benchmarks/run_gpu.sh nixl|ucx WHEEL_DIR [OUT_DIR]
+# Usage, from a checkout on a 2-GPU host:  [BENCH=0] bash benchmarks/run_gpu.sh nixl|ucx WHEEL_DIR [OUT_DIR]
 # Installs the carried transport wheels (no deps: torch, numpy, cupy are already there),
 # installs kvplan editable (entry points), runs the GPU tests with KVPLAN_REQUIRE_GPU=1
 # and the benchmark: "nixl" runs the nixl tests and benchmark, "ucx" everything else
@@ -17,5 +17,6 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >"$out/install.log
 if [ "$transport" = nixl ]; then sel="nixl"; backends=nixl; else sel="not nixl"; backends=cupy,ucx; fi
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/backends/test_gpu.py tests/backends/test_two_process.py -k "$sel" 2>&1 \
   | grep -v "NIXL INFO" | tee "$out/tests-$transport.log"
+[ "${BENCH:-1}" = 0 ] && exit 0   # BENCH=0: tests only
 timeout 330 python3 benchmarks/bench_transfer.py --backends "$backends" --json "$out/bench-$transport.json" 2>&1 \
   | grep -v "NIXL INFO\|UCX  WARN" | tee "$out/bench-$transport.log"

@@ -1,11 +1,15 @@
-"""Small random exchanges for the contract suite: attention models, TP from {1, 2, 4}."""
+"""Small random exchanges for the contract suite: attention models with TP from {1, 2, 4}
+(`exchanges`), and hybrid models under every conv strategy (`hybrid_exchanges`, built
+on the core's hybrid strategies)."""
 
 from __future__ import annotations
 
+import attrs
 from hypothesis import strategies as st
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
 from kvplan.engine import KV_LAYOUTS, KV_STORAGES
+from kvplan.testing.strategies import conv_strategies, group_requests, hybrid_engine_pairs
 
 TPS = (1, 2, 4)
 
@@ -40,3 +44,16 @@ def exchanges(draw, max_blocks: int = 8):
         src_blocks = draw(st.permutations(range(max_blocks)))[:n_src]
         dst_blocks = draw(st.permutations(range(max_blocks)))[:n_dst]
     return p, draw(st.integers(0, dst.world_size - 1)), list(src_blocks), list(dst_blocks)
+
+
+BLOCKS = 8
+
+
+@st.composite
+def hybrid_exchanges(draw):
+    """(plan, dst_rank, src_lists, dst_lists): a hybrid plan with a random conv strategy."""
+    src, dst = draw(hybrid_engine_pairs(max_layers=3))
+    src, dst = attrs.evolve(src, num_blocks=BLOCKS), attrs.evolve(dst, num_blocks=BLOCKS)
+    p = plan(src, dst, conv_strategy=draw(conv_strategies()))
+    src_blocks, dst_blocks = draw(group_requests(src, dst, num_blocks=BLOCKS))
+    return p, draw(st.integers(0, dst.world_size - 1)), src_blocks, dst_blocks

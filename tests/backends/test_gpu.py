@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from kvplan.backend import load_backend
 from kvplan_backends.pairing import SourceProcess, allocate
 
-from _fabric import run, same
+from _fabric import run, same, scratch
 from _need import need
-from _strategies import exchanges
+from _strategies import exchanges, hybrid_exchanges
 
 
 def _on_gpu(buffers, device):
@@ -99,6 +99,56 @@ def test_two_process_vram_matches_host(kind, case):
             dst.execute_blocks(p, src_blocks, dst_blocks, request="gpu-2proc")
         else:
             dst.execute(t, request="gpu-2proc")
+        sources.wait()
+    dst.close()
+    assert same(_host(dst_buffers), run("host", *case))
+
+
+def _source_ranks(t) -> list[int]:
+    pre = t.pre_steps.source_ranks if t.pre_steps is not None else ()
+    return sorted(set(t.source_ranks) | set(pre))
+
+
+@pytest.mark.multi_gpu
+@settings(max_examples=15, deadline=None)
+@given(case=hybrid_exchanges())
+def test_cupy_runs_local_steps_on_gpus(case):
+    need("cupy")
+    p, dst_rank, src_blocks, dst_blocks = case
+    t = p.lower(dst_rank, src_blocks, dst_blocks)
+    src_extra, dst_extra = scratch(p, src_blocks)
+    dst_buffers = _on_gpu(allocate(p.dst, dst_rank, fill=False, extra=dst_extra), 1)
+    dst = load_backend("cupy")
+    dst.register(dst_buffers)
+    sources = {}
+    for rank in _source_ranks(t):
+        sources[rank] = load_backend("cupy")
+        sources[rank].register(_on_gpu(allocate(p.src, rank, extra=src_extra), 0))
+        dst.add_peer(rank, sources[rank].metadata())
+    for rank, src in sources.items():
+        src.serve(t, rank=rank, request="gpu-hybrid").wait()
+    dst.execute(t, request="gpu-hybrid")
+    assert same(_host(dst_buffers), run("host", *case))
+
+
+@pytest.mark.multi_gpu
+@pytest.mark.parametrize("kind", ["nixl", "ucx"])
+@settings(max_examples=4, deadline=None)
+@given(case=hybrid_exchanges())
+def test_two_process_local_steps_on_gpus(kind, case):
+    need(kind)
+    p, dst_rank, src_blocks, dst_blocks = case
+    t = p.lower(dst_rank, src_blocks, dst_blocks)
+    src_extra, dst_extra = scratch(p, src_blocks)
+    dst_buffers = allocate(p.dst, dst_rank, device=1, fill=False, extra=dst_extra)
+    dst = load_backend(kind)
+    dst.register(dst_buffers)
+    with SourceProcess(kind, p.src, device=0, ranks=_source_ranks(t), extra=src_extra) as sources:
+        for rank, md in sources.metadata.items():
+            dst.add_peer(rank, md)
+        sources.connect(dst_rank, dst.metadata())
+        sources.serve(t, request="gpu-hybrid-2proc")
+        dst.execute(t, request="gpu-hybrid-2proc")
         sources.wait()
     dst.close()
     assert same(_host(dst_buffers), run("host", *case))

@@ -4,30 +4,14 @@ same bytes through every backend as plain slicing does."""
 
 from __future__ import annotations
 
-import attrs
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from kvplan import plan
-from kvplan.testing.strategies import conv_strategies, group_requests, hybrid_engine_pairs
 from kvplan_backends.pairing import allocate
 
 from _fabric import copy_rows, run, same, scratch
 from _need import need
-
-BLOCKS = 8
-
-
-@st.composite
-def hybrid_exchanges(draw):
-    src, dst = draw(hybrid_engine_pairs(max_layers=3))
-    src, dst = attrs.evolve(src, num_blocks=BLOCKS), attrs.evolve(dst, num_blocks=BLOCKS)
-    p = plan(src, dst, conv_strategy=draw(conv_strategies()))
-    src_blocks, dst_blocks = draw(group_requests(src, dst, num_blocks=BLOCKS))
-    return p, draw(st.integers(0, dst.world_size - 1)), src_blocks, dst_blocks
-
-
+from _strategies import hybrid_exchanges
 
 def _reference(p, dst_rank, src_blocks, dst_blocks) -> list:
     t = p.lower(dst_rank, src_blocks, dst_blocks)
