@@ -165,6 +165,10 @@ def two_process(kind, p, t, src_blocks, dst_blocks, reference) -> dict:
             row["nixl_GBps"] = gbs(t.total_bytes, wall_ms(lambda: dst.execute(t, request="bench")))
             row["nixl_descs"] = sum(s.get("descriptors", s["descriptors_in"]) for s in dst.last_stats.values())
             row["nixl_post_us"] = sum(s.get("post_us", 0) for s in dst.last_stats.values())
+            row["nixl_ok"] = same(out, reference)
+            for buffer in out:  # the prepared path is checked on its own
+                if buffer is not None:
+                    buffer.fill(0)
             start = time.perf_counter()
             dst.prepare(p, 0)
             row["nixl_prepare_ms"] = (time.perf_counter() - start) * 1e3
@@ -173,7 +177,7 @@ def two_process(kind, p, t, src_blocks, dst_blocks, reference) -> dict:
                 lambda: dst.execute_blocks(p, src_blocks, dst_blocks, request="bench-prep")))
             row["nixl_prep_indices"] = sum(s["descriptors_in"] for s in dst.last_stats.values())
             row["nixl_prep_descs"] = sum(s.get("descriptors", -1) for s in dst.last_stats.values())
-            row["nixl_ok"] = same(out, reference)
+            row["nixl_prep_ok"] = same(out, reference)
         else:
             stats = {}
             sources.set_plan(p)
