@@ -136,7 +136,7 @@ def _check_distinct(lists: list[np.ndarray], *, pooled: bool) -> None:
                              "their pages would overwrite each other")
 
 
-def _lists(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str) -> list[tuple]:
+def request_lists(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str = "exact") -> list[tuple]:
     """Validate a request: per group (ns, nd, src ids padded, dst ids padded, partial, decode count)."""
     src, dst = plan.src, plan.dst
     if not 0 <= dst_rank < dst.world_size:
@@ -209,7 +209,7 @@ def _pairings(plan, table, lists, src_regions, dst_regions, src_real: int, dst_r
     classes = _classes(plan, table, src_regions, dst_regions, src_real, dst_real)
     if not classes:
         return []
-    first_kept = _first_kept_block(plan, [entry[5] for entry in lists])
+    first_kept = first_kept_blocks(plan, [entry[5] for entry in lists])
     out = []
     for cls in classes:
         ns, nd, src_pad, dst_pad, partial, _ = lists[cls.group]
@@ -236,7 +236,7 @@ def _pairings(plan, table, lists, src_regions, dst_regions, src_real: int, dst_r
 
 def _pair(plan, dst_rank: int, src_blocks, dst_blocks, prefix: str = "exact"):
     """Validate a request and pair its block ids with `dst_rank`'s read rows."""
-    lists = _lists(plan, dst_rank, src_blocks, dst_blocks, prefix)
+    lists = request_lists(plan, dst_rank, src_blocks, dst_blocks, prefix)
     table = plan.reads(dst_rank)
     return table, _pairings(plan, table, lists, plan.src_regions, plan.dst_regions,
                             len(plan.src.regions), len(plan.dst.regions))
@@ -284,7 +284,7 @@ def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact")
     ([245760, 278528], [655360, 671744], [16384, 16384])
     """
     src, dst = plan.src, plan.dst
-    lists = _lists(plan, dst_rank, src_blocks, dst_blocks, prefix)
+    lists = request_lists(plan, dst_rank, src_blocks, dst_blocks, prefix)
     src_regions, dst_regions = plan.src_regions, plan.dst_regions
     n_src, n_dst = len(src.regions), len(dst.regions)
     reads = _lower_table(plan, plan.reads(dst_rank), lists, src_regions, dst_regions, n_src, n_dst, dst_rank)
@@ -342,7 +342,7 @@ def _per_member(values: np.ndarray, row_of: np.ndarray, shape: tuple[int, int]) 
 _TRANSFER_COLUMNS = ("src_rank", "src_region", "src_offset", "dst_region", "dst_offset", "nbytes")
 
 
-def _first_kept_block(plan, decode_counts: list[int]):
+def first_kept_blocks(plan, decode_counts: list[int]):
     """Per layer, the first decode block index a sliding-window layer still needs.
 
     A window of W tokens needs the last ceil(W / block) + 1 blocks of its group (vLLM's

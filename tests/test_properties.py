@@ -111,3 +111,25 @@ def test_lowered_hybrid_requests_deliver_exactly_the_expected_bytes(data):
         assert transfer.total_bytes == delivered
     else:
         assert transfer.total_bytes + (transfer.post_steps.total_bytes if transfer.post_steps else 0) >= delivered
+
+
+# -- device copy templates -----------------------------------------------------------------
+
+@given(st.data())
+def test_copy_templates_deliver_exactly_the_expected_bytes(data):
+    """What a GPU kernel evaluates (template + block ids) moves the same bytes as lower()."""
+    from kvplan import Transfer
+    from kvplan.template import copy_template, expand, request_blocks
+
+    hybrid = data.draw(st.booleans(), label="hybrid")
+    src, dst = data.draw(hybrid_engine_pairs() if hybrid else engine_pairs(), label="engines")
+    p = plan(src, dst)
+    dst_rank = data.draw(st.integers(0, dst.world_size - 1), label="dst_rank")
+    draw_request = group_requests if hybrid else requests
+    src_blocks, dst_blocks = data.draw(draw_request(src, dst, num_blocks=NUM_BLOCKS), label="request")
+    piece = data.draw(st.sampled_from([None, 1, 2, 16, 64]), label="max_piece_bytes")
+    template = copy_template(p, dst_rank, max_piece_bytes=piece)
+    rows = expand(template, request_blocks(p, dst_rank, src_blocks, dst_blocks))
+    transfer = Transfer(dst_rank, **rows, src_regions=p.src_regions, dst_regions=p.dst_regions)
+    delivered = check_delivery(transfer, *request_memories(src, dst, dst_rank, src_blocks, dst_blocks, NUM_BLOCKS))
+    assert transfer.total_bytes == delivered == p.lower(dst_rank, src_blocks, dst_blocks).total_bytes
