@@ -19,44 +19,81 @@ THREADS = 256
 BLOCKS_PER_SM = 16
 
 _SOURCE = r"""
+// One range: a byte head up to the destination's 16-byte boundary, 16-byte vectors
+// (four in flight per thread) when the source is equally aligned, a byte tail.
+__device__ __forceinline__ void copy_range(const unsigned char* s, unsigned char* d, long long len) {
+  long long head = (16 - (long long)((unsigned long long)d & 15)) & 15;
+  if (head > len) head = len;
+  if ((((unsigned long long)s + head) & 15) != 0) {   // misaligned relative to each other
+    for (long long i = threadIdx.x; i < len; i += blockDim.x) d[i] = s[i];
+    return;
+  }
+  for (long long i = threadIdx.x; i < head; i += blockDim.x) d[i] = s[i];
+  const uint4* vs = (const uint4*)(s + head);
+  uint4* vd = (uint4*)(d + head);
+  long long n16 = (len - head) >> 4;
+  long long i = threadIdx.x;
+  const long long step = blockDim.x;
+  for (; i + 3 * step < n16; i += 4 * step) {
+    uint4 a = vs[i], b = vs[i + step], c = vs[i + 2 * step], e = vs[i + 3 * step];
+    vd[i] = a; vd[i + step] = b; vd[i + 2 * step] = c; vd[i + 3 * step] = e;
+  }
+  for (; i < n16; i += step) vd[i] = vs[i];
+  for (long long j = head + (n16 << 4) + threadIdx.x; j < len; j += blockDim.x) d[j] = s[j];
+}
+
 extern "C" __global__ void copy_ranges(const unsigned long long* __restrict__ srcs,
     const unsigned long long* __restrict__ dsts, const long long* __restrict__ lens, long long n) {
-  for (long long r = blockIdx.x; r < n; r += gridDim.x) {
-    const unsigned char* s = (const unsigned char*)srcs[r];
-    unsigned char* d = (unsigned char*)dsts[r];
-    long long len = lens[r];
-    long long head = (16 - (long long)(dsts[r] & 15)) & 15;
-    if (head > len) head = len;
-    if (((srcs[r] + head) & 15) != 0) {            // misaligned relative to each other
-      for (long long i = threadIdx.x; i < len; i += blockDim.x) d[i] = s[i];
-      continue;
-    }
-    for (long long i = threadIdx.x; i < head; i += blockDim.x) d[i] = s[i];
-    const uint4* vs = (const uint4*)(s + head);
-    uint4* vd = (uint4*)(d + head);
-    long long n16 = (len - head) >> 4;
-    long long i = threadIdx.x;
-    const long long step = blockDim.x;
-    for (; i + 3 * step < n16; i += 4 * step) {   // four loads in flight per thread
-      uint4 a = vs[i], b = vs[i + step], c = vs[i + 2 * step], e = vs[i + 3 * step];
-      vd[i] = a; vd[i + step] = b; vd[i + 2 * step] = c; vd[i + 3 * step] = e;
-    }
-    for (; i < n16; i += step) vd[i] = vs[i];
-    for (long long j = head + (n16 << 4) + threadIdx.x; j < len; j += blockDim.x) d[j] = s[j];
+  for (long long r = blockIdx.x; r < n; r += gridDim.x)
+    copy_range((const unsigned char*)srcs[r], (unsigned char*)dsts[r], lens[r]);
+}
+
+// kvplan.template's formula, one thread block per copy (entry e, span j):
+//   src = sbase[e] + src_id * sstride[e] + soff[e], dst likewise, lens[e] bytes,
+// skipped when an id is -1 or the decode block is before the layer's first kept one.
+// req = [8 per group: entry start, entries, spans, ns, nd, src ids at, dst ids at,
+//        first copy][first kept block per layer][block ids]
+extern "C" __global__ void copy_template(
+    const unsigned long long* __restrict__ sbase, const unsigned long long* __restrict__ dbase,
+    const long long* __restrict__ sstride, const long long* __restrict__ dstride,
+    const long long* __restrict__ soff, const long long* __restrict__ doff, const long long* __restrict__ lens,
+    const long long* __restrict__ sblk, const long long* __restrict__ dblk, const long long* __restrict__ layer,
+    const long long* __restrict__ req, long long groups, long long layers, long long total) {
+  const long long* first_kept = req + groups * 8;
+  const long long* ids = first_kept + layers;
+  for (long long q = blockIdx.x; q < total; q += gridDim.x) {
+    long long g = 0;
+    while (g + 1 < groups && q >= req[(g + 1) * 8 + 7]) g++;
+    const long long* m = req + g * 8;
+    long long local = q - m[7];
+    long long e = m[0] + local / m[2];
+    long long j = local % m[2];
+    long long di = j * m[4] + dblk[e];
+    long long s_id = ids[m[5] + j * m[3] + sblk[e]];
+    long long d_id = ids[m[6] + di];
+    if (s_id < 0 || d_id < 0 || di < first_kept[layer[e]]) continue;
+    copy_range((const unsigned char*)(sbase[e] + s_id * sstride[e] + soff[e]),
+               (unsigned char*)(dbase[e] + d_id * dstride[e] + doff[e]), lens[e]);
   }
 }
 """
 
-_kernels: dict[int, object] = {}
+_kernels: dict[tuple[int, str], object] = {}
 _sms: dict[int, int] = {}
 _peer_enabled: set[tuple[int, int]] = set()
 
 
-def _kernel(cp, device: int):
-    if device not in _kernels:
+def _kernel(cp, device: int, name: str = "copy_ranges"):
+    if (device, name) not in _kernels:
         with cp.cuda.Device(device):
-            _kernels[device] = cp.RawKernel(_SOURCE, "copy_ranges")
-    return _kernels[device]
+            _kernels[device, name] = cp.RawModule(code=_SOURCE).get_function(name)
+    return _kernels[device, name]
+
+
+def _grid(cp, device: int, n: int) -> int:
+    if device not in _sms:
+        _sms[device] = cp.cuda.Device(device).attributes["MultiProcessorCount"]
+    return int(min(n, _sms[device] * BLOCKS_PER_SM))
 
 
 def enable_peer_access(cp, device: int, peer: int) -> bool:
@@ -90,10 +127,7 @@ def launch(cp, device: int, ranges: tuple, stream) -> None:
     if not n:
         return
     with cp.cuda.Device(device), stream:  # RawKernel launches on the current stream
-        if device not in _sms:
-            _sms[device] = cp.cuda.Device(device).attributes["MultiProcessorCount"]
-        grid = int(min(n, _sms[device] * BLOCKS_PER_SM))
-        _kernel(cp, device)((grid,), (THREADS,), (src, dst, size, np.int64(n)))
+        _kernel(cp, device)((_grid(cp, device, n),), (THREADS,), (src, dst, size, np.int64(n)))
 
 
 def copy_ranges(cp, device: int, src_addr, dst_addr, nbytes, stream) -> int:
@@ -112,3 +146,38 @@ def memcpy_peer_ranges(cp, device: int, src_device: int, src_addr, dst_addr, nby
     with cp.cuda.Device(device):
         for s, d, n in zip(src_addr.tolist(), dst_addr.tolist(), nbytes.tolist()):
             cp.cuda.runtime.memcpyPeerAsync(d, device, s, src_device, n, stream.ptr)
+
+
+def upload_template(cp, device: int, template, src_base, dst_base) -> tuple:
+    """A `kvplan.template.CopyTemplate` on `device`, with each entry's region bases
+    resolved (uploaded once per plan and decode rank)."""
+    with cp.cuda.Device(device):
+        cols = [cp.asarray(np.asarray(a, np.uint64)) for a in (src_base, dst_base)]
+        cols += [cp.asarray(np.ascontiguousarray(getattr(template, name), np.int64)) for name in
+                 ("src_stride", "dst_stride", "src_offset", "dst_offset", "nbytes", "src_block", "dst_block", "layer")]
+    groups = np.bincount(template.group, minlength=len(template.blocks_per_span)) if len(template) else \
+        np.zeros(len(template.blocks_per_span), np.int64)
+    return tuple(cols), np.r_[0, np.cumsum(groups)][:-1], groups
+
+
+def launch_template(cp, device: int, uploaded: tuple, template, blocks, stream) -> int:
+    """Enqueue one launch copying a request (`kvplan.template.RequestBlocks`); the only
+    upload per request is its block ids and a few counts. Returns the copies launched."""
+    cols, entry_start, entries = uploaded
+    meta, ids, at, copies = [], [], 0, 0
+    for g, (ns, nd) in enumerate(template.blocks_per_span):
+        spans = blocks.spans[g]
+        src_at, dst_at = at, at + len(blocks.src_ids[g])
+        at = dst_at + len(blocks.dst_ids[g])
+        ids += [blocks.src_ids[g], blocks.dst_ids[g]]
+        meta.append((entry_start[g], entries[g], max(spans, 1), ns, nd, src_at, dst_at, copies))
+        copies += int(entries[g]) * spans
+    if not copies:
+        return 0
+    packed = np.concatenate([np.asarray(meta, np.int64).reshape(-1), blocks.first_kept, *ids]).astype(np.int64)
+    with cp.cuda.Device(device), stream:
+        request = cp.asarray(packed)
+        _kernel(cp, device, "copy_template")((_grid(cp, device, copies),), (THREADS,),
+                                             (*cols, request, np.int64(len(meta)), np.int64(len(blocks.first_kept)),
+                                              np.int64(copies)))
+    return copies

@@ -13,7 +13,9 @@ import os
 
 
 from kvplan.backend_errors import TransportError
-from kvplan.descriptors import source_ranks
+from kvplan.descriptors import addresses, source_ranks
+from kvplan.template import copy_template, request_blocks
+from kvplan.transfer import Transfer
 
 from ._base import BackendBase
 
@@ -30,6 +32,7 @@ class CupyPeerBackend(BackendBase):
         self._cp, self._gpu = cupy, _gpucopy
         self.stream, self.blocking, self.peer_access = stream, blocking, peer_access
         self.last_launch = {"ranges": 0, "pieces": 0, "path": None}
+        self._templates: dict = {}
 
     def register(self, buffers) -> None:
         super().register(buffers)
@@ -53,6 +56,41 @@ class CupyPeerBackend(BackendBase):
         direct = self.peer_access and all(self._gpu.enable_peer_access(self._cp, device, p) for p in peers)
         self._launch(device, src, dst, transfer, direct)
         self._post_steps(transfer)  # same stream: ordered after the reads
+
+    def execute_request(self, plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact",
+                        request: str = "") -> None:
+        """Copy one request by evaluating the plan's copy template on the GPU.
+
+        The template (`kvplan.template.copy_template`) is uploaded once per plan and
+        decode rank; per request only the block ids travel, so the host does O(blocks)
+        work instead of O(rows). Plans with local steps (staged, permuted) take
+        ``execute(plan.lower(...))``.
+        """
+        if plan.pre_tables or plan.post_tables:
+            self.execute(plan.lower(dst_rank, src_blocks, dst_blocks, prefix=prefix), request=request)
+            return
+        device = self.memory.device
+        key = (id(plan), dst_rank)
+        if key not in self._templates:
+            template = copy_template(plan, dst_rank, max_piece_bytes=self._gpu.PIECE_BYTES)
+            zero = [0] * len(template)
+            entries = Transfer(dst_rank, template.src_rank, template.src_region, zero, template.dst_region, zero,
+                               template.nbytes)
+            src_base, dst_base = self._bind_remote(entries)
+            for rank in source_ranks(entries).tolist():
+                if not self._gpu.enable_peer_access(self._cp, device, self.peers[rank].device):
+                    raise TransportError("execute_request needs peer access; use execute(plan.lower(...))",
+                                         peer=f"rank {rank}", request=request)
+            # the plan is kept with its upload so its id cannot be reused while cached
+            self._templates[key] = (plan, template, self._gpu.upload_template(self._cp, device, template,
+                                                                              src_base, dst_base))
+        _, template, uploaded = self._templates[key]
+        blocks = request_blocks(plan, dst_rank, src_blocks, dst_blocks, prefix=prefix)
+        stream = self.stream or self._current(device)
+        copies = self._gpu.launch_template(self._cp, device, uploaded, template, blocks, stream)
+        self.last_launch = {"ranges": copies, "pieces": copies, "path": "template"}
+        if self.blocking:
+            stream.synchronize()
 
     def prepare_launch(self, transfer) -> tuple:
         """Bind and upload a transfer's ranges once; `launch(...)` then replays only the kernel."""

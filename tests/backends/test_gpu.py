@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from kvplan import plan
+
 from kvplan.backend import load_backend
 from kvplan_backends.pairing import SourceProcess, allocate
 
@@ -74,6 +76,47 @@ def test_cupy_peer_matches_host(peer_access, case):
         sources.append(src)
     dst.execute(t, request="gpu")
     assert dst.last_launch["path"] == ("kernel" if peer_access else "memcpyPeer")
+    assert same(_host(dst_buffers), run("host", *case))
+
+
+@pytest.mark.multi_gpu
+@settings(max_examples=25, deadline=None)
+@given(case=exchanges())
+def test_cupy_request_template_matches_host(case):
+    """execute_request(): the plan's copy template evaluated on the GPU per request."""
+    need("cupy")
+    p, dst_rank, src_blocks, dst_blocks = case
+    dst_buffers = _on_gpu(allocate(p.dst, dst_rank, fill=False), 1)
+    dst = load_backend("cupy")
+    dst.register(dst_buffers)
+    sources = []
+    for rank in p.lower(dst_rank, src_blocks, dst_blocks).source_ranks:
+        src = load_backend("cupy")
+        src.register(_on_gpu(allocate(p.src, rank), 0))
+        dst.add_peer(rank, src.metadata())
+        sources.append(src)
+    dst.execute_request(p, dst_rank, src_blocks, dst_blocks, request="gpu-template")
+    assert dst.last_launch["path"] == "template"
+    assert same(_host(dst_buffers), run("host", *case))
+
+
+@pytest.mark.multi_gpu
+@settings(max_examples=10, deadline=None)
+@given(case=hybrid_exchanges())
+def test_cupy_request_template_matches_host_hybrid(case):
+    need("cupy")
+    p, dst_rank, src_blocks, dst_blocks = case
+    p = plan(p.src, p.dst)  # templates serve direct plans (staged / permuted lower on the host)
+    case = (p, dst_rank, src_blocks, dst_blocks)
+    t = p.lower(dst_rank, src_blocks, dst_blocks)
+    dst_buffers = _on_gpu(allocate(p.dst, dst_rank, fill=False), 1)
+    dst = load_backend("cupy")
+    dst.register(dst_buffers)
+    for rank in t.source_ranks:
+        src = load_backend("cupy")
+        src.register(_on_gpu(allocate(p.src, rank), 0))
+        dst.add_peer(rank, src.metadata())
+    dst.execute_request(p, dst_rank, src_blocks, dst_blocks, request="gpu-template-hybrid")
     assert same(_host(dst_buffers), run("host", *case))
 
 
