@@ -155,15 +155,19 @@ def upload_template(cp, device: int, template, src_base, dst_base) -> tuple:
         cols = [cp.asarray(np.asarray(a, np.uint64)) for a in (src_base, dst_base)]
         cols += [cp.asarray(np.ascontiguousarray(getattr(template, name), np.int64)) for name in
                  ("src_stride", "dst_stride", "src_offset", "dst_offset", "nbytes", "src_block", "dst_block", "layer")]
-    groups = np.bincount(template.group, minlength=len(template.blocks_per_span)) if len(template) else \
+    return (tuple(cols), *group_entries(template))
+
+
+def group_entries(template) -> tuple[np.ndarray, np.ndarray]:
+    """(first entry, entry count) of every group (entries are sorted by group)."""
+    counts = np.bincount(template.group, minlength=len(template.blocks_per_span)) if len(template) else \
         np.zeros(len(template.blocks_per_span), np.int64)
-    return tuple(cols), np.r_[0, np.cumsum(groups)][:-1], groups
+    return np.r_[0, np.cumsum(counts)][:-1], counts
 
 
-def launch_template(cp, device: int, uploaded: tuple, template, blocks, stream) -> int:
-    """Enqueue one launch copying a request (`kvplan.template.RequestBlocks`); the only
-    upload per request is its block ids and a few counts. Returns the copies launched."""
-    cols, entry_start, entries = uploaded
+def pack_request(template, blocks, entry_start, entries) -> tuple[np.ndarray, int, int]:
+    """The kernel's per-request argument (see `copy_template` in the CUDA source):
+    (packed int64 array, groups, copies)."""
     meta, ids, at, copies = [], [], 0, 0
     for g, (ns, nd) in enumerate(template.blocks_per_span):
         spans = blocks.spans[g]
@@ -172,12 +176,20 @@ def launch_template(cp, device: int, uploaded: tuple, template, blocks, stream) 
         ids += [blocks.src_ids[g], blocks.dst_ids[g]]
         meta.append((entry_start[g], entries[g], max(spans, 1), ns, nd, src_at, dst_at, copies))
         copies += int(entries[g]) * spans
+    packed = np.concatenate([np.asarray(meta, np.int64).reshape(-1), blocks.first_kept, *ids]).astype(np.int64)
+    return packed, len(meta), copies
+
+
+def launch_template(cp, device: int, uploaded: tuple, template, blocks, stream) -> int:
+    """Enqueue one launch copying a request (`kvplan.template.RequestBlocks`); the only
+    upload per request is its block ids and a few counts. Returns the copies launched."""
+    cols, entry_start, entries = uploaded
+    packed, groups, copies = pack_request(template, blocks, entry_start, entries)
     if not copies:
         return 0
-    packed = np.concatenate([np.asarray(meta, np.int64).reshape(-1), blocks.first_kept, *ids]).astype(np.int64)
     with cp.cuda.Device(device), stream:
         request = cp.asarray(packed)
         _kernel(cp, device, "copy_template")((_grid(cp, device, copies),), (THREADS,),
-                                             (*cols, request, np.int64(len(meta)), np.int64(len(blocks.first_kept)),
+                                             (*cols, request, np.int64(groups), np.int64(len(blocks.first_kept)),
                                               np.int64(copies)))
     return copies

@@ -112,9 +112,11 @@ def test_cupy_request_template_matches_host_hybrid(case):
     dst_buffers = _on_gpu(allocate(p.dst, dst_rank, fill=False), 1)
     dst = load_backend("cupy")
     dst.register(dst_buffers)
+    src_buffers = {}  # a backend records addresses only: the test keeps the memory alive
     for rank in t.source_ranks:
         src = load_backend("cupy")
-        src.register(_on_gpu(allocate(p.src, rank), 0))
+        src_buffers[rank] = _on_gpu(allocate(p.src, rank), 0)
+        src.register(src_buffers[rank])
         dst.add_peer(rank, src.metadata())
     dst.execute_request(p, dst_rank, src_blocks, dst_blocks, request="gpu-template-hybrid")
     assert same(_host(dst_buffers), run("host", *case))
