@@ -148,10 +148,11 @@ def memcpy_peer_ranges(cp, device: int, src_device: int, src_addr, dst_addr, nby
             cp.cuda.runtime.memcpyPeerAsync(d, device, s, src_device, n, stream.ptr)
 
 
-def upload_template(cp, device: int, template, src_base, dst_base) -> tuple:
+def upload_template(cp, device: int, template, src_base, dst_base, stream) -> tuple:
     """A `kvplan.template.CopyTemplate` on `device`, with each entry's region bases
-    resolved (uploaded once per plan and decode rank)."""
-    with cp.cuda.Device(device):
+    resolved (uploaded once per plan and decode rank). The upload is enqueued on the
+    stream the launches use: a non-blocking stream does not wait for the default one."""
+    with cp.cuda.Device(device), stream:
         cols = [cp.asarray(np.asarray(a, np.uint64)) for a in (src_base, dst_base)]
         cols += [cp.asarray(np.ascontiguousarray(getattr(template, name), np.int64)) for name in
                  ("src_stride", "dst_stride", "src_offset", "dst_offset", "nbytes", "src_block", "dst_block", "layer")]

@@ -82,8 +82,8 @@ class CupyPeerBackend(BackendBase):
                     raise TransportError("execute_request needs peer access; use execute(plan.lower(...))",
                                          peer=f"rank {rank}", request=request)
             # the plan is kept with its upload so its id cannot be reused while cached
-            self._templates[key] = (plan, template, self._gpu.upload_template(self._cp, device, template,
-                                                                              src_base, dst_base))
+            self._templates[key] = (plan, template, self._gpu.upload_template(
+                self._cp, device, template, src_base, dst_base, self.stream or self._current(device)))
         _, template, uploaded = self._templates[key]
         blocks = request_blocks(plan, dst_rank, src_blocks, dst_blocks, prefix=prefix)
         stream = self.stream or self._current(device)
