@@ -15,40 +15,44 @@ import numpy as np
 from kvplan.descriptors import split_ranges
 
 PIECE_BYTES = 256 << 10
+TEMPLATE_PIECE_BYTES = 64 << 10  # a warp copies one template piece
 THREADS = 256
 BLOCKS_PER_SM = 16
 
 _SOURCE = r"""
 // One range: a byte head up to the destination's 16-byte boundary, 16-byte vectors
 // (four in flight per thread) when the source is equally aligned, a byte tail.
-__device__ __forceinline__ void copy_range(const unsigned char* s, unsigned char* d, long long len) {
+// `tid` / `nthreads`: this thread's index among those sharing the range (a block or a warp).
+__device__ __forceinline__ void copy_range(const unsigned char* s, unsigned char* d, long long len,
+                                           long long tid, long long nthreads) {
   long long head = (16 - (long long)((unsigned long long)d & 15)) & 15;
   if (head > len) head = len;
   if ((((unsigned long long)s + head) & 15) != 0) {   // misaligned relative to each other
-    for (long long i = threadIdx.x; i < len; i += blockDim.x) d[i] = s[i];
+    for (long long i = tid; i < len; i += nthreads) d[i] = s[i];
     return;
   }
-  for (long long i = threadIdx.x; i < head; i += blockDim.x) d[i] = s[i];
+  for (long long i = tid; i < head; i += nthreads) d[i] = s[i];
   const uint4* vs = (const uint4*)(s + head);
   uint4* vd = (uint4*)(d + head);
   long long n16 = (len - head) >> 4;
-  long long i = threadIdx.x;
-  const long long step = blockDim.x;
+  long long i = tid;
+  const long long step = nthreads;
   for (; i + 3 * step < n16; i += 4 * step) {
     uint4 a = vs[i], b = vs[i + step], c = vs[i + 2 * step], e = vs[i + 3 * step];
     vd[i] = a; vd[i + step] = b; vd[i + 2 * step] = c; vd[i + 3 * step] = e;
   }
   for (; i < n16; i += step) vd[i] = vs[i];
-  for (long long j = head + (n16 << 4) + threadIdx.x; j < len; j += blockDim.x) d[j] = s[j];
+  for (long long j = head + (n16 << 4) + tid; j < len; j += nthreads) d[j] = s[j];
 }
 
 extern "C" __global__ void copy_ranges(const unsigned long long* __restrict__ srcs,
     const unsigned long long* __restrict__ dsts, const long long* __restrict__ lens, long long n) {
   for (long long r = blockIdx.x; r < n; r += gridDim.x)
-    copy_range((const unsigned char*)srcs[r], (unsigned char*)dsts[r], lens[r]);
+    copy_range((const unsigned char*)srcs[r], (unsigned char*)dsts[r], lens[r], threadIdx.x, blockDim.x);
 }
 
-// kvplan.template's formula, one thread block per copy (entry e, span j):
+// kvplan.template's formula, one warp per copy (entry e, span j): many small copies in
+// flight per SM hide the latency of the two dependent index loads before the data.
 //   src = sbase[e] + src_id * sstride[e] + soff[e], dst likewise, lens[e] bytes,
 // skipped when an id is -1 or the decode block is before the layer's first kept one.
 // req = [8 per group: entry start, entries, spans, ns, nd, src ids at, dst ids at,
@@ -61,7 +65,9 @@ extern "C" __global__ void copy_template(
     const long long* __restrict__ req, long long groups, long long layers, long long total) {
   const long long* first_kept = req + groups * 8;
   const long long* ids = first_kept + layers;
-  for (long long q = blockIdx.x; q < total; q += gridDim.x) {
+  const long long lane = threadIdx.x & 31;
+  const long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+  for (long long q = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; q < total; q += warps) {
     long long g = 0;
     while (g + 1 < groups && q >= req[(g + 1) * 8 + 7]) g++;
     const long long* m = req + g * 8;
@@ -73,7 +79,7 @@ extern "C" __global__ void copy_template(
     long long d_id = ids[m[6] + di];
     if (s_id < 0 || d_id < 0 || di < first_kept[layer[e]]) continue;
     copy_range((const unsigned char*)(sbase[e] + s_id * sstride[e] + soff[e]),
-               (unsigned char*)(dbase[e] + d_id * dstride[e] + doff[e]), lens[e]);
+               (unsigned char*)(dbase[e] + d_id * dstride[e] + doff[e]), lens[e], lane, 32);
   }
 }
 """
@@ -190,7 +196,8 @@ def launch_template(cp, device: int, uploaded: tuple, template, blocks, stream) 
         return 0
     with cp.cuda.Device(device), stream:
         request = cp.asarray(packed)
-        _kernel(cp, device, "copy_template")((_grid(cp, device, copies),), (THREADS,),
+        warps_per_block = THREADS // 32
+        _kernel(cp, device, "copy_template")((_grid(cp, device, -(-copies // warps_per_block)),), (THREADS,),
                                              (*cols, request, np.int64(groups), np.int64(len(blocks.first_kept)),
                                               np.int64(copies)))
     return copies

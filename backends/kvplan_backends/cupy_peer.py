@@ -72,7 +72,7 @@ class CupyPeerBackend(BackendBase):
         device = self.memory.device
         key = (id(plan), dst_rank)
         if key not in self._templates:
-            template = copy_template(plan, dst_rank, max_piece_bytes=self._gpu.PIECE_BYTES)
+            template = copy_template(plan, dst_rank, max_piece_bytes=self._gpu.TEMPLATE_PIECE_BYTES)
             zero = [0] * len(template)
             entries = Transfer(dst_rank, template.src_rank, template.src_region, zero, template.dst_region, zero,
                                template.nbytes)
