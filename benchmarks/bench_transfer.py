@@ -146,7 +146,7 @@ def case(model, layout, tps, backends, rng) -> dict:
         stream.synchronize()
         row["cupy_ok"] = same(out, reference)
         # the plan's copy template on the GPU: per request only block ids are uploaded
-        with cp.cuda.Device(1):
+        with cp.cuda.Device(1), stream:  # zeroed on the copy stream, so ordered before it
             for buffer in out:
                 if buffer is not None:
                     buffer.fill(0)
