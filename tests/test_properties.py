@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from kvplan import plan, verify
 from kvplan.ranges import run_starts
 from kvplan.testing.oracle import check_delivery, request_memories
-from kvplan.testing.strategies import conv_strategies, engine_pairs, group_requests, hybrid_engine_pairs, requests
+from kvplan.testing.strategies import (conv_strategies, engine_pairs, group_requests, hybrid_engine_pairs,
+                                       planned_requests, requests)
 
 NUM_BLOCKS = 40
 
@@ -121,12 +122,8 @@ def test_copy_templates_deliver_exactly_the_expected_bytes(data):
     from kvplan import Transfer
     from kvplan.template import copy_template, expand, request_blocks
 
-    hybrid = data.draw(st.booleans(), label="hybrid")
-    src, dst = data.draw(hybrid_engine_pairs() if hybrid else engine_pairs(), label="engines")
-    p = plan(src, dst)
-    dst_rank = data.draw(st.integers(0, dst.world_size - 1), label="dst_rank")
-    draw_request = group_requests if hybrid else requests
-    src_blocks, dst_blocks = data.draw(draw_request(src, dst, num_blocks=NUM_BLOCKS), label="request")
+    p, dst_rank, src_blocks, dst_blocks = data.draw(planned_requests(num_blocks=NUM_BLOCKS), label="request")
+    src, dst = p.src, p.dst
     piece = data.draw(st.sampled_from([None, 1, 2, 16, 64]), label="max_piece_bytes")
     template = copy_template(p, dst_rank, max_piece_bytes=piece)
     rows = expand(template, request_blocks(p, dst_rank, src_blocks, dst_blocks))

@@ -192,3 +192,17 @@ def group_requests(draw, src: EngineSpec, dst: EngineSpec, *, num_blocks: int = 
         src_lists.append(src_pool[g * budget:g * budget + n_src])
         dst_lists.append(dst_pool[g * budget:g * budget + n_dst])
     return src_lists, dst_lists
+
+
+@st.composite
+def planned_requests(draw, *, num_blocks: int = 40):
+    """(plan, dst_rank, src_blocks, dst_blocks) of an attention or a hybrid model
+    (direct conv strategy): the request shapes a device copy path has to serve."""
+    from kvplan import plan
+
+    hybrid = draw(st.booleans(), label="hybrid")
+    src, dst = draw(hybrid_engine_pairs() if hybrid else engine_pairs(), label="engines")
+    dst_rank = draw(st.integers(0, dst.world_size - 1), label="dst_rank")
+    draw_request = group_requests if hybrid else requests
+    src_blocks, dst_blocks = draw(draw_request(src, dst, num_blocks=num_blocks), label="request")
+    return plan(src, dst), dst_rank, src_blocks, dst_blocks

@@ -29,6 +29,23 @@ def _host(buffers):
     return [None if b is None else np.asarray(b.get()) for b in buffers]
 
 
+def _cupy_decode(p, dst_rank: int, source_ranks, **options):
+    """A decode-rank cupy backend on GPU 1 paired with prefill backends on GPU 0.
+
+    Returns (decode backend, its buffers, source backends): the caller keeps the source
+    backends, which own the prefill memory the decode rank reads."""
+    dst_buffers = _on_gpu(allocate(p.dst, dst_rank, fill=False), 1)
+    dst = load_backend("cupy", **options)
+    dst.register(dst_buffers)
+    sources = []
+    for rank in source_ranks:
+        src = load_backend("cupy")
+        src.register(_on_gpu(allocate(p.src, rank), 0))
+        dst.add_peer(rank, src.metadata())
+        sources.append(src)
+    return dst, dst_buffers, sources
+
+
 
 @pytest.mark.gpu
 def test_kernel_copies_ranges_of_any_size_and_alignment():
@@ -65,15 +82,7 @@ def test_cupy_peer_matches_host(peer_access, case):
     need("cupy")
     p, dst_rank, src_blocks, dst_blocks = case
     t = p.lower(dst_rank, src_blocks, dst_blocks)
-    dst_buffers = _on_gpu(allocate(p.dst, dst_rank, fill=False), 1)
-    dst = load_backend("cupy", peer_access=peer_access)
-    dst.register(dst_buffers)
-    sources = []
-    for rank in t.source_ranks:
-        src = load_backend("cupy")
-        src.register(_on_gpu(allocate(p.src, rank), 0))
-        dst.add_peer(rank, src.metadata())
-        sources.append(src)
+    dst, dst_buffers, _sources = _cupy_decode(p, dst_rank, t.source_ranks, peer_access=peer_access)
     dst.execute(t, request="gpu")
     assert dst.last_launch["path"] == ("kernel" if peer_access else "memcpyPeer")
     assert same(_host(dst_buffers), run("host", *case))
@@ -86,15 +95,7 @@ def test_cupy_request_template_matches_host(case):
     """execute_request(): the plan's copy template evaluated on the GPU per request."""
     need("cupy")
     p, dst_rank, src_blocks, dst_blocks = case
-    dst_buffers = _on_gpu(allocate(p.dst, dst_rank, fill=False), 1)
-    dst = load_backend("cupy")
-    dst.register(dst_buffers)
-    sources = []
-    for rank in p.lower(dst_rank, src_blocks, dst_blocks).source_ranks:
-        src = load_backend("cupy")
-        src.register(_on_gpu(allocate(p.src, rank), 0))
-        dst.add_peer(rank, src.metadata())
-        sources.append(src)
+    dst, dst_buffers, _sources = _cupy_decode(p, dst_rank, p.lower(dst_rank, src_blocks, dst_blocks).source_ranks)
     dst.execute_request(p, dst_rank, src_blocks, dst_blocks, request="gpu-template")
     assert dst.last_launch["path"] == "template"
     assert same(_host(dst_buffers), run("host", *case))
@@ -109,15 +110,7 @@ def test_cupy_request_template_matches_host_hybrid(case):
     p = plan(p.src, p.dst)  # templates serve direct plans (staged / permuted lower on the host)
     case = (p, dst_rank, src_blocks, dst_blocks)
     t = p.lower(dst_rank, src_blocks, dst_blocks)
-    dst_buffers = _on_gpu(allocate(p.dst, dst_rank, fill=False), 1)
-    dst = load_backend("cupy")
-    dst.register(dst_buffers)
-    src_buffers = {}  # a backend records addresses only: the test keeps the memory alive
-    for rank in t.source_ranks:
-        src = load_backend("cupy")
-        src_buffers[rank] = _on_gpu(allocate(p.src, rank), 0)
-        src.register(src_buffers[rank])
-        dst.add_peer(rank, src.metadata())
+    dst, dst_buffers, _sources = _cupy_decode(p, dst_rank, t.source_ranks)
     dst.execute_request(p, dst_rank, src_blocks, dst_blocks, request="gpu-template-hybrid")
     assert same(_host(dst_buffers), run("host", *case))
 

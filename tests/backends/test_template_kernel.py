@@ -7,9 +7,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvplan import plan
 from kvplan.template import copy_template, expand, request_blocks
-from kvplan.testing.strategies import engine_pairs, group_requests, hybrid_engine_pairs, requests
+from kvplan.testing.strategies import planned_requests
 from kvplan_backends._gpucopy import TEMPLATE_PIECE_BYTES, group_entries, pack_request
 
 
@@ -37,12 +36,7 @@ def emulate(template, packed, groups: int, layers: int, total: int) -> list[tupl
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_kernel_indexing_names_the_reference_copies(data):
-    hybrid = data.draw(st.booleans(), label="hybrid")
-    src, dst = data.draw(hybrid_engine_pairs() if hybrid else engine_pairs(), label="engines")
-    p = plan(src, dst)
-    dst_rank = data.draw(st.integers(0, dst.world_size - 1), label="dst_rank")
-    draw_request = group_requests if hybrid else requests
-    src_blocks, dst_blocks = data.draw(draw_request(src, dst, num_blocks=24), label="request")
+    p, dst_rank, src_blocks, dst_blocks = data.draw(planned_requests(num_blocks=24), label="request")
     piece = data.draw(st.sampled_from([TEMPLATE_PIECE_BYTES, 3, 64]), label="piece")
     template = copy_template(p, dst_rank, max_piece_bytes=piece)
     blocks = request_blocks(p, dst_rank, src_blocks, dst_blocks)
