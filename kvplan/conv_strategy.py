@@ -47,15 +47,16 @@ def _concat(*parts: dict) -> dict:
 
 
 def apply_strategy(strategy: str, template: dict, src_conv_bytes: int, dst_conv_bytes: int,
-                   dst_tp_rank: int) -> tuple[dict, dict, dict, int, int]:
+                   dst_tp_rank: int, dst_tp: int) -> tuple[dict, dict, dict, int, int]:
     """Rewrite a state layer's direct template for `strategy`.
 
     Returns (reads, pre, post, src_scratch_bytes, dst_scratch_bytes): pre rows run on
     the source ranks (src_rank), post rows on the destination rank; scratch sizes are
-    per state block of a request (0 when unused).
+    per state block of a request (0 when unused). A permuted source's scratch holds one
+    chunk slot per destination TP rank (`dst_tp` of them).
 
     >>> t = _make([(0, COMPONENT_CODE["conv_x"], 0, 0, 0, 0, 8, 0, 4), (0, COMPONENT_CODE["conv_B"], 0, 0, 0, 0, 20, 4, 2)])
-    >>> reads, pre, post, _, dst = apply_strategy("staged", t, 24, 6, 0)
+    >>> reads, pre, post, _, dst = apply_strategy("staged", t, 24, 6, 0, 1)
     >>> reads["src_offset"].tolist(), reads["nbytes"].tolist(), post["src_offset"].tolist(), dst
     ([0], [24], [8, 20], 24)
     """
@@ -96,4 +97,4 @@ def apply_strategy(strategy: str, template: dict, src_conv_bytes: int, dst_conv_
             post.append((p, int(conv["component"][i]), SCRATCH, 0, 0, 0, int(at), int(conv["dst_offset"][i]),
                          int(conv["nbytes"][i])))
         scratch_used = len(sources) * dst_conv_bytes
-    return _concat(_make(reads), other), _make(pre), _make(post), 0, scratch_used
+    return _concat(_make(reads), other), _make(pre), _make(post), dst_tp * dst_conv_bytes, scratch_used

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from functools import cached_property, lru_cache
 
 import attrs
@@ -230,9 +229,6 @@ class EngineSpec:
         """Region id holding `layer`'s pages of region slot `slot`."""
         return self._region_index[(layer, slot)]
 
-    def span_tokens(self, other: EngineSpec) -> int:
-        """Smallest token span both engines tile with whole logical blocks (first group)."""
-        return math.lcm(self.block_tokens, other.block_tokens)
 
 
 def _unpadded_geometry(engine: EngineSpec, layer: int) -> LayerGeometry:

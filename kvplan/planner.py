@@ -17,12 +17,11 @@ import numpy as np
 from .compat import check_same_model
 from .conv_strategy import STRATEGIES, apply_strategy
 from .engine import EngineSpec, Region
-from .groups import is_token_layer
-from .state_geometry import state_natural_bytes
-from .groups import group_span  # noqa: F401  (re-exported: spans are part of a plan)
 from .errors import ModelMismatchError, SpecError
+from .groups import is_token_layer
 from .ranges import merged_nbytes, run_starts
 from .sharding import choose_source, preferred_sources
+from .state_geometry import state_natural_bytes
 from .table import COMPONENT_CODE, ReadTable
 from .transfer_plan import EngineTransferPlan
 
@@ -67,10 +66,7 @@ def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct") -> 
                 else:
                     src_conv = state_natural_bytes(spec, src.tp, src.num_speculative_tokens)[0]
                     dst_conv = state_natural_bytes(spec, dst.tp, dst.num_speculative_tokens)[0]
-                    reads, pre, post, _, dst_bytes = apply_strategy(conv_strategy, direct, src_conv, dst_conv,
-                                                                    dst_tp_rank)
-                    src_bytes = dst.tp * dst_conv if conv_strategy == "permuted" else 0
-                    templates[key] = (reads, pre, post, src_bytes, dst_bytes)
+                    templates[key] = apply_strategy(conv_strategy, direct, src_conv, dst_conv, dst_tp_rank, dst.tp)
             reads, pre, post, src_bytes, dst_bytes = templates[key]
             layer_parts[dst_rank, layer] = (reads, pre, post)
             if src_bytes:

@@ -52,14 +52,6 @@ class EngineTransferPlan:
         ns, _ = self.blocks_per_span(0)
         return ns * self.src.group_block_tokens(0)[0] if self.src.group_is_token(0) else 1
 
-    @property
-    def src_blocks_per_span(self) -> int:
-        return self.blocks_per_span(0)[0]
-
-    @property
-    def dst_blocks_per_span(self) -> int:
-        return self.blocks_per_span(0)[1]
-
     def reads(self, dst_rank: int):
         """The `ReadTable` of one decode rank (``stage * tp + tp_rank``)."""
         if isinstance(dst_rank, bool) or not isinstance(dst_rank, (int, np.integer)) or \
