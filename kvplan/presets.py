@@ -211,12 +211,6 @@ def hybrid_block_tokens(model: ModelSpec, tp: int, backend: str = "flashinfer", 
     return nl, max(m, nl * a1)
 
 
-def _layer_page(engine_spec, tp: int, block_tokens: int, num_speculative_tokens: int) -> int:
-    if is_token_layer(engine_spec):
-        return block_tokens * attention_bytes_per_token(engine_spec, tp)
-    return state_page_bytes(engine_spec, tp, num_speculative_tokens)
-
-
 def vllm_memory(model: ModelSpec, tp: int = 1, *, backend: str = "flashinfer", block_size: int | None = None,
                 num_speculative_tokens: int = 0) -> VllmMemory:
     """vLLM 0.33's block sizes, page and groups for `model` at `tp` (see module docstring).
