@@ -43,7 +43,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from kvplan import EngineSpec, plan  # noqa: E402
+from kvplan import EngineSpec, engine_memory, plan, vllm_engine  # noqa: E402
+from kvplan.planning import STRATEGIES  # noqa: E402
 from kvplan.models import get_model  # noqa: E402
 
 PAIRS = ((1, 1), (2, 8), (8, 2), (4, 4), (1, 8), (8, 1))
@@ -94,7 +95,8 @@ def run(blocks: int, repeats: int, seed: int) -> list[dict]:
                       lambda p=p: p.lower(0, src_blocks, dst_blocks),
                       lambda src=src, dst=dst, k=per_block: numpy_rows(
                           model.num_layers, src_blocks, dst_blocks, k,
-                          src.regions[0].block_bytes, dst.regions[0].block_bytes)))
+                          engine_memory(src).regions[0].block_bytes,
+                          engine_memory(dst).regions[0].block_bytes)))
     # One untimed pass over every case first: the largest requests grow the allocator's
     # heap, after which smaller ones no longer pay first-touch page faults. Without it a
     # figure depends on which pairs ran before it (seen: 4 ms vs 12 ms for one lower()).
@@ -132,8 +134,6 @@ def run_hybrid(repeats: int) -> list[dict]:
     divided by the decode blocks in it; state rows per state block), summed over every
     decode rank: what one more block of a request costs the transport, before merging.
     """
-    from kvplan.conv_strategy import STRATEGIES
-    from kvplan.presets import vllm_engine
 
     results = []
     for src_tp, dst_tp in HYBRID_PAIRS:

@@ -1,35 +1,33 @@
 """kvplan: verified plans for moving KV cache and SSM state between engines.
 
-The core is pure (numpy and attrs only): specs -> `plan()` -> `EngineTransferPlan`
-(per decode rank `ReadTable`s) -> `lower()` -> `Transfer` (byte ranges), checked by
-`verify()`. Transports live in the separate `kvplan_backends` package.
+The core is pure (numpy and attrs only) and its stages import only the ones before:
+
+    spec -> layout -> planning -> lowering -> transport
+    (check: verify() from the specs alone; report: costs and descriptions;
+     models / presets: built-in models and engines' memory models)
+
+`plan()` returns an `EngineTransferPlan` (per decode rank `ReadTable`s); `lower()`
+gives a request's `Transfer` (byte ranges); `verify()` checks every byte. Transports
+live in the separate `kvplan_backends` package, loaded by name with `load_backend`.
 """
 
-from .backend import load_backend
-from .engine import EngineSpec, Region
-from .errors import BlockError, KvplanError, ModelMismatchError, PlanError, RankError, ShardingError, SpecError
-from .planner import plan
-from .specs import AttentionSpec, ModelSpec
-from .table import ReadTable
-from .transfer import Transfer
-from .transfer_plan import EngineTransferPlan
-from .verify import verify
+from .api import EngineTransferPlan, plan
+from .check import verify
+from .errors import (BlockError, BoundsError, KvplanError, ModelMismatchError, PlanError, RankError, ShardingError,
+                     SpecError)
+from .layout import Region, engine_memory
+from .lowering import Transfer
+from .models import from_hf_config, get_model
+from .planning import ReadTable
+from .presets import vllm_engine
+from .spec import (AttentionSpec, EngineSpec, GatedDeltaNetSpec, LayerGroup, Mamba1Spec, Mamba2Spec, ModelSpec,
+                   ShortConvSpec)
+from .transport import BackendNotFound, Prepared, TransportError, TransportTimeout, load_backend
 
 __all__ = [
-    "AttentionSpec",
-    "BlockError",
-    "EngineSpec",
-    "EngineTransferPlan",
-    "KvplanError",
-    "ModelMismatchError",
-    "ModelSpec",
-    "PlanError",
-    "RankError",
-    "ReadTable",
-    "Region",
-    "ShardingError",
-    "SpecError",
-    "Transfer",
-    "plan",
-    "verify",
+    "AttentionSpec", "BackendNotFound", "BlockError", "BoundsError", "EngineSpec", "EngineTransferPlan",
+    "GatedDeltaNetSpec", "KvplanError", "LayerGroup", "Mamba1Spec", "Mamba2Spec", "ModelMismatchError",
+    "ModelSpec", "PlanError", "Prepared", "RankError", "ReadTable", "Region", "ShardingError", "ShortConvSpec",
+    "SpecError", "Transfer", "TransportError", "TransportTimeout", "engine_memory", "from_hf_config", "get_model",
+    "load_backend", "plan", "verify", "vllm_engine",
 ]

@@ -24,15 +24,14 @@ from collections import Counter
 
 import attrs
 
-from .conv_strategy import STRATEGIES
-from .cost import compare_conv_strategies
-from .engine import CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES, EngineSpec
+from .api import plan
+from .check import verify
 from .errors import KvplanError
 from .models import MODELS, get_model
-from .planner import plan
+from .planning import STRATEGIES, ReadTable
 from .presets import vllm_engine
-from .table import COLUMNS, COMPONENTS
-from .verify import verify
+from .report import compare_conv_strategies
+from .spec import COMPONENTS, CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES, EngineSpec
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,7 +87,7 @@ def _table_json(table) -> dict:
     columns = {name: col.tolist() for name, col in table.columns().items()}
     columns["component"] = [COMPONENTS[c] for c in columns["component"]]
     return {"dst_rank": table.dst_rank, "source_ranks": list(table.source_ranks),
-            "bytes_per_span": table.total_bytes, "reads": {name: columns[name] for name in COLUMNS}}
+            "bytes_per_span": table.total_bytes, "reads": {name: columns[name] for name in ReadTable.column_names()}}
 
 
 def _plan_command(args) -> None:
@@ -96,7 +95,7 @@ def _plan_command(args) -> None:
     if args.kv_dtype is not None:
         # KV layers only: state layers (Mamba, GDN) keep their own conv / SSM dtypes
         model = attrs.evolve(model, layers=tuple(
-            attrs.evolve(layer, dtype=args.kv_dtype) if layer.kind in ("attention", "mla") else layer
+            attrs.evolve(layer, dtype=args.kv_dtype) if layer.holds_tokens else layer
             for layer in model.layers))
     src, dst = _engine(args, "src", model), _engine(args, "dst", model)
     p = plan(src, dst, conv_strategy=args.conv_strategy)
@@ -120,7 +119,7 @@ def _plan_command(args) -> None:
 
 def _model_row(name: str, model) -> str:
     """One line of `kvplan models`; layers of any kind (hybrids list their state layers)."""
-    token = [layer for layer in model.layers if layer.kind in ("attention", "mla")]
+    token = [layer for layer in model.layers if layer.holds_tokens]
     shapes = list(dict.fromkeys(f"{layer.num_kv_heads} x {layer.head_dim}" for layer in token))
     per_token = sorted({layer.bytes_per_token for layer in token})
     notes = []
@@ -129,7 +128,7 @@ def _model_row(name: str, model) -> str:
     windows = [layer.sliding_window for layer in token if layer.sliding_window]
     if windows:
         notes.append(f"{len(windows)} sliding (window {max(windows)}) + {len(token) - len(windows)} global layers")
-    kinds = Counter(layer.kind for layer in model.layers if layer.kind not in ("attention", "mla"))
+    kinds = Counter(layer.kind for layer in model.layers if not layer.holds_tokens)
     notes += [f"{count} {kind} layers" for kind, count in kinds.items()]
     return (f"{name:<24} {model.num_layers:>6}  {' / '.join(shapes) or '-':<18} "
             f"{' / '.join(map(str, per_token)) or '-':>13}  {'; '.join(notes)}").rstrip()

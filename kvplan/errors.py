@@ -39,3 +39,8 @@ class PlanError(KvplanError):
 
 class RankError(KvplanError):
     """A rank number is outside the engine's world (stage * tp + tp_rank)."""
+
+
+class BoundsError(KvplanError):
+    """A row names memory outside what was registered (negative offset or length,
+    unknown region, or past the end of a region), so no transport may execute it."""

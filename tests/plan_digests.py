@@ -106,10 +106,9 @@ def _attention_cases():
 
 
 def _hybrid_cases():
-    from kvplan.groups import hma_groups
-    from kvplan.hybrid_models import HYBRID_MODELS
-    from kvplan.presets import vllm_engine
-    from kvplan.state_specs import GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec, ShortConvSpec
+    from kvplan.models.hybrid import HYBRID_MODELS
+    from kvplan.presets import hma_groups, vllm_engine
+    from kvplan.spec import GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec, ShortConvSpec
 
     cases = []
     nemotron = HYBRID_MODELS["nemotron-3-nano-30b-a3b"]

@@ -16,7 +16,7 @@ from kvplan import (AttentionSpec, BlockError, EngineSpec, ModelMismatchError, M
                     ShardingError, SpecError, plan, verify)
 from kvplan.cli import main
 from kvplan.models import get_model
-from kvplan.sharding import pp_layer_ranges
+from kvplan.spec import pp_layer_ranges
 
 A = AttentionSpec
 

@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, ShardingError, plan, verify
-from kvplan.groups import LayerGroup
-from kvplan.sharding import pp_layer_ranges
+from kvplan.layout import engine_memory
+from kvplan.spec import LayerGroup
+from kvplan.spec import pp_layer_ranges
 
 from _vectors import HYBRID_OPS, VECTORS, VECTORS_PATH  # noqa: E402  (tests/ is on sys.path)
 
@@ -215,8 +216,8 @@ def check_worker(vector):
     src = EngineSpec(model=model, tp=tp, block_tokens=remote_tokens, num_blocks=spec["remote_num_blocks"])
     dst = EngineSpec(model=model, tp=td, block_tokens=local_tokens, num_blocks=spec["num_blocks"])
     # page sizes are bytes too: vLLM's registered block lengths
-    assert dst.regions[0].block_bytes == exp["local_block_len"]
-    assert src.regions[0].block_bytes == exp["remote_block_len"]
+    assert engine_memory(dst).regions[0].block_bytes == exp["local_block_len"]
+    assert engine_memory(src).regions[0].block_bytes == exp["remote_block_len"]
     (local_ids,), (remote_ids,) = spec["block_ids"]["local"], spec["block_ids"]["remote"]
     t = plan(src, dst).lower(r, remote_ids, local_ids)
     got, want = _transfer_byte_map(t), _vllm_byte_map(vector)
@@ -258,7 +259,7 @@ def check_desc_ids(vector):
     spec, exp = vector["input"], vector["expected"]
     ratio, n = spec.get("block_size_ratio", 1), spec["num_blocks"]
     src, dst = _desc_id_engines(spec)
-    page = dst.regions[0].block_bytes
+    page = engine_memory(dst).regions[0].block_bytes
     sub = page // ratio
     want = set()
     for d in exp["desc_ids"]:

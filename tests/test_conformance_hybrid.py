@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 
 from kvplan import AttentionSpec, BlockError, EngineSpec, ModelSpec, plan, verify
-from kvplan.groups import LayerGroup
-from kvplan.hybrid_models import HYBRID_MODELS
+from kvplan.spec import LayerGroup
+from kvplan.models.hybrid import HYBRID_MODELS
 from kvplan.presets import select_kernel_block_tokens, state_page_bytes, vllm_engine
-from kvplan.state_geometry import conv_rows, state_geometry, state_natural_bytes, state_parts
-from kvplan.state_specs import GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec
-from kvplan.table import COMPONENT_CODE
+from kvplan.layout import engine_memory, state_layout, state_natural_bytes, state_parts
+from kvplan.spec import conv_rows
+from kvplan.spec import GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec
+from kvplan.spec import COMPONENT_CODE
 
 from _vectors import HYBRID_OPS, VECTORS, VECTORS_PATH  # noqa: E402  (tests/ is on sys.path)
 # Attention-only HMA desc-id vectors exercised here through pooled / grouped engines.
@@ -144,16 +145,16 @@ def check_shapes_against(spec, tp: int, layout: str, shapes, num_spec: int = 0) 
     assert state_natural_bytes(spec, tp, num_spec) == vllm_shape_bytes(shapes, spec)
     # every conv element sits where a row-major array of vLLM's shape puts it
     e = dtype_size(spec.conv_dtype)
-    geom = state_geometry(spec, tp, 0, layout, num_spec, None)
+    geom = state_layout(spec, tp, 0, layout, num_spec, None)
     before = 0
-    for field, (_, lo, hi) in zip(geom.fields, parts):
+    for field, (_, lo, hi) in zip(geom.components, parts):
         ch = np.arange(hi - lo)[:, None] + before
         tap = np.arange(rows)[None, :]
-        got = field.base_bytes + (ch - before) * field.shard_stride_bytes + tap * field.axes[0][1]
+        got = field.layout(ch - before, tap)
         want = (ch * rows + tap) * e if layout == "DS" else (tap * channels + ch) * e
         assert np.array_equal(got, want), field.component
         before += hi - lo
-    assert geom.fields[-1].component == "ssm" and geom.fields[-1].base_bytes == channels * rows * e
+    assert geom.components[-1].component == "ssm" and geom.components[-1].layout.offset == channels * rows * e
 
 
 def check_state_shapes(vector):
@@ -163,10 +164,10 @@ def check_state_shapes(vector):
 
 def local_split(spec, tp: int):
     """kvplan's local DS conv split: [(offset, size)] per sub-projection, (conv, ssm) bytes."""
-    geom = state_geometry(spec, tp, 0, "DS", 0, None)
+    geom = state_layout(spec, tp, 0, "DS", 0, None)
     parts, _ = state_parts(spec, tp, 0)
     rows, e = conv_rows(spec, 0), dtype_size(spec.conv_dtype)
-    offsets = [(f.base_bytes, (hi - lo) * rows * e) for f, (_, lo, hi) in zip(geom.fields, parts)]
+    offsets = [(f.layout.offset, (hi - lo) * rows * e) for f, (_, lo, hi) in zip(geom.components, parts)]
     return offsets, state_natural_bytes(spec, tp, 0), [hi - lo for _, lo, hi in parts]
 
 
@@ -267,7 +268,7 @@ def check_hybrid_block_size(vector):
     assert e.group_block_tokens(0)[0] == exp["attn_block_size"]
     assert e.page_bytes == exp["mamba_page_size_padded"]
     # the state layer's page in its pooled region is the padded page
-    assert e.layer_geometry(1, 0).page_bytes == (exp["mamba_page_size_padded"],)
+    assert engine_memory(e).layer_layout(1, 0).page_bytes == (exp["mamba_page_size_padded"],)
     assert state_page_bytes(model.layers[1], spec["tp"]) == exp["mamba_page_bytes"]
     check_shapes_against(model.layers[1], spec["tp"], "DS", exp["mamba_state_shapes"])
 
@@ -294,7 +295,7 @@ def check_unify_pages(vector):
     for i, x in enumerate(layers):
         want = exp["layers"][x["name"]]
         assert e.layer_block_tokens(i)[0] == want["block_size"]
-        assert e.layer_geometry(i, 0).block_bytes == (want["page_size_bytes"],)
+        assert engine_memory(e).layer_layout(i, 0).block_bytes == (want["page_size_bytes"],)
         assert ("SlidingWindowSpec" if model.layers[i].sliding_window else "FullAttentionSpec") == want["type"]
     groups = [([_layer_index(n) for n in g["layers"]], g["block_size"]) for g in exp["groups"]]
     assert [([x for x in g.layers if x is not None], e.group_block_tokens(i)[0])
@@ -310,7 +311,7 @@ def _worker_engines(vector):
     ppl_d, ppl_p = spec["phys_per_logical"], spec["remote_phys_per_logical"]
     dst = vllm_engine(model, spec["tp_size"], num_blocks=spec["num_blocks"] // ppl_d)
     src = vllm_engine(model, spec["remote_tp"], num_blocks=spec["remote_num_blocks"] // ppl_p)
-    assert len(dst.regions) == len(src.regions) == spec["num_regions"]
+    assert len(engine_memory(dst).regions) == len(engine_memory(src).regions) == spec["num_regions"]
     assert [g.layers for g in dst.layer_groups] == [(0, 1), (2, 3)]  # group 0 attention, 1 mamba
     assert dst.kernel_pages_per_block == ppl_d and src.kernel_pages_per_block == ppl_p
     assert dst.kernel_tokens == spec["kernel_block_tokens"]
@@ -409,17 +410,17 @@ def check_desc_ids(vector):
         # full + sliding layers, 2 pooled regions shared by both groups, via the preset
         full, swa = AttentionSpec(8, 128), AttentionSpec(8, 128, sliding_window=1024)
         e = vllm_engine(ModelSpec(name=vid, layers=(full, full, swa, swa)), tp=1, num_blocks=spec["num_blocks"])
-        assert [g.layers for g in e.layer_groups] == [(0, 1), (2, 3)] and len(e.regions) == spec["num_regions"]
+        assert [g.layers for g in e.layer_groups] == [(0, 1), (2, 3)] and len(engine_memory(e).regions) == spec["num_regions"]
     elif vid == "descids_region_groups":
         # region_group_ids [0, 1, 1]: group 0 owns region 0, group 1 regions 1 and 2
         a = AttentionSpec(8, 128)
         model = ModelSpec(name=vid, layers=(a, AttentionSpec(8, 128, sliding_window=1024),
                                             AttentionSpec(8, 128, sliding_window=1024)))
         e = EngineSpec(model=model, groups=(LayerGroup((0,)), LayerGroup((1, 2))), num_blocks=spec["num_blocks"])
-        assert [r.layers for r in e.regions] == [(0,), (1,), (2,)]
+        assert [r.layers for r in engine_memory(e).regions] == [(0,), (1,), (2,)]
     else:
         return check_hybrid_desc_ids(vector)
-    page = e.regions[0].block_bytes
+    page = engine_memory(e).regions[0].block_bytes
     n = spec["num_blocks"]
     want = {(d // n, d % n, "fa") for d in exp["desc_ids"]}
     t = plan(e, e).lower(0, spec["block_ids"], spec["block_ids"])
@@ -438,7 +439,7 @@ def check_hybrid_desc_ids(vector):
                    block_tokens=kernel_tokens * ppl, kernel_block_tokens=kernel_tokens,
                    groups=(LayerGroup((0, 1)), LayerGroup((2, None))), pooled=True, page_bytes=page,
                    num_blocks=spec["num_blocks"] // ppl)
-    assert [r.layers for r in e.regions] == [(0, 2), (1,)]  # ssm_regions [0]
+    assert [r.layers for r in engine_memory(e).regions] == [(0, 2), (1,)]  # ssm_regions [0]
     assert spec["ssm_regions"] == [0]
     want = _vllm_pages(exp["desc_ids"], spec, ppl)
     p = plan(e, e)

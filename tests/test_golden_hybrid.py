@@ -31,9 +31,7 @@ import numpy as np
 import pytest
 
 from kvplan import plan, verify
-from kvplan.hybrid_models import HYBRID_MODELS
 from kvplan.presets import vllm_engine
-from kvplan.table import COMPONENT_CODE
 
 from test_conformance_hybrid import canonical, clip
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 
 from kvplan.errors import SpecError
-from kvplan.hf_config import SUPPORTED_MODEL_TYPES, from_hf_config
-from kvplan.hybrid_models import HYBRID_MODELS
-from kvplan.specs import AttentionSpec
-from kvplan.state_specs import GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec
+from kvplan.models.hf_config import SUPPORTED_MODEL_TYPES, from_hf_config
+from kvplan.models.hybrid import HYBRID_MODELS
+from kvplan.spec import AttentionSpec
+from kvplan.spec import GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec
 
 # --------------------------------------------------------------------------- full configs
 
@@ -234,13 +234,13 @@ def test_falcon_full_is_parallel_hybrid():
     assert spec.num_layers == 88
     assert _kinds(spec) == ["attention", "mamba2"] * 44
     assert spec.layers[0].head_dim == 128  # the head_dim key, not 3072 // 12
-    assert spec.layers[1] == Mamba2Spec(24, 128, 1, 256, 4, "bfloat16", "bfloat16")
+    assert spec.layers[1] == Mamba2Spec(num_heads=24, head_dim=128, n_groups=1, d_state=256, conv_kernel=4, conv_dtype="bfloat16", ssm_dtype="bfloat16")
 
 
 def test_qwen3_next_full():
     spec = from_hf_config(QWEN3_NEXT_80B_A3B)
     assert [i for i, kind in enumerate(_kinds(spec)) if kind == "attention"] == list(range(3, 48, 4))
-    assert spec.layers[0] == GatedDeltaNetSpec(16, 32, 128, 128, 4, "bfloat16", "bfloat16")
+    assert spec.layers[0] == GatedDeltaNetSpec(num_k_heads=16, num_v_heads=32, head_k_dim=128, head_v_dim=128, conv_kernel=4, conv_dtype="bfloat16", ssm_dtype="bfloat16")
     assert spec.layers[0].conv_channels == 8192
     assert spec.layers[3] == AttentionSpec(num_kv_heads=2, head_dim=256)
 
@@ -248,7 +248,7 @@ def test_qwen3_next_full():
 def test_jamba_full():
     spec = from_hf_config(JAMBA_V01)
     assert [i for i, kind in enumerate(_kinds(spec)) if kind == "attention"] == [4, 12, 20, 28]
-    assert spec.layers[0] == Mamba1Spec(8192, 16, 4, "bfloat16", "bfloat16")
+    assert spec.layers[0] == Mamba1Spec(intermediate_size=8192, d_state=16, conv_kernel=4, conv_dtype="bfloat16", ssm_dtype="bfloat16")
     assert spec.layers[4] == AttentionSpec(num_kv_heads=8, head_dim=128)
 
 
@@ -376,7 +376,7 @@ def test_nemotron_trimmed_with_legacy_keys_and_ssm_dtype_override():
               "mamba_head_dim": 64, "mamba_n_groups": 8, "ssm_state_size": 128, "mamba_d_conv": 4,
               "mamba_ssm_cache_dtype": "bfloat16", "torch_dtype": "bfloat16"}
     spec = from_hf_config(config)
-    mamba = Mamba2Spec(128, 64, 8, 128, 4, "bfloat16", "bfloat16")
+    mamba = Mamba2Spec(num_heads=128, head_dim=64, n_groups=8, d_state=128, conv_kernel=4, conv_dtype="bfloat16", ssm_dtype="bfloat16")
     assert spec.layers == (mamba, mamba, AttentionSpec(num_kv_heads=8, head_dim=128), mamba)
 
 
@@ -387,7 +387,7 @@ def test_granite_trimmed_auto_head_dim_and_no_layer_types():
               "mamba_n_groups": 1, "mamba_d_state": 128, "mamba_d_conv": 4, "mamba_expand": 2,
               "layer_types": ["mamba"] * 5 + ["attention"]}
     spec = from_hf_config(config)
-    assert spec.layers[0] == Mamba2Spec(48, 64, 1, 128, 4, "bfloat16", "bfloat16")
+    assert spec.layers[0] == Mamba2Spec(num_heads=48, head_dim=64, n_groups=1, d_state=128, conv_kernel=4, conv_dtype="bfloat16", ssm_dtype="bfloat16")
     assert spec.layers[5] == AttentionSpec(num_kv_heads=4, head_dim=128)
     # GraniteMoeHybridConfig without layer_types: every layer is Mamba.
     assert _kinds(from_hf_config(dict(config, layer_types=None))) == ["mamba2"] * 6
@@ -402,7 +402,7 @@ def test_falcon_trimmed_intermediate_from_expand():
               "mamba_expand": 2}
     spec = from_hf_config(config)
     assert spec.layers == (AttentionSpec(num_kv_heads=2, head_dim=64),
-                           Mamba2Spec(32, 64, 1, 128, 4, "bfloat16", "bfloat16")) * 2
+                           Mamba2Spec(num_heads=32, head_dim=64, n_groups=1, d_state=128, conv_kernel=4, conv_dtype="bfloat16", ssm_dtype="bfloat16")) * 2
 
 
 def test_qwen3_next_trimmed_layer_types():

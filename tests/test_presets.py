@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from kvplan import AttentionSpec, ModelSpec, SpecError, plan, verify
+from kvplan.layout import engine_memory
 from kvplan.presets import select_kernel_block_tokens, vllm_engine, vllm_memory
 
 # reference §2.4: logical block Nl at TP 1, 2, 4, 8 (FlashInfer and FlashAttention alike)
@@ -63,7 +64,7 @@ def test_speculative_tokens_add_conv_rows():
 @pytest.mark.parametrize("name", sorted(GROUPS))
 def test_groups_and_regions(name):
     e = vllm_engine(name, 1)
-    assert (len(e.layer_groups), len(e.regions)) == GROUPS[name]
+    assert (len(e.layer_groups), len(engine_memory(e).regions)) == GROUPS[name]
 
 
 def test_gemma4_full_attention_block_scales_with_tp():
@@ -96,7 +97,7 @@ def test_mla_pages_that_do_not_divide_raise():
 
 def test_dense_models_keep_one_region_per_layer():
     e = vllm_engine("llama-3.1-8b", 2)
-    assert (e.pooled, e.block_tokens, e.kernel_tokens, len(e.regions)) == (False, 16, 16, 32)
+    assert (e.pooled, e.block_tokens, e.kernel_tokens, len(engine_memory(e).regions)) == (False, 16, 16, 32)
     assert vllm_engine("deepseek-v3", 1, backend="flashmla").kernel_tokens == 64
     assert vllm_engine("deepseek-v3", 1, backend="cutlass_mla").block_tokens == 128
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvplan import plan, verify
-from kvplan.ranges import run_starts
+from kvplan.planning import run_starts
 from kvplan.testing.oracle import check_delivery, request_memories
 from kvplan.testing.strategies import (conv_strategies, engine_pairs, group_requests, hybrid_engine_pairs,
                                        planned_requests, requests)
@@ -79,7 +79,7 @@ def test_verify_rejects_any_corrupted_row(data):
 
 def _same_bytes_elsewhere(p, table, row, other_rank) -> bool:
     """True when `other_rank` holds the row's elements at the same offsets (replication)."""
-    from kvplan.identity import layer_cells
+    from kvplan.check import layer_cells
 
     src = p.src
     layer = int(table.layer[row])
@@ -120,13 +120,13 @@ def test_lowered_hybrid_requests_deliver_exactly_the_expected_bytes(data):
 def test_copy_templates_deliver_exactly_the_expected_bytes(data):
     """What a GPU kernel evaluates (template + block ids) moves the same bytes as lower()."""
     from kvplan import Transfer
-    from kvplan.template import copy_template, expand, request_blocks
+    from kvplan.lowering import copy_template, expand, request_blocks
 
     p, dst_rank, src_blocks, dst_blocks = data.draw(planned_requests(num_blocks=NUM_BLOCKS), label="request")
     src, dst = p.src, p.dst
     piece = data.draw(st.sampled_from([None, 1, 2, 16, 64]), label="max_piece_bytes")
     template = copy_template(p, dst_rank, max_piece_bytes=piece)
     rows = expand(template, request_blocks(p, dst_rank, src_blocks, dst_blocks))
-    transfer = Transfer(dst_rank, **rows, src_regions=p.src_regions, dst_regions=p.dst_regions)
+    transfer = Transfer(dst_rank=dst_rank, **rows, src_regions=p.src_regions, dst_regions=p.dst_regions)
     delivered = check_delivery(transfer, *request_memories(src, dst, dst_rank, src_blocks, dst_blocks, NUM_BLOCKS))
     assert transfer.total_bytes == delivered == p.lower(dst_rank, src_blocks, dst_blocks).total_bytes

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from kvplan import AttentionSpec, EngineSpec, ModelMismatchError, ModelSpec, PlanError, ReadTable, plan, verify
-from kvplan.hybrid_models import HYBRID_MODELS
+from kvplan.models.hybrid import HYBRID_MODELS
 from kvplan.presets import vllm_engine
-from kvplan.state_specs import Mamba2Spec
-from kvplan.table import COMPONENT_CODE
+from kvplan.spec import Mamba2Spec
+from kvplan.spec import COMPONENT_CODE
 
-from test_conformance_hybrid import canonical, clip, table_runs
+from test_conformance_hybrid import clip, table_runs
 
 GRANITE_MAMBA = HYBRID_MODELS["granite-4.0-h-small"].layers[0]  # 128 heads x 64, G = 1, d_state 128
 FALCON_MAMBA = HYBRID_MODELS["falcon-h1-7b"].layers[1]  # 24 heads x 128, G = 1, d_state 256
@@ -62,7 +62,7 @@ def test_mamba2_groups_below_tp_are_read_whole(spec, tp_p, tp_d, r):
     # and vLLM's rows, planted as a plan, fail the identity check
     src_rank = r // (tp_d // tp_p)
     n = len(vllm)
-    table = ReadTable(r, src_rank=np.full(n, src_rank), layer=np.zeros(n, int),
+    table = ReadTable(dst_rank=r, src_rank=np.full(n, src_rank), layer=np.zeros(n, int),
                       component=np.full(n, COMPONENT_CODE["mixed"]), src_region=np.zeros(n, int),
                       dst_region=np.zeros(n, int), src_block=np.zeros(n, int), dst_block=np.zeros(n, int),
                       src_offset=np.array([s for _, s, _ in vllm]), dst_offset=np.array([d for d, _, _ in vllm]),

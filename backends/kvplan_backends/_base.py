@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from kvplan.backend_errors import TransportError
-from kvplan.descriptors import addresses, check_bounds, source_ranks
+from kvplan.transport import TransportError
+from kvplan.lowering import check_bounds, source_ranks
 
 from ._memory import Memory, describe, pack_metadata, unpack_metadata
 
@@ -62,7 +62,7 @@ class BackendBase:
             raise TransportError(f"transfer reads from rank(s) {missing} that were never added with add_peer",
                                  peer=f"rank {missing[0]}")
         check_bounds(transfer, {r: self.peers[r].sizes for r in ranks}, own.sizes)
-        return addresses(transfer, {r: self.peers[r].bases for r in ranks}, own.bases)
+        return transfer.bind({r: self.peers[r].bases for r in ranks}, own.bases)
 
     def _bind_local(self, transfer, src_extra=(), dst_extra=()):
         """Addresses of a local step: both sides in this rank's buffers (plus extra
@@ -71,7 +71,7 @@ class BackendBase:
         dst = self._own() if not dst_extra else dst_extra
         ranks = source_ranks(transfer).tolist()
         check_bounds(transfer, {r: src.sizes for r in ranks}, dst.sizes)
-        return addresses(transfer, {r: src.bases for r in ranks}, dst.bases)
+        return transfer.bind({r: src.bases for r in ranks}, dst.bases)
 
     # -- local steps of staged / permuted strategies -----------------------------------
     def _pre_steps(self, transfer, rank: int) -> None:

@@ -1,7 +1,7 @@
 """One CUDA kernel launch that copies many byte ranges (CuPy RawKernel).
 
 Each thread block copies one range (ranges longer than `PIECE_BYTES` are cut first by
-`kvplan.descriptors.split_ranges`, so large runs spread over many blocks). Inside a
+`kvplan.lowering.split_ranges`, so large runs spread over many blocks). Inside a
 range: a byte head up to the destination's 16-byte boundary, then 16-byte vector
 loads four at a time when the source is equally aligned, then a byte tail; ranges
 whose source and destination disagree modulo 16 take the byte path. Launched on the
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvplan.descriptors import split_ranges
+from kvplan.lowering import split_ranges
 
 PIECE_BYTES = 256 << 10
 TEMPLATE_PIECE_BYTES = 64 << 10  # a warp copies one template piece
@@ -51,7 +51,7 @@ extern "C" __global__ void copy_ranges(const unsigned long long* __restrict__ sr
     copy_range((const unsigned char*)srcs[r], (unsigned char*)dsts[r], lens[r], threadIdx.x, blockDim.x);
 }
 
-// kvplan.template's formula, one warp per copy (entry e, span j): many small copies in
+// kvplan.lowering.template's formula, one warp per copy (entry e, span j): many small copies in
 // flight per SM hide the latency of the two dependent index loads before the data.
 //   src = sbase[e] + src_id * sstride[e] + soff[e], dst likewise, lens[e] bytes,
 // skipped when an id is -1 or the decode block is before the layer's first kept one.
@@ -155,7 +155,7 @@ def memcpy_peer_ranges(cp, device: int, src_device: int, src_addr, dst_addr, nby
 
 
 def upload_template(cp, device: int, template, src_base, dst_base, stream) -> tuple:
-    """A `kvplan.template.CopyTemplate` on `device`, with each entry's region bases
+    """A `kvplan.lowering.CopyTemplate` on `device`, with each entry's region bases
     resolved (uploaded once per plan and decode rank). The upload is enqueued on the
     stream the launches use: a non-blocking stream does not wait for the default one."""
     with cp.cuda.Device(device), stream:
@@ -188,7 +188,7 @@ def pack_request(template, blocks, entry_start, entries) -> tuple[np.ndarray, in
 
 
 def launch_template(cp, device: int, uploaded: tuple, template, blocks, stream) -> int:
-    """Enqueue one launch copying a request (`kvplan.template.RequestBlocks`); the only
+    """Enqueue one launch copying a request (`kvplan.lowering.RequestBlocks`); the only
     upload per request is its block ids and a few counts. Returns the copies launched."""
     cols, entry_start, entries = uploaded
     packed, groups, copies = pack_request(template, blocks, entry_start, entries)

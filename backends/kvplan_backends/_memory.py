@@ -13,7 +13,7 @@ from typing import Sequence
 import attrs
 import numpy as np
 
-from kvplan.backend_errors import TransportError
+from kvplan.transport import TransportError
 
 HOST = -1  # device id of host memory
 

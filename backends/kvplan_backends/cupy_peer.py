@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 
 
-from kvplan.backend_errors import TransportError
-from kvplan.descriptors import addresses, source_ranks
-from kvplan.template import copy_template, request_blocks
-from kvplan.transfer import Transfer
+from kvplan.transport import TransportError
+from kvplan.lowering import source_ranks
+from kvplan.lowering import copy_template, request_blocks
+from kvplan.lowering import Transfer
 
 from ._base import BackendBase
 
@@ -61,7 +61,7 @@ class CupyPeerBackend(BackendBase):
                         request: str = "") -> None:
         """Copy one request by evaluating the plan's copy template on the GPU.
 
-        The template (`kvplan.template.copy_template`) is uploaded once per plan and
+        The template (`kvplan.lowering.copy_template`) is uploaded once per plan and
         decode rank; per request only the block ids travel, so the host does O(blocks)
         work instead of O(rows). Plans with local steps (staged, permuted) take
         ``execute(plan.lower(...))``.
@@ -74,8 +74,9 @@ class CupyPeerBackend(BackendBase):
         if key not in self._templates:
             template = copy_template(plan, dst_rank, max_piece_bytes=self._gpu.TEMPLATE_PIECE_BYTES)
             zero = [0] * len(template)
-            entries = Transfer(dst_rank, template.src_rank, template.src_region, zero, template.dst_region, zero,
-                               template.nbytes)
+            entries = Transfer(dst_rank=dst_rank, src_rank=template.src_rank, src_region=template.src_region,
+                               src_offset=zero, dst_region=template.dst_region, dst_offset=zero,
+                               nbytes=template.nbytes)
             src_base, dst_base = self._bind_remote(entries)
             for rank in source_ranks(entries).tolist():
                 if not self._gpu.enable_peer_access(self._cp, device, self.peers[rank].device):

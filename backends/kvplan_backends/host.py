@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from kvplan.backend_errors import TransportError
+from kvplan.transport import TransportError
 
 from ._base import BackendBase
 from ._hostcopy import copy_ranges

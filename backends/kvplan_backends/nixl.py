@@ -6,7 +6,7 @@ agent metadata). Two ways to read:
 
 * `execute(transfer)`: any `Transfer` (coalesced rows) as one-shot descriptor lists.
 * `prepare(plan, dst_rank)` once, then `execute_blocks(plan, src_blocks, dst_blocks)`
-  per request: descriptor lists prepared once per peer (`kvplan.descriptors`), per
+  per request: descriptor lists prepared once per peer (`kvplan.lowering.descriptors`), per
   request only int32 index arrays and `make_prepped_xfer`; NIXL merges consecutive
   whole-page indices.
 
@@ -22,8 +22,8 @@ import uuid
 
 import numpy as np
 
-from kvplan.backend_errors import TransportError, TransportTimeout
-from kvplan.descriptors import prepared_lists
+from kvplan.transport import TransportError, TransportTimeout
+from kvplan.lowering import prepared_lists
 
 from ._base import BackendBase
 from ._nixl_import import nixl_api

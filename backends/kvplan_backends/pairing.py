@@ -23,6 +23,8 @@ import multiprocessing
 
 import numpy as np
 
+from kvplan.layout import engine_memory
+
 FILL_CHUNK = 64 << 20
 
 
@@ -40,7 +42,8 @@ def allocate(engine, rank: int, device: int = -1, *, fill: bool = True, extra: t
     if engine.num_blocks is None:
         raise ValueError("allocate() needs an engine with num_blocks")
     stage = rank // engine.tp
-    sizes = [r.block_bytes * engine.num_blocks if r.stage == stage else 0 for r in engine.regions] + list(extra)
+    sizes = [r.block_bytes * engine.num_blocks if r.stage == stage else 0
+             for r in engine_memory(engine).regions] + list(extra)
     if device < 0:
         buffers = [np.zeros(n, np.uint8) if n else None for n in sizes]
         _fill(buffers, rank, fill)
@@ -61,7 +64,7 @@ def _fill(buffers, rank: int, fill: bool) -> None:
 
 
 def _child(conn, kind: str, options: dict, engine, ranks, device: int, extra: tuple) -> None:
-    from kvplan.backend import load_backend
+    from kvplan.transport import load_backend
 
     backends, plan = {}, None
     for rank in ranks:

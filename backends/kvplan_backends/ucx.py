@@ -2,7 +2,7 @@
 
 ucxx has no one-sided RMA from Python, so a source rank `serve`s: it packs the ranges
 a destination needs from it into one staging buffer (NumPy on host, one kernel on a
-GPU; offsets from `kvplan.descriptors.staged`) and sends it with a tag derived from the
+GPU; offsets from `kvplan.lowering.staged`) and sends it with a tag derived from the
 request; the destination's `execute` receives one buffer per source rank and unpacks
 it. Each backend owns a UCX worker with a progress thread, so sends and receives of
 several ranks in one thread (tests) or in separate processes both complete.
@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import time
 
-from kvplan.backend_errors import TransportError, TransportTimeout
-from kvplan.descriptors import staged
+from kvplan.transport import TransportError, TransportTimeout
+from kvplan.lowering import staged
 
 from . import _local
 from ._base import BackendBase

@@ -3,7 +3,7 @@
 Independent of the plan: fills the source ranks' whole regions with identity codes
 (the blocks of each group's list carry that group's layers' elements in the request's
 token order; every other byte carries -3) and derives the decode rank's expected
-region contents from the memory model in `kvplan.identity`. `apply()` executes a
+region contents from the memory model in `kvplan.check.cells`. `apply()` executes a
 `Transfer` on numpy memories so a test can compare. Codes are (cell code, byte in
 cell) pairs, stored as two int64 arrays per region.
 """
@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from kvplan.identity import byte_codes, layer_cells, token_of
+from kvplan.check.cells import byte_codes, layer_cells, token_of
+from kvplan.layout import engine_memory
 
 UNTOUCHED = -7  # initial destination content: a byte nobody wrote
 
@@ -29,14 +30,14 @@ def _lists(engine, blocks) -> list[list[int]]:
 def _fill(engine, tp_rank: int, stage: int, lists, num_blocks: int, blocks_of, keep_of):
     """Per region: (code, byte) arrays with each layer's cells in its group's blocks."""
     out = []
-    for index, region in enumerate(engine.regions):
+    memory = engine_memory(engine)
+    for index, region in enumerate(memory.regions):
         code = np.full((num_blocks, region.block_bytes), -3, np.int64)
         byte = np.full((num_blocks, region.block_bytes), -3, np.int64)
         for layer in region.layers:
             if engine.stage_of(layer) != stage:
                 continue
-            slots = [s for s in range(len(engine.layer_geometry(layer, 0).page_bytes))
-                     if engine.region_of(layer, s) == index]
+            slots = [s for s, r in enumerate(memory.slot_regions[layer]) if r == index]
             group = engine.group_of(layer)
             ids = np.asarray(lists[group], np.int64)
             cells = layer_cells(engine, layer, tp_rank, blocks_of(group))[slots[0]]
@@ -83,9 +84,9 @@ def request_memories(src, dst, dst_rank: int, src_blocks, dst_blocks, num_blocks
             tokens = min(len(s_lists[group]) * src.group_block_tokens(group)[0],
                          len(d_lists[group]) * dst.group_block_tokens(group)[0])
             ok &= token_of(codes) < tokens
-            window = getattr(dst.model.layers[layer], "sliding_window", None)
-            if window:
-                first = len(d_lists[group]) - (math.ceil(window / dst.group_block_tokens(group)[0]) + 1)
+            kept = dst.model.layers[layer].kept_blocks(dst.group_block_tokens(group)[0])
+            if kept is not None:
+                first = len(d_lists[group]) - kept
                 ok[: max(first, 0)] = False
         return ok
 

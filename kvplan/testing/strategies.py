@@ -11,10 +11,11 @@ from __future__ import annotations
 import attrs
 from hypothesis import strategies as st
 
-from kvplan import AttentionSpec, EngineSpec, ModelSpec
-from kvplan.engine import CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES
-from kvplan.groups import hma_groups
-from kvplan.state_specs import GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec, ShortConvSpec
+from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
+from kvplan.layout import natural_block_bytes
+from kvplan.planning import STRATEGIES
+from kvplan.presets import hma_groups
+from kvplan.spec import CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES, GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec, ShortConvSpec
 
 TP_SIZES = (1, 2, 4, 8, 16)
 DTYPES = ("bfloat16", "float16", "float32", "float8_e4m3fn", "float8_e5m2")
@@ -154,7 +155,7 @@ def hybrid_engine_pairs(draw, *, max_layers: int = 5, pooled: bool | None = None
                           num_speculative_tokens=spec_tokens,
                           groups=hma_groups(model) if use_pool else None)
         pad = draw(st.sampled_from([0, 0, 8, 24]), label=f"{side}_padding")
-        largest = max(base.natural_block_bytes(i) for i in range(model.num_layers))
+        largest = max(natural_block_bytes(base, i) for i in range(model.num_layers))
         quantum = block // kernel  # a pooled page splits into whole kernel pages
         page = -(-(largest + pad) // quantum) * quantum
         return attrs.evolve(base, pooled=use_pool, page_bytes=page,
@@ -168,8 +169,6 @@ def hybrid_engine_pairs(draw, *, max_layers: int = 5, pooled: bool | None = None
 
 def conv_strategies():
     """The conv-state strategies of `kvplan.plan` (direct, staged, permuted)."""
-    from kvplan.conv_strategy import STRATEGIES
-
     return st.sampled_from(STRATEGIES)
 
 
@@ -198,8 +197,6 @@ def group_requests(draw, src: EngineSpec, dst: EngineSpec, *, num_blocks: int = 
 def planned_requests(draw, *, num_blocks: int = 40):
     """(plan, dst_rank, src_blocks, dst_blocks) of an attention or a hybrid model
     (direct conv strategy): the request shapes a device copy path has to serve."""
-    from kvplan import plan
-
     hybrid = draw(st.booleans(), label="hybrid")
     src, dst = draw(hybrid_engine_pairs() if hybrid else engine_pairs(), label="engines")
     dst_rank = draw(st.integers(0, dst.world_size - 1), label="dst_rank")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvplan.backend import load_backend
+from kvplan.transport import load_backend
 from kvplan_backends.pairing import allocate
 
 

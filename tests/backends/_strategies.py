@@ -8,7 +8,7 @@ import attrs
 from hypothesis import strategies as st
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
-from kvplan.engine import KV_LAYOUTS, KV_STORAGES
+from kvplan.spec import KV_LAYOUTS, KV_STORAGES
 from kvplan.testing.strategies import conv_strategies, group_requests, hybrid_engine_pairs
 
 TPS = (1, 2, 4)

@@ -43,14 +43,14 @@ def test_backend_matches_host(kind, case):
 @pytest.mark.parametrize("kind", ["host", "nixl", "ucx"])
 def test_copy_local_moves_rows_within_one_rank(kind):
     need(kind)
-    from kvplan.backend import load_backend
+    from kvplan.transport import load_backend
 
     rng = np.random.default_rng(4)
     buffers = [rng.integers(0, 256, 4096, dtype=np.uint8), rng.integers(0, 256, 4096, dtype=np.uint8),
                np.zeros(64, np.uint8)]
     expected = [b.copy() for b in buffers]
     # rows of one step never read what another row writes (transports run them concurrently)
-    step = Transfer(0, [0, 0, 0], [0, 0, 1], [0, 1001, 3590], [1, 2, 1], [3, 0, 3000], [999, 64, 500])
+    step = Transfer(dst_rank=0, src_rank=[0, 0, 0], src_region=[0, 0, 1], src_offset=[0, 1001, 3590], dst_region=[1, 2, 1], dst_offset=[3, 0, 3000], nbytes=[999, 64, 500])
     for i in range(len(step)):
         s, d, n = int(step.src_offset[i]), int(step.dst_offset[i]), int(step.nbytes[i])
         expected[step.dst_region[i]][d:d + n] = expected[step.src_region[i]][s:s + n]

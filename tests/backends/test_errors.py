@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kvplan import AttentionSpec, EngineSpec, KvplanError, ModelSpec, Transfer, plan
-from kvplan.backend import load_backend
-from kvplan.backend_errors import BackendNotFound, TransportError, TransportTimeout
+from kvplan import AttentionSpec, BoundsError, EngineSpec, KvplanError, ModelSpec, Transfer, plan
+from kvplan.transport import load_backend
+from kvplan.transport import BackendNotFound, TransportError, TransportTimeout
 
 from _need import need
 
@@ -27,14 +27,14 @@ def test_unknown_backend_lists_the_installed_ones():
 
 
 def test_missing_library_names_the_extra(monkeypatch):
-    import kvplan.backend as backend
+    import kvplan.transport as backend
 
     class Broken:
         def load(self):
             raise ImportError("No module named 'ucxx'")
 
     monkeypatch.setattr(backend, "known_backends", lambda: {"ucx": Broken()})
-    with pytest.raises(BackendNotFound, match=r"pip install 'kvplan\[ucxx-cu13\]'") as info:
+    with pytest.raises(BackendNotFound, match=r"pip install 'ucxx-cu13==0.52.\*'") as info:
         load_backend("ucx")
     assert isinstance(info.value, KvplanError)
 
@@ -44,8 +44,8 @@ def test_rows_outside_registered_memory_are_refused_before_any_copy(kind):
     need(kind)
     src, dst = _pair(kind)
     try:
-        with pytest.raises(TransportError, match=r"reads \[4000, 4200\) of source rank 1 region 0, which holds 4096"):
-            dst.execute(Transfer(0, [1], [0], [4000], [0], [0], [200]), request="r-oob")
+        with pytest.raises(BoundsError, match=r"reads \[4000, 4200\) of source rank 1 region 0, which holds 4096"):
+            dst.execute(Transfer(dst_rank=0, src_rank=[1], src_region=[0], src_offset=[4000], dst_region=[0], dst_offset=[0], nbytes=[200]), request="r-oob")
     finally:
         src.close()
         dst.close()
@@ -57,7 +57,7 @@ def test_unknown_peer_is_named(kind):
     src, dst = _pair(kind)
     try:
         with pytest.raises(TransportError, match=r"rank\(s\) \[3\]"):
-            dst.execute(Transfer(0, [3], [0], [0], [0], [0], [8]), request="r-peer")
+            dst.execute(Transfer(dst_rank=0, src_rank=[3], src_region=[0], src_offset=[0], dst_region=[0], dst_offset=[0], nbytes=[8]), request="r-peer")
     finally:
         src.close()
         dst.close()
@@ -82,7 +82,7 @@ def test_ucx_receive_without_sender_times_out_naming_peer_and_request():
     src, dst = _pair("ucx", timeout_s=0.3)
     try:
         with pytest.raises(TransportTimeout, match=r"peer rank 1, request 'req-lost'"):
-            dst.execute(Transfer(0, [1], [0], [0], [0], [0], [64]), request="req-lost")
+            dst.execute(Transfer(dst_rank=0, src_rank=[1], src_region=[0], src_offset=[0], dst_region=[0], dst_offset=[0], nbytes=[64]), request="req-lost")
     finally:
         src.close()
         dst.close()
@@ -93,8 +93,8 @@ def test_nixl_timeout_names_peer_and_request_and_releases_handles():
     size = 64 << 20
     src, dst = _pair("nixl", size, size, timeout_s=0.0)
     rows = 4096
-    t = Transfer(0, [1] * rows, [0] * rows, np.arange(rows) * (size // rows), [0] * rows,
-                 np.arange(rows)[::-1] * (size // rows), [size // rows] * rows)
+    t = Transfer(dst_rank=0, src_rank=[1] * rows, src_region=[0] * rows, src_offset=np.arange(rows) * (size // rows), dst_region=[0] * rows,
+                 dst_offset=np.arange(rows)[::-1] * (size // rows), nbytes=[size // rows] * rows)
     try:
         try:
             dst.execute(t, request="req-slow")

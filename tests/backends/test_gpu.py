@@ -10,7 +10,7 @@ from hypothesis import given, settings
 
 from kvplan import plan
 
-from kvplan.backend import load_backend
+from kvplan.transport import load_backend
 from kvplan_backends.pairing import SourceProcess, allocate
 
 from _fabric import run, same, scratch
@@ -59,7 +59,7 @@ def test_kernel_copies_ranges_of_any_size_and_alignment():
     perm = rng.permutation(n)  # destination slots in another order, each sized for its row
     dst_off = np.empty(n, np.int64)
     dst_off[perm] = np.cumsum(np.r_[0, sizes[perm][:-1] + rng.integers(0, 40, n - 1)])
-    step = Transfer(0, np.zeros(n), np.zeros(n), src_off, np.ones(n), dst_off, sizes)
+    step = Transfer(dst_rank=0, src_rank=np.zeros(n), src_region=np.zeros(n), src_offset=src_off, dst_region=np.ones(n), dst_offset=dst_off, nbytes=sizes)
     size = int(max(src_off.max(), dst_off.max()) + sizes.max() + 64)
     host = [rng.integers(0, 256, size, dtype=np.uint8), np.zeros(size, np.uint8)]
     expected = [b.copy() for b in host]

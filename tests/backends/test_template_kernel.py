@@ -1,13 +1,13 @@
 """The copy-template kernel's indexing, emulated on the CPU: what `pack_request` hands
 the kernel, decoded exactly as the CUDA source decodes it, must name the copies that
-`kvplan.template.expand` (the reference formula) names. The GPU run checks the bytes."""
+`kvplan.lowering.expand` (the reference formula) names. The GPU run checks the bytes."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvplan.template import copy_template, expand, request_blocks
+from kvplan.lowering import copy_template, expand, request_blocks
 from kvplan.testing.strategies import planned_requests
 from kvplan_backends._gpucopy import TEMPLATE_PIECE_BYTES, group_entries, pack_request
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
-from kvplan.backend import load_backend
+from kvplan.transport import load_backend
 from kvplan_backends.pairing import SourceProcess, allocate
 
 from _fabric import run

@@ -1,0 +1,61 @@
+"""The public entry point: `plan()` and the `EngineTransferPlan` it returns.
+
+Planning produces plain data (`kvplan.planning.PlanTables`); lowering and reports are
+functions of later stages over it. `EngineTransferPlan` is that data with those
+functions bound as methods for convenience (``p.lower(...)`` is
+``kvplan.lowering.lower(p, ...)``), defined here, after every stage it calls, so no
+stage imports a later one.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .lowering.lower import lower
+from .lowering.transfer import Transfer
+from .planning.plan_tables import PlanTables
+from .planning.planner import plan_tables
+from .report.cost import PlanCost, plan_cost
+from .report.describe import describe
+from .spec.engine import EngineSpec
+
+
+@attrs.frozen(eq=False, kw_only=True)
+class EngineTransferPlan(PlanTables):
+    """Every decode rank's reads from the prefill engine, with its consumers as methods.
+
+    >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> p = plan(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4))
+    >>> p.lower(3, [7, 8], [40, 41]).nbytes.tolist(), p.cost().attention_bytes
+    ([16384, 16384], 65536)
+    """
+
+    def lower(self, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> Transfer:
+        """Concrete coalesced `Transfer` for one request (`kvplan.lowering.lower`)."""
+        return lower(self, dst_rank, src_blocks, dst_blocks, prefix=prefix)
+
+    def cost(self, dst_rank: int | None = None) -> PlanCost:
+        """Descriptors, bytes, local copies and scratch memory (`kvplan.report.plan_cost`)."""
+        return plan_cost(self, dst_rank)
+
+    def describe(self) -> str:
+        """Human-readable summary, one paragraph per decode rank (`kvplan.report.describe`)."""
+        return describe(self)
+
+
+def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct") -> EngineTransferPlan:
+    """Plan every decode rank's reads from the prefill engine.
+
+    `conv_strategy` picks how conv state crosses a TP change ("direct", "staged",
+    "permuted"; see `kvplan.planning.conv`); attention and SSM state are always direct.
+
+    >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> p = plan(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4))
+    >>> t = p.reads(dst_rank=3)       # heads 6,7 = second half of prefill rank 1's page
+    >>> [(int(t.src_rank[0]), int(t.src_offset[0]), int(t.nbytes[0]))]
+    [(1, 16384, 16384)]
+    """
+    tables = plan_tables(src, dst, conv_strategy=conv_strategy)
+    return EngineTransferPlan(**{f.name: getattr(tables, f.name) for f in attrs.fields(PlanTables)})

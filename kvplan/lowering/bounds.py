@@ -1,0 +1,61 @@
+"""The gate before any byte moves: every row inside the memory it names, on both sides.
+
+A transport that copies out of bounds corrupts memory silently, so every backend calls
+`check_bounds` with the sizes it registered before it touches a byte: offsets and
+lengths non-negative, regions known, ``offset + nbytes`` within the region.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BoundsError, KvplanError
+from .addresses import per_rank
+from .transfer import Transfer
+
+
+def _first_outside(offset: np.ndarray, nbytes: np.ndarray, size: np.ndarray) -> int | None:
+    bad = np.flatnonzero((offset < 0) | (nbytes < 0) | (offset + nbytes > size))
+    return int(bad[0]) if len(bad) else None
+
+
+def _sizes(region: np.ndarray, sizes, side: str) -> np.ndarray:
+    known = np.asarray(sizes, np.int64).reshape(-1)
+    bad = np.flatnonzero((region < 0) | (region >= len(known)))
+    if len(bad):
+        raise BoundsError(f"row {int(bad[0])} names {side} region {int(region[bad[0]])}; "
+                          f"{len(known)} regions are registered")
+    return known[region]
+
+
+def check_bounds(transfer: Transfer, src_sizes, dst_sizes) -> None:
+    """Raise `BoundsError` unless every row lies inside its registered source and
+    destination buffer. `src_sizes[rank][region]` / `dst_sizes[region]` are buffer sizes
+    in bytes (0 where the rank registered none).
+
+    >>> t = Transfer(dst_rank=0, src_rank=[1], src_region=[0], src_offset=[60], dst_region=[0], dst_offset=[0],
+    ...              nbytes=[8])
+    >>> check_bounds(t, {1: [64]}, [8])
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.BoundsError: row 0 reads [60, 68) of source rank 1 region 0, which holds 64 bytes
+    """
+    if not len(transfer):
+        return
+    dst = _sizes(transfer.dst_region, dst_sizes, "destination")
+    i = _first_outside(transfer.dst_offset, transfer.nbytes, dst)
+    if i is not None:
+        raise BoundsError(f"row {i} writes [{transfer.dst_offset[i]}, {transfer.dst_offset[i] + transfer.nbytes[i]}) "
+                          f"of destination region {transfer.dst_region[i]}, which holds {dst[i]} bytes")
+    if transfer.src_rank.min() < 0 or transfer.src_region.min() < 0:
+        raise BoundsError(f"rows name source rank {int(transfer.src_rank.min())} / region "
+                          f"{int(transfer.src_region.min())}: ranks and regions are >= 0")
+    try:
+        src = per_rank(transfer.src_rank, transfer.src_region, src_sizes, dtype=np.int64)
+    except KvplanError as error:  # an unknown rank or region is memory nobody registered
+        raise BoundsError(f"rows read memory that is not registered: {error}") from None
+    i = _first_outside(transfer.src_offset, transfer.nbytes, src)
+    if i is not None:
+        raise BoundsError(f"row {i} reads [{transfer.src_offset[i]}, {transfer.src_offset[i] + transfer.nbytes[i]}) "
+                          f"of source rank {transfer.src_rank[i]} region {transfer.src_region[i]}, which holds "
+                          f"{src[i]} bytes")

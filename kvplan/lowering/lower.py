@@ -1,0 +1,226 @@
+"""lower(): a plan's per-span reads + a request's block ids -> a `Transfer`.
+
+Vectorised: the segments (one layer each) of a decode rank's table are grouped into
+classes of identical block-relative rows; offsets, window masks and merge decisions
+are worked out once on a class's representative, then broadcast to every member
+layer. Rows contiguous on both sides (consecutive blocks, whole pages) are merged.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import attrs
+import numpy as np
+
+from ..planning.ranges import merged_nbytes, run_starts
+from ..planning.rows import RowTable, column, frozen
+from ..planning.tables import ReadTable
+from .request import RequestBlocks, request_blocks
+from .transfer import Transfer
+
+
+@attrs.frozen(kw_only=True)
+class RequestRows(RowTable):
+    """A request's copies before coalescing: which table row, for which block ids.
+
+    `row[i]` indexes `table` (the decode rank's `ReadTable`); `src_block_id[i]` /
+    `dst_block_id[i]` are the request's logical block ids that row reads from and
+    writes to. Order: by class of identical layers, then span, then table row.
+    """
+
+    table: ReadTable
+    row: np.ndarray = column()
+    src_block_id: np.ndarray = column()
+    dst_block_id: np.ndarray = column()
+
+
+@attrs.frozen
+class _Class:
+    """Layer segments of a table whose rows are equal up to region ids: `rep` holds the
+    representative's L table rows, `rows` the K x L rows of all members."""
+
+    rep: np.ndarray = attrs.field(eq=False)
+    rows: np.ndarray = attrs.field(eq=False)
+    group: int
+
+
+@attrs.frozen
+class _Paired:
+    """A class paired with a request: block ids (1, spans, L) of the representative,
+    -1 where the request has none; `keep` marks copies the request makes (or None)."""
+
+    cls: _Class
+    src_blk: np.ndarray = attrs.field(eq=False)
+    dst_blk: np.ndarray = attrs.field(eq=False)
+    keep: np.ndarray | None = attrs.field(eq=False)
+
+
+# Classes are a pure function of a plan's table, worked out once and lowered many
+# times: memoised per plan object (weakly, so the memo dies with the plan) and table.
+_CLASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _classes(plan, table, src_regions, dst_regions, src_real: int, dst_real: int) -> tuple[_Class, ...]:
+    """Segments (runs of one layer) of `table` grouped by identical block-relative rows.
+
+    Region ids from `src_real` / `dst_real` on are per-request scratch.
+    """
+    memo = _CLASSES.setdefault(plan, {})
+    cached = memo.get(id(table))
+    if cached is not None:
+        return cached
+    dst = plan.dst
+    src_stride = np.array([r.block_bytes for r in src_regions], np.int64)
+    dst_stride = np.array([r.block_bytes for r in dst_regions], np.int64)
+    src_scratch, dst_scratch = table.src_region >= src_real, table.dst_region >= dst_real
+    buckets: dict = {}
+    if len(table):
+        seg_start = np.flatnonzero(np.r_[True, table.layer[1:] != table.layer[:-1]])
+        seg_end = np.r_[seg_start[1:], len(table)]
+        for start, end in zip(seg_start.tolist(), seg_end.tolist(), strict=True):
+            r = slice(start, end)
+            layer = int(table.layer[start])
+            spec = dst.model.layers[layer]
+            body = np.stack([table.src_rank[r], table.src_region[r] - table.src_region[start],
+                             table.dst_region[r] - table.dst_region[start], table.src_block[r], table.dst_block[r],
+                             table.src_offset[r], table.dst_offset[r], table.nbytes[r],
+                             src_stride[table.src_region[r]], dst_stride[table.dst_region[r]],
+                             src_scratch[r], dst_scratch[r]])
+            window = spec.sliding_window if spec.holds_tokens else None
+            sig = (dst.group_of(layer), window, body.tobytes())
+            buckets.setdefault(sig, []).append((start, end - start))
+    out = []
+    for (group, _, _), segments in buckets.items():
+        length = segments[0][1]  # equal rows imply equal lengths
+        rows = np.array([start for start, _ in segments], np.int64)[:, None] + np.arange(length)[None, :]
+        out.append(_Class(rows[0], rows, group))
+    memo[id(table)] = result = tuple(out)
+    return result
+
+
+def _pairings(plan, table, request: RequestBlocks, src_regions, dst_regions, src_real: int,
+              dst_real: int) -> list[_Paired]:
+    """Pair each class's representative rows with the request's block ids.
+
+    Regions past the engine's own are per-request scratch: their block index is the
+    state block's position in the request.
+    """
+    out = []
+    for cls in _classes(plan, table, src_regions, dst_regions, src_real, dst_real):
+        group = request.groups[cls.group]
+        ns, nd = group.blocks_per_span
+        src_pad, dst_pad = group.src_ids, group.dst_ids
+        if len(src_pad) == 0:
+            continue
+        rep = cls.rep
+        span_ids = np.arange(len(src_pad) // ns, dtype=np.int64)[None, :, None]
+        d_idx = span_ids * nd + table.dst_block[rep][None, None, :]
+        # one block per span: the span's block id broadcasts, no gather
+        s_blk = src_pad[None, :, None] if ns == 1 else src_pad[span_ids * ns + table.src_block[rep][None, None, :]]
+        d_blk = dst_pad[None, :, None] if nd == 1 else dst_pad[d_idx]
+        keep = (s_blk >= 0) & (d_blk >= 0) if group.partial else None
+        s_scr, d_scr = table.src_region[rep] >= src_real, table.dst_region[rep] >= dst_real
+        if s_scr.any():
+            s_blk = np.where(s_scr[None, None, :], span_ids, s_blk)
+        if d_scr.any():
+            d_blk = np.where(d_scr[None, None, :], span_ids, d_blk)
+        if request.windowed:
+            window = d_idx >= request.first_kept[table.layer[rep]][None, None, :]
+            keep = window if keep is None else keep & window
+        out.append(_Paired(cls, s_blk, d_blk, keep))
+    return out
+
+
+def request_rows(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> RequestRows:
+    """Pair a request's block ids with the rows of `dst_rank`'s table (no coalescing).
+
+    `src_blocks` / `dst_blocks` are the request's logical block ids on each engine, in
+    token order (see `kvplan.lowering.request`). Sliding-window layers keep only the
+    blocks their window needs.
+    """
+    request = request_blocks(plan, dst_rank, src_blocks, dst_blocks, prefix=prefix)
+    table = plan.reads(dst_rank)
+    parts = []
+    for pr in _pairings(plan, table, request, plan.src_regions, plan.dst_regions, len(plan.src_regions) -
+                        len(plan.src_scratch), len(plan.dst_regions) - len(plan.dst_scratch)):
+        members, length = pr.cls.rows.shape
+        shape = (members, pr.src_blk.shape[1] if pr.src_blk.shape[1] > 1 else pr.dst_blk.shape[1], length)
+        shape = np.broadcast_shapes(shape, pr.src_blk.shape, pr.dst_blk.shape)
+        cols = [np.broadcast_to(a, shape) for a in (pr.cls.rows[:, None, :], pr.src_blk, pr.dst_blk)]
+        keep = None if pr.keep is None else np.broadcast_to(pr.keep, shape)
+        parts.append({name: c[keep] if keep is not None else c.reshape(-1)
+                      for name, c in zip(("row", "src_block_id", "dst_block_id"), cols, strict=True)})
+    return RequestRows.concat(parts, table=table)
+
+
+def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> Transfer:
+    """Coalesced `Transfer` for `dst_rank` reading a request's blocks (see `request_rows`).
+
+    Plans with a staged or permuted conv strategy attach their local copies:
+    `pre_steps` (run on the source ranks before the reads) and `post_steps` (run on
+    the destination after them).
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> from kvplan.planning import plan_tables
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> t = lower(plan_tables(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4)), 3, [7, 8], [40, 41])
+    >>> t.src_offset.tolist(), t.dst_offset.tolist(), t.nbytes.tolist()
+    ([245760, 278528], [655360, 671744], [16384, 16384])
+    """
+    request = request_blocks(plan, dst_rank, src_blocks, dst_blocks, prefix=prefix)
+    src_regions, dst_regions = plan.src_regions, plan.dst_regions
+    n_src, n_dst = len(src_regions) - len(plan.src_scratch), len(dst_regions) - len(plan.dst_scratch)
+    reads = _lower_table(plan, plan.reads(dst_rank), request, src_regions, dst_regions, n_src, n_dst)
+    if not plan.pre_tables and not plan.post_tables:
+        return reads
+    # pre steps copy within source memory (regions -> source scratch); post steps within
+    # the destination (scratch -> regions): both sides of a step use one engine's table
+    pre = _lower_table(plan, plan.pre_tables[dst_rank], request, src_regions, src_regions, n_src, n_src)
+    post = _lower_table(plan, plan.post_tables[dst_rank], request, dst_regions, dst_regions, n_dst, n_dst)
+    return attrs.evolve(reads, pre_steps=pre, post_steps=post)
+
+
+_TRANSFER_COLUMNS = Transfer.column_names()
+
+
+def _lower_table(plan, table, request: RequestBlocks, src_regions, dst_regions, src_real, dst_real) -> Transfer:
+    """Offsets and merge decisions on each class's representative, then one broadcast
+    copy per output column to every member segment (the only work per layer)."""
+    src_stride = np.array([r.block_bytes for r in src_regions], np.int64)
+    dst_stride = np.array([r.block_bytes for r in dst_regions], np.int64)
+    out = {name: [] for name in _TRANSFER_COLUMNS}
+    for pr in _pairings(plan, table, request, src_regions, dst_regions, src_real, dst_real):
+        rep, rows = pr.cls.rep, pr.cls.rows
+        length = len(rep)
+        s_off = pr.src_blk * src_stride[table.src_region[rep]] + table.src_offset[rep]
+        d_off = pr.dst_blk * dst_stride[table.dst_region[rep]] + table.dst_offset[rep]
+        s_off, d_off = (a.reshape(-1) for a in np.broadcast_arrays(s_off, d_off))
+        row_of = np.tile(np.arange(length), len(s_off) // length)
+        if pr.keep is not None:
+            kept = np.broadcast_to(pr.keep, (1, len(s_off) // length, length)).reshape(-1)
+            s_off, d_off, row_of = s_off[kept], d_off[kept], row_of[kept]
+        nbytes = table.nbytes[rep][row_of]
+        keys = [table.src_rank[rep][row_of], table.src_region[rep][row_of], table.dst_region[rep][row_of]]
+        starts = run_starts(keys, s_off, d_off, nbytes)
+        if len(starts) != len(s_off):
+            s_off, d_off, nbytes, row_of = s_off[starts], d_off[starts], merged_nbytes(nbytes, starts), row_of[starts]
+        members = (len(rows), len(s_off))
+        out["src_rank"].append(np.broadcast_to(table.src_rank[rep][row_of], members).reshape(-1))
+        out["src_region"].append(_per_member(table.src_region[rows], row_of, members))
+        out["src_offset"].append(np.broadcast_to(s_off, members).reshape(-1))
+        out["dst_region"].append(_per_member(table.dst_region[rows], row_of, members))
+        out["dst_offset"].append(np.broadcast_to(d_off, members).reshape(-1))
+        out["nbytes"].append(np.broadcast_to(nbytes, members).reshape(-1))
+    cols = {name: frozen(np.concatenate(parts)) if len(parts) != 1 else frozen(parts[0])
+            for name, parts in out.items()} if out["nbytes"] else \
+        {name: frozen(np.zeros(0, np.int64)) for name in out}
+    return Transfer(dst_rank=request.dst_rank, **cols, src_regions=src_regions, dst_regions=dst_regions)
+
+
+def _per_member(values: np.ndarray, row_of: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(members, L) values spread over each member's copies; a one-row template
+    broadcasts (a plain copy) instead of gathering."""
+    if values.shape[1] == 1:
+        return np.broadcast_to(values, shape).reshape(-1)
+    return values[:, row_of].reshape(-1)

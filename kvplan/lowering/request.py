@@ -1,0 +1,191 @@
+"""A request's block ids, validated and paired per layer group (`RequestBlocks`).
+
+A request names its logical blocks on each engine, one list per layer group (a flat
+list for a one-group engine), in token order. Token groups pair by tokens: both lists
+must cover the same tokens (the last block of either side may be partly used); state
+groups pair block for block. ``prefix="tail"`` applies vLLM's prefix-hit rules. The
+paired lists are padded with -1 to whole spans (the lcm of the two block sizes), which
+is what lowering and a device copy kernel index.
+
+>>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+>>> from kvplan.planning import plan_tables
+>>> m = ModelSpec(name="m", layers=(AttentionSpec(2, 8),))
+>>> p = plan_tables(EngineSpec(model=m, block_tokens=48), EngineSpec(model=m, block_tokens=32))
+>>> g = request_blocks(p, 0, [7, 8], [1, 2, 3]).groups[0]
+>>> g.blocks_per_span, g.src_ids.tolist(), g.dst_ids.tolist(), g.spans
+((2, 3), [7, 8], [1, 2, 3], 1)
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from ..errors import BlockError, RankError
+from ..planning.rows import frozen, readonly_int64
+
+PREFIX_RULES = ("exact", "tail")
+
+
+def block_ids(values, *, side: str, num_blocks: int | None) -> np.ndarray:
+    """Validate a request's logical block ids (1-D, integer, in range)."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise BlockError(f"{side} block ids must be a 1-D list, got shape {array.shape}: {values!r}")
+    if array.size and (array.dtype == bool or not np.issubdtype(array.dtype, np.integer)):
+        raise BlockError(f"{side} block ids must be integers, got {array.dtype} values {array[:4].tolist()}")
+    array = array.astype(np.int64, copy=False)
+    if array.size and array.min() < 0:
+        raise BlockError(f"{side} block ids must be >= 0, got {int(array.min())}")
+    if num_blocks is not None and array.size and array.max() >= num_blocks:
+        raise BlockError(f"{side} block id {int(array.max())} is out of range: the engine has {num_blocks} blocks")
+    return array
+
+
+def _column():
+    return attrs.field(converter=readonly_int64, eq=attrs.cmp_using(eq=np.array_equal), hash=False)
+
+
+@attrs.frozen(kw_only=True)
+class GroupRequest:
+    """One layer group's paired block ids: `blocks_per_span` = (prefill, decode) blocks
+    per span, `src_ids` / `dst_ids` padded with -1 to whole spans, `partial` when any
+    pad is present, `decode_blocks` the decode list's length after pairing."""
+
+    blocks_per_span: tuple[int, int]
+    src_ids: np.ndarray = _column()
+    dst_ids: np.ndarray = _column()
+    partial: bool
+    decode_blocks: int
+
+    @property
+    def spans(self) -> int:
+        return len(self.src_ids) // self.blocks_per_span[0]
+
+
+@attrs.frozen(kw_only=True)
+class RequestBlocks:
+    """A request validated for one decode rank: each group's paired ids, and per layer
+    the first decode block index it still needs (`first_kept`: 0 unless a sliding
+    window drops the request's older blocks; `windowed` says whether any does)."""
+
+    dst_rank: int
+    groups: tuple[GroupRequest, ...]
+    first_kept: np.ndarray = _column()
+    windowed: bool
+
+    @property
+    def src_ids(self) -> tuple[np.ndarray, ...]:
+        return tuple(g.src_ids for g in self.groups)
+
+    @property
+    def dst_ids(self) -> tuple[np.ndarray, ...]:
+        return tuple(g.dst_ids for g in self.groups)
+
+    @property
+    def spans(self) -> tuple[int, ...]:
+        return tuple(g.spans for g in self.groups)
+
+
+def _per_group(values, groups: int, side: str) -> list:
+    """One block list per group; a flat list is accepted for a one-group engine."""
+    flat = isinstance(values, np.ndarray) and values.ndim == 1
+    if not flat and not isinstance(values, np.ndarray):
+        values = list(values)
+        # nested when any element is itself a list of ids; anything else is one list
+        flat = not any(isinstance(v, (list, tuple, np.ndarray, range)) for v in values)
+    if flat:
+        if groups != 1:
+            raise BlockError(f"the engines have {groups} layer groups: pass {side} block ids as one list "
+                             f"per group, got one flat list of {len(values)} ids")
+        return [values]
+    if len(values) != groups:
+        raise BlockError(f"{side} block lists: {len(values)} lists given for {groups} layer groups")
+    return list(values)
+
+
+def _pair_group(plan, group: int, sb: np.ndarray, db: np.ndarray, prefix: str):
+    """Apply the prefix-hit rules to one group's lists and check they can pair."""
+    src, dst = plan.src, plan.dst
+    if not src.group_is_token(group):
+        # state is never token-trimmed: one state per block, pair block for block
+        if prefix == "tail" and len(sb) > len(db):
+            sb = sb[len(sb) - len(db):]
+        elif prefix == "tail" and len(db) == len(sb) + 1:
+            db = db[:-1]  # decode recomputes the last position itself
+        if len(sb) != len(db):
+            hint = "" if prefix == "tail" else " (prefix hits need prefix='tail')"
+            raise BlockError(f"group {group} (state): {len(sb)} prefill blocks and {len(db)} decode blocks "
+                             f"cannot pair{hint}")
+        return sb, db
+    src_block, dst_block = src.group_block_tokens(group)[0], dst.group_block_tokens(group)[0]
+    if prefix == "tail" and src_block == dst_block and len(sb) > len(db):
+        sb = sb[len(sb) - len(db):]  # decode already holds the prefix: read only the tail
+    tokens = min(len(sb) * src_block, len(db) * dst_block)
+    if -(-tokens // src_block) != len(sb) or -(-tokens // dst_block) != len(db):
+        hint = " (a decode prefix hit needs prefix='tail')" if len(sb) * src_block > len(db) * dst_block else ""
+        raise BlockError(
+            f"group {group}: block lists of unequal length: {len(sb)} prefill blocks of {src_block} tokens "
+            f"and {len(db)} decode blocks of {dst_block} tokens do not cover the same tokens{hint}"
+        )
+    return sb, db
+
+
+def _check_distinct(lists: list[np.ndarray], *, pooled: bool) -> None:
+    """A decode block is written once: no id twice in a group, and with pooled regions
+    (a block id belongs to one group at a time) no id in two groups."""
+    for group, db in enumerate(lists):
+        unique, counts = np.unique(db, return_counts=True)
+        if (counts > 1).any():
+            raise BlockError(f"decode group {group} lists block {int(unique[counts > 1][0])} twice: two prefill "
+                             "blocks would be written into one page")
+    if pooled and len(lists) > 1:
+        every = np.concatenate(lists)
+        unique, counts = np.unique(every, return_counts=True)
+        if (counts > 1).any():
+            block = int(unique[counts > 1][0])
+            owners = [g for g, db in enumerate(lists) if block in db]
+            raise BlockError(f"decode block {block} is listed by groups {owners}, which share pooled regions: "
+                             "their pages would overwrite each other")
+
+
+def _first_kept(dst, decode_blocks: list[int]) -> tuple[np.ndarray, bool]:
+    """Per layer, the first decode block index a sliding-window layer still needs."""
+    first = np.zeros(dst.model.num_layers, np.int64)
+    windowed = False
+    for layer, spec in enumerate(dst.model.layers):
+        group = dst.group_of(layer)
+        kept = spec.kept_blocks(dst.group_block_tokens(group)[0]) if spec.holds_tokens else None
+        if kept is not None:
+            first[layer] = decode_blocks[group] - kept
+            windowed = True
+    return first, windowed
+
+
+def request_blocks(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> RequestBlocks:
+    """Validate a request for `dst_rank` of `plan` and pair its lists (module docstring)."""
+    src, dst = plan.src, plan.dst
+    if isinstance(dst_rank, bool) or not isinstance(dst_rank, (int, np.integer)) or \
+            not 0 <= dst_rank < dst.world_size:
+        raise RankError(f"dst_rank {dst_rank} is outside the decode engine's {dst.world_size} ranks")
+    if prefix not in PREFIX_RULES:
+        raise BlockError(f"prefix must be 'exact' or 'tail', got {prefix!r}")
+    count = len(dst.layer_groups)
+    groups, decode_ids = [], []
+    for g, (s_list, d_list) in enumerate(zip(_per_group(src_blocks, count, "prefill"),
+                                             _per_group(dst_blocks, count, "decode"), strict=True)):
+        sb = block_ids(s_list, side=f"prefill group {g}", num_blocks=src.num_blocks)
+        db = block_ids(d_list, side=f"decode group {g}", num_blocks=dst.num_blocks)
+        decode_ids.append(db)
+        sb, db = _pair_group(plan, g, sb, db, prefix)
+        ns, nd = plan.blocks_per_span(g)
+        spans = max(-(-len(sb) // ns), -(-len(db) // nd))
+        src_pad = np.full(spans * ns, -1, np.int64)
+        src_pad[: len(sb)] = sb
+        dst_pad = np.full(spans * nd, -1, np.int64)
+        dst_pad[: len(db)] = db
+        groups.append(GroupRequest(blocks_per_span=(ns, nd), src_ids=frozen(src_pad), dst_ids=frozen(dst_pad),
+                                   partial=len(sb) < len(src_pad) or len(db) < len(dst_pad), decode_blocks=len(db)))
+    _check_distinct(decode_ids, pooled=dst.pooled)
+    first, windowed = _first_kept(dst, [g.decode_blocks for g in groups])
+    return RequestBlocks(dst_rank=int(dst_rank), groups=tuple(groups), first_kept=frozen(first), windowed=windowed)

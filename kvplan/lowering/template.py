@@ -1,0 +1,106 @@
+"""Copy templates: a plan's reads in a form a device can evaluate per request.
+
+`lower()` expands a request on the host into one row per copy. A GPU copy kernel can
+instead receive, once per plan and decode rank, the block-relative `CopyTemplate`
+(one entry per read row of the rank's table, long rows cut into pieces) and, per
+request, only the block ids (`RequestBlocks`). Copy (entry e, span j) of group g is
+
+    src = base(src_rank[e], src_region[e]) + src_ids[g][j*ns + src_block[e]] * src_stride[e] + src_offset[e]
+    dst = base(dst_region[e])               + dst_ids[g][j*nd + dst_block[e]] * dst_stride[e] + dst_offset[e]
+
+for `nbytes[e]` bytes, skipped when either id is -1 (the request has no such block)
+or ``j*nd + dst_block[e] < first_kept[layer[e]]`` (outside a sliding window).
+`expand()` evaluates exactly this on the host; it is the reference a kernel is tested
+against and, rows aside from merging, it equals `lower()`. Plans with local steps
+(staged or permuted conv strategies) are lowered on the host.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from ..errors import SpecError
+from ..planning.ranges import cut_rows
+from ..planning.rows import RowTable, column
+from .request import RequestBlocks
+
+
+@attrs.frozen(eq=False, kw_only=True)
+class CopyTemplate(RowTable):
+    """Block-relative copies of one decode rank, entries sorted by layer group;
+    `blocks_per_span[g]` = (prefill, decode) logical blocks per span of group g."""
+
+    dst_rank: int
+    group: np.ndarray = column()
+    layer: np.ndarray = column()
+    src_rank: np.ndarray = column()
+    src_region: np.ndarray = column()
+    dst_region: np.ndarray = column()
+    src_block: np.ndarray = column()
+    dst_block: np.ndarray = column()
+    src_stride: np.ndarray = column()
+    dst_stride: np.ndarray = column()
+    src_offset: np.ndarray = column()
+    dst_offset: np.ndarray = column()
+    nbytes: np.ndarray = column()
+    blocks_per_span: tuple = ()
+
+
+def copy_template(plan, dst_rank: int, *, max_piece_bytes: int | None = None) -> CopyTemplate:
+    """The `CopyTemplate` of `dst_rank`; rows longer than `max_piece_bytes` are cut so a
+    kernel can spread one long run over several thread blocks.
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> from kvplan.planning import plan_tables
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> t = copy_template(plan_tables(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4)), 3, max_piece_bytes=8192)
+    >>> t.src_offset.tolist(), t.dst_offset.tolist(), t.nbytes.tolist(), t.src_stride.tolist()
+    ([16384, 24576], [0, 8192], [8192, 8192], [32768, 32768])
+    """
+    if plan.pre_tables or plan.post_tables:
+        raise SpecError(f"plan with the {plan.conv_strategy!r} conv strategy has local steps; lower it on the host")
+    table = plan.reads(dst_rank)
+    group = np.array([plan.dst.group_of(int(layer)) for layer in table.layer], np.int64)
+    order = np.argsort(group, kind="stable")
+    cols = table.columns() | {
+        "group": group,
+        "src_stride": np.array([r.block_bytes for r in plan.src_regions], np.int64)[table.src_region],
+        "dst_stride": np.array([r.block_bytes for r in plan.dst_regions], np.int64)[table.dst_region],
+    }
+    cols = {name: cols[name][order] for name in CopyTemplate.column_names()}
+    if max_piece_bytes is not None and len(order) and cols["nbytes"].max() > max_piece_bytes:
+        row, within, size = cut_rows(cols["nbytes"], max_piece_bytes)
+        cols = {name: col[row] for name, col in cols.items()}
+        cols["src_offset"] = cols["src_offset"] + within
+        cols["dst_offset"] = cols["dst_offset"] + within
+        cols["nbytes"] = size
+    spans = tuple(plan.blocks_per_span(g) for g in range(len(plan.dst.layer_groups)))
+    return CopyTemplate.from_columns(cols, dst_rank=dst_rank, blocks_per_span=spans)
+
+
+def expand(template: CopyTemplate, blocks: RequestBlocks) -> dict[str, np.ndarray]:
+    """Host evaluation of the template formula (module docstring): one row per copy.
+
+    Returns columns src_rank, src_region, src_offset, dst_region, dst_offset, nbytes
+    (offsets relative to region bases), in (entry, span) order.
+    """
+    out = {name: [] for name in ("src_rank", "src_region", "src_offset", "dst_region", "dst_offset", "nbytes")}
+    for g, (ns, nd) in enumerate(template.blocks_per_span):
+        entries = np.flatnonzero(template.group == g)
+        spans = blocks.spans[g]
+        if not len(entries) or not spans:
+            continue
+        j = np.arange(spans, dtype=np.int64)[None, :]
+        d_index = j * nd + template.dst_block[entries][:, None]
+        s_id = blocks.src_ids[g][j * ns + template.src_block[entries][:, None]]
+        d_id = blocks.dst_ids[g][d_index]
+        keep = (s_id >= 0) & (d_id >= 0) & (d_index >= blocks.first_kept[template.layer[entries]][:, None])
+        e = np.broadcast_to(entries[:, None], keep.shape)[keep]
+        out["src_rank"].append(template.src_rank[e])
+        out["src_region"].append(template.src_region[e])
+        out["src_offset"].append(s_id[keep] * template.src_stride[e] + template.src_offset[e])
+        out["dst_region"].append(template.dst_region[e])
+        out["dst_offset"].append(d_id[keep] * template.dst_stride[e] + template.dst_offset[e])
+        out["nbytes"].append(template.nbytes[e])
+    return {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in out.items()}

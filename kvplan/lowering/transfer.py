@@ -1,0 +1,70 @@
+"""`Transfer`: concrete, coalesced byte-range copies for one request on one rank."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from ..planning.rows import RowTable, column
+from .addresses import bind, bind_ranked
+
+
+@attrs.frozen(kw_only=True)
+class Transfer(RowTable):
+    """Copies for one destination rank and one request, relative to region bases.
+
+    Row i copies `nbytes[i]` bytes from ``base(src_rank[i], src_region[i]) + src_offset[i]``
+    to ``base(dst_rank, dst_region[i]) + dst_offset[i]``. Rows contiguous on both sides
+    are merged. `src_regions` / `dst_regions` are the engines' region tables (index =
+    region id), which is what a backend registers and binds base addresses to;
+    per-request scratch regions of a conv strategy follow the engine's own.
+
+    `pre_steps` / `post_steps` (staged and permuted conv strategies) are Transfers whose
+    both sides lie in one engine's memory: pre steps run on each `src_rank` before the
+    reads, post steps on the destination after them.
+
+    >>> t = Transfer(dst_rank=0, src_rank=[1], src_region=[0], src_offset=[64], dst_region=[2], dst_offset=[8],
+    ...              nbytes=[16])
+    >>> [a.tolist() for a in t.bind({1: [1000]}, [0, 0, 5000])]
+    [[1064], [5008]]
+    """
+
+    dst_rank: int
+    src_rank: np.ndarray = column()
+    src_region: np.ndarray = column()
+    src_offset: np.ndarray = column()
+    dst_region: np.ndarray = column()
+    dst_offset: np.ndarray = column()
+    nbytes: np.ndarray = column()
+    src_regions: tuple = attrs.field(default=(), kw_only=True)
+    dst_regions: tuple = attrs.field(default=(), kw_only=True)
+    pre_steps: Transfer | None = attrs.field(default=None, kw_only=True)   # on the source ranks, before the reads
+    post_steps: Transfer | None = attrs.field(default=None, kw_only=True)  # on the destination, after them
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self.nbytes.sum())
+
+    @property
+    def source_ranks(self) -> tuple[int, ...]:
+        return tuple(int(r) for r in np.unique(self.src_rank))
+
+    def for_source(self, src_rank: int) -> Transfer:
+        """The rows read from one source rank (one peer of the transport)."""
+        return self.select(self.src_rank == src_rank)
+
+    def bind(self, src_bases, dst_bases) -> tuple[np.ndarray, np.ndarray]:
+        """Absolute (src_addr, dst_addr) uint64 arrays: `src_bases[rank][region]` and
+        `dst_bases[region]` are base addresses (`kvplan.lowering.addresses`)."""
+        return (bind_ranked(self.src_rank, self.src_region, self.src_offset, src_bases),
+                bind(self.dst_region, self.dst_offset, dst_bases))
+
+    def __str__(self) -> str:
+        lines = [f"Transfer(dst_rank={self.dst_rank}, rows={len(self)}, bytes={self.total_bytes}, "
+                 f"sources={list(self.source_ranks)})"]
+        for i in range(min(len(self), 20)):
+            lines.append(f"  src r{self.src_rank[i]} reg {self.src_region[i]} +{self.src_offset[i]} -> "
+                         f"dst reg {self.dst_region[i]} +{self.dst_offset[i]}  {self.nbytes[i]} B")
+        if len(self) > 20:
+            lines.append(f"  ... {len(self) - 20} more rows")
+        return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""Intersection: the rows one destination rank needs of one layer, from the layouts.
+
+For each component the destination holds the global indices ``[lo, hi)`` of its
+TP-sharded axis; each run of indices is read from one source rank
+(`kvplan.planning.sources`). For the common indices every element cell is evaluated
+in both layouts over one span of tokens (the smallest both block sizes tile), giving
+(source block, source offset) -> (destination block, destination offset) pairs; pairs
+contiguous on both sides are coalesced into rows. Identical layers share the result.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import SpecError
+from ..layout.component import ComponentLayout
+from ..layout.memory import EngineMemory
+from ..spec.components import COMPONENT_CODE
+from .ranges import merged_nbytes, run_starts
+from .sources import preferred_sources, source_runs
+from .tables import TemplateRows
+
+
+def cell_pairs(dst: ComponentLayout, src: ComponentLayout, lo: int, hi: int, span_tokens: int,
+               dst_block_tokens: int, src_block_tokens: int) -> dict[str, np.ndarray]:
+    """Every element cell of indices ``[lo, hi)`` (both layouts must hold them) over a
+    span of `span_tokens`: columns src_block, src_offset, dst_block, dst_offset.
+
+    >>> from kvplan.layout.affine import Layout
+    >>> d = ComponentLayout(component="K", slot=0, held=(0, 2), cell_bytes=4, has_tokens=True,
+    ...                     layout=Layout(shape=(2, (2, 1)), stride=(8, (4, 16))))
+    >>> s = ComponentLayout(component="K", slot=0, held=(1, 2), cell_bytes=4, has_tokens=True,
+    ...                     layout=Layout(shape=(1, (2, 1)), stride=(8, (4, 8))))
+    >>> {k: v.tolist() for k, v in cell_pairs(d, s, 1, 2, 2, 2, 2).items()}
+    {'src_block': [0, 0], 'src_offset': [0, 4], 'dst_block': [0, 0], 'dst_offset': [8, 12]}
+    """
+    if not (dst.held[0] <= lo < hi <= dst.held[1] and src.held[0] <= lo and hi <= src.held[1]):
+        raise SpecError(f"indices [{lo}, {hi}) are not held by both layouts ({dst.held}, {src.held})")
+    extra_dst, extra_src = dst.layout.shape[1 + dst.has_tokens:], src.layout.shape[1 + src.has_tokens:]
+    if extra_dst != extra_src or dst.has_tokens != src.has_tokens:
+        raise SpecError(f"layouts of {dst.component} disagree: {dst.layout} vs {src.layout}")
+    ndim = 1 + dst.has_tokens + len(extra_dst)
+
+    def along(values: np.ndarray, dim: int) -> np.ndarray:
+        shape = [1] * ndim
+        shape[dim] = len(values)
+        return values.reshape(shape)
+
+    index = np.arange(lo, hi, dtype=np.int64)
+    axes = [along(np.arange(extent, dtype=np.int64), 1 + dst.has_tokens + k) for k, extent in enumerate(extra_dst)]
+    if dst.has_tokens:
+        tokens = np.arange(span_tokens, dtype=np.int64)
+        s_blk, s_tok = np.divmod(tokens, src_block_tokens)
+        d_blk, d_tok = np.divmod(tokens, dst_block_tokens)
+        s_off = src.layout(along(index - src.held[0], 0), along(s_tok, 1), *axes)
+        d_off = dst.layout(along(index - dst.held[0], 0), along(d_tok, 1), *axes)
+        s_blk, d_blk = along(s_blk, 1), along(d_blk, 1)
+    else:
+        s_off = src.layout(along(index - src.held[0], 0), *axes)
+        d_off = dst.layout(along(index - dst.held[0], 0), *axes)
+        s_blk = d_blk = np.zeros(1, np.int64)
+    shape = np.broadcast_shapes(np.shape(s_off), np.shape(d_off), s_blk.shape)
+    return {name: np.broadcast_to(value, shape).reshape(-1).astype(np.int64, copy=False) for name, value in
+            (("src_block", s_blk), ("src_offset", s_off), ("dst_block", d_blk), ("dst_offset", d_off))}
+
+
+def layer_rows(src: EngineMemory, dst: EngineMemory, layer: int, dst_tp_rank: int) -> TemplateRows:
+    """Rows (block-relative, coalesced) that destination TP rank `dst_tp_rank` reads
+    for `layer`, source ranks counted within the layer's stage."""
+    src_engine, dst_engine = src.engine, dst.engine
+    dst_layout = dst.layer_layout(layer, dst_tp_rank)
+    src_layouts = [src.layer_layout(layer, p) for p in range(src_engine.tp)]
+    preferred = preferred_sources(dst_tp_rank, dst_engine.tp, src_engine.tp)
+    src_block, dst_block = src_engine.layer_block_tokens(layer)[0], dst_engine.layer_block_tokens(layer)[0]
+    span = math.lcm(src_block, dst_block)
+    pieces = []
+    for fd in dst_layout.components:
+        src_components = [lay.component(fd.component) for lay in src_layouts]
+        holders = [(p, c.held[0], c.held[1]) for p, c in enumerate(src_components)]
+        for p, lo, hi in source_runs(*fd.held, holders, preferred):
+            fs = src_components[p]
+            cells = cell_pairs(fd, fs, lo, hi, span, dst_block, src_block)
+            n = len(cells["src_offset"])
+            cells.update(src_rank=np.full(n, p, np.int64), component=np.full(n, COMPONENT_CODE[fd.component], np.int64),
+                         src_slot=np.full(n, fs.slot, np.int64), dst_slot=np.full(n, fd.slot, np.int64),
+                         nbytes=np.full(n, fd.cell_bytes, np.int64))
+            pieces.append(cells)
+    cols = {c: np.concatenate([piece[c] for piece in pieces]) for c in TemplateRows.column_names()}
+    order = np.lexsort((cols["dst_offset"], cols["dst_block"], cols["dst_slot"]))
+    cols = {c: v[order] for c, v in cols.items()}
+    starts = run_starts([cols[k] for k in ("src_rank", "src_slot", "dst_slot", "src_block", "dst_block")],
+                        cols["src_offset"], cols["dst_offset"], cols["nbytes"])
+    merged = {c: v[starts] for c, v in cols.items()}
+    merged["nbytes"] = merged_nbytes(cols["nbytes"], starts)
+    merged["component"] = _merged_component(cols["component"], starts)
+    return TemplateRows.from_columns(merged)
+
+
+def _merged_component(component: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Component code of each merged run: its own, "KV" for a K|V run, else "mixed"."""
+    if len(starts) == 0:
+        return component[:0]
+    low = np.minimum.reduceat(component, starts)
+    high = np.maximum.reduceat(component, starts)
+    kv = (low == COMPONENT_CODE["K"]) & (high == COMPONENT_CODE["V"])
+    return np.where(low == high, low, np.where(kv, COMPONENT_CODE["KV"], COMPONENT_CODE["mixed"]))

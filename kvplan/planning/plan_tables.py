@@ -1,0 +1,84 @@
+"""`PlanTables`: what planning produces, as plain data.
+
+Per decode rank a `ReadTable` of reads for one span of logical blocks, plus (staged or
+permuted conv strategies) the local copies before and after the reads and the
+per-request scratch regions they use. Accessors here only read the data; lowering,
+costs and descriptions are functions of later stages over it (`kvplan.lowering`,
+`kvplan.report`), bound as methods by the public `kvplan.EngineTransferPlan`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import numpy as np
+
+from ..errors import RankError
+from ..layout.memory import engine_memory
+
+
+def blocks_per_span(src, dst, group: int) -> tuple[int, int]:
+    """(prefill, decode) logical blocks per span of a group: the smallest token span both
+    tile with whole blocks (1, 1 for state groups, which pair block for block).
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(2, 8),))
+    >>> blocks_per_span(EngineSpec(model=m, block_tokens=48), EngineSpec(model=m, block_tokens=32), 0)
+    (2, 3)
+    """
+    if not src.group_is_token(group):
+        return 1, 1
+    a, b = src.group_block_tokens(group)[0], dst.group_block_tokens(group)[0]
+    span = math.lcm(a, b)
+    return span // a, span // b
+
+
+@attrs.frozen(eq=False, kw_only=True)
+class PlanTables:
+    """Every decode rank's reads from the prefill engine, per span of logical blocks.
+
+    A group's span is the smallest token span both engines tile with whole logical
+    blocks (lcm of the two block sizes; one block each for state groups); a
+    `ReadTable`'s `src_block`/`dst_block` index the blocks inside its layer's span.
+    """
+
+    src: object
+    dst: object
+    tables: tuple
+    conv_strategy: str = "direct"
+    pre_tables: tuple = ()   # per dst rank: copies on source ranks before the reads (permuted)
+    post_tables: tuple = ()  # per dst rank: copies on the destination after the reads
+    src_scratch: tuple = ()  # per-request scratch Regions, ids after the engine's regions
+    dst_scratch: tuple = ()
+
+    @property
+    def src_regions(self) -> tuple:
+        """Source region table: the engine's regions, then scratch regions."""
+        return engine_memory(self.src).regions + tuple(self.src_scratch)
+
+    @property
+    def dst_regions(self) -> tuple:
+        return engine_memory(self.dst).regions + tuple(self.dst_scratch)
+
+    @property
+    def has_local_steps(self) -> bool:
+        """True when a conv strategy added local copies (pre or post steps)."""
+        return bool(self.pre_tables or self.post_tables)
+
+    def blocks_per_span(self, group: int = 0) -> tuple[int, int]:
+        """(prefill, decode) logical blocks per span of a group (1, 1 for state groups)."""
+        return blocks_per_span(self.src, self.dst, group)
+
+    @property
+    def span_tokens(self) -> int:
+        """Token span of the first group (the lcm of the two block sizes)."""
+        ns, _ = self.blocks_per_span(0)
+        return ns * self.src.group_block_tokens(0)[0] if self.src.group_is_token(0) else 1
+
+    def reads(self, dst_rank: int):
+        """The `ReadTable` of one decode rank (``stage * tp + tp_rank``)."""
+        if isinstance(dst_rank, bool) or not isinstance(dst_rank, (int, np.integer)) or \
+                not 0 <= dst_rank < len(self.tables):
+            raise RankError(f"dst_rank {dst_rank} is outside the decode engine's {len(self.tables)} ranks")
+        return self.tables[dst_rank]

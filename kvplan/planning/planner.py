@@ -1,0 +1,114 @@
+"""plan_tables(): every decode rank's reads of every layer, as `PlanTables`.
+
+For every destination rank and layer the planner intersects what the rank holds with
+what each source rank holds (`kvplan.planning.intersect`), rewrites state layers for
+the conv strategy (`kvplan.planning.conv`), then binds the layer-relative rows to
+region ids and stage ranks. Identical layers share one template, so an 80-layer
+model costs a few templates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import SpecError
+from ..layout.memory import EngineMemory, Region, engine_memory
+from ..layout.state import state_natural_bytes
+from ..spec.engine import EngineSpec
+from .compat import check_compatible
+from .conv import STRATEGIES, StrategyRows, apply_strategy
+from .intersect import layer_rows
+from .plan_tables import PlanTables
+from .tables import ReadTable, TemplateRows
+
+
+def plan_tables(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct") -> PlanTables:
+    """Plan every decode rank's reads from the prefill engine (see `kvplan.plan`).
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> t = plan_tables(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4)).reads(3)
+    >>> [(int(t.src_rank[0]), int(t.src_offset[0]), int(t.nbytes[0]))]   # heads 6, 7: half of P rank 1
+    [(1, 16384, 16384)]
+    """
+    if not isinstance(src, EngineSpec) or not isinstance(dst, EngineSpec):
+        raise SpecError(f"plan() takes two EngineSpec, got {type(src).__name__} and {type(dst).__name__}")
+    if conv_strategy not in STRATEGIES:
+        raise SpecError(f"conv_strategy must be one of {', '.join(STRATEGIES)}, got {conv_strategy!r}")
+    check_compatible(src, dst)
+    src_mem, dst_mem = engine_memory(src), engine_memory(dst)
+    layer_parts: dict[tuple[int, int], StrategyRows] = {}
+    templates: dict = {}
+    src_scratch_bytes: dict[int, int] = {}
+    dst_scratch_bytes: dict[int, int] = {}
+    for dst_rank in range(dst.world_size):
+        stage, dst_tp_rank = divmod(dst_rank, dst.tp)
+        for layer in range(*dst.stage_layers[stage]):
+            spec = dst.model.layers[layer]
+            key = (spec, dst_tp_rank, src_mem.layer_layout(layer, 0), dst_mem.layer_layout(layer, dst_tp_rank),
+                   src.layer_block_tokens(layer), dst.layer_block_tokens(layer))
+            if key not in templates:
+                direct = layer_rows(src_mem, dst_mem, layer, dst_tp_rank)
+                if spec.holds_tokens:
+                    templates[key] = apply_strategy("direct", direct, 0, 0, dst_tp_rank, dst.tp)
+                else:
+                    src_conv = state_natural_bytes(spec, src.tp, src.num_speculative_tokens)[0]
+                    dst_conv = state_natural_bytes(spec, dst.tp, dst.num_speculative_tokens)[0]
+                    templates[key] = apply_strategy(conv_strategy, direct, src_conv, dst_conv, dst_tp_rank, dst.tp)
+            rows = layer_parts[dst_rank, layer] = templates[key]
+            if rows.src_scratch_bytes:
+                src_scratch_bytes[layer] = max(src_scratch_bytes.get(layer, 0), rows.src_scratch_bytes)
+            if rows.dst_scratch_bytes:
+                dst_scratch_bytes[layer] = max(dst_scratch_bytes.get(layer, 0), rows.dst_scratch_bytes)
+    src_scratch = _scratch_regions(src, src_scratch_bytes)
+    dst_scratch = _scratch_regions(dst, dst_scratch_bytes)
+    src_scratch_id = {r.layer: len(src_mem.regions) + i for i, r in enumerate(src_scratch)}
+    dst_scratch_id = {r.layer: len(dst_mem.regions) + i for i, r in enumerate(dst_scratch)}
+    tables, pre_tables, post_tables = [], [], []
+    for dst_rank in range(dst.world_size):
+        stage, _ = divmod(dst_rank, dst.tp)
+        reads, pres, posts = [], [], []
+        for layer in range(*dst.stage_layers[stage]):
+            rows = layer_parts[dst_rank, layer]
+            src_slots = _slot_regions(src_mem, layer, src_scratch_id.get(layer, -1))
+            dst_slots = _slot_regions(dst_mem, layer, dst_scratch_id.get(layer, -1))
+            offset = src.stage_of(layer) * src.tp
+            reads.append(_bind(rows.reads, layer, offset, src_slots, dst_slots))
+            if len(rows.pre):
+                pres.append(_bind(rows.pre, layer, offset, src_slots, src_slots))
+            if len(rows.post):
+                posts.append(_bind(rows.post, layer, None, dst_slots, dst_slots, rank=dst_rank))
+        tables.append(ReadTable.concat(reads, dst_rank=dst_rank))
+        pre_tables.append(ReadTable.concat(pres, dst_rank=dst_rank))
+        post_tables.append(ReadTable.concat(posts, dst_rank=dst_rank))
+    with_steps = conv_strategy != "direct" and (src_scratch or dst_scratch or any(len(t) for t in pre_tables))
+    return PlanTables(
+        src=src, dst=dst, tables=tuple(tables), conv_strategy=conv_strategy,
+        pre_tables=tuple(pre_tables) if with_steps else (), post_tables=tuple(post_tables) if with_steps else (),
+        src_scratch=src_scratch, dst_scratch=dst_scratch,
+    )
+
+
+def _slot_regions(memory: EngineMemory, layer: int, scratch_id: int) -> np.ndarray:
+    """Region id per template slot of `layer`; the last entry (slot -1) is its scratch."""
+    return np.array([*memory.slot_regions[layer], scratch_id], np.int64)
+
+
+def _bind(t: TemplateRows, layer: int, rank_offset, src_slots, dst_slots, rank: int | None = None) -> dict:
+    """A layer's template rows with region ids and stage ranks (post steps: `rank`)."""
+    n = len(t)
+    return {
+        "src_rank": np.full(n, rank, np.int64) if rank is not None else t.src_rank + rank_offset,
+        "layer": np.full(n, layer, np.int64),
+        "component": t.component,
+        "src_region": src_slots[t.src_slot],
+        "dst_region": dst_slots[t.dst_slot],
+        **{c: getattr(t, c) for c in ("src_block", "dst_block", "src_offset", "dst_offset", "nbytes")},
+    }
+
+
+def _scratch_regions(engine: EngineSpec, sizes: dict[int, int]) -> tuple[Region, ...]:
+    """Per-request scratch regions (one state block each, indexed by request position)."""
+    return tuple(Region(name=f"scratch.layers.{layer}", layer=layer, slot=-1, stage=engine.stage_of(layer),
+                        block_bytes=size, layers=(layer,), per_request=True)
+                 for layer, size in sorted(sizes.items()))

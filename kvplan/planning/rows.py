@@ -1,0 +1,102 @@
+"""The row-table schema: frozen values whose int64 columns hold one value per row.
+
+Plans, transfers, copy templates and descriptor lists are all tables of byte-range
+rows. Each is an attrs class deriving from `RowTable` whose columns are declared once,
+with `column()`; selection, concatenation, construction from a dict of columns and the
+equal-length check live here, once, for all of them. Columns are read-only int64
+arrays, compared by value and excluded from hashing.
+
+>>> @attrs.frozen(kw_only=True)
+... class Ranges(RowTable):
+...     offset: np.ndarray = column()
+...     nbytes: np.ndarray = column()
+>>> r = Ranges(offset=[0, 64, 128], nbytes=[8, 8, 16])
+>>> Ranges.column_names(), len(r), r.select([2, 0]).offset.tolist()
+(('offset', 'nbytes'), 3, [128, 0])
+>>> Ranges.concat([r, r]).nbytes.tolist()
+[8, 8, 16, 8, 8, 16]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cache
+
+import attrs
+import numpy as np
+
+from ..errors import SpecError
+
+_COLUMN = "kvplan.column"
+
+
+def readonly_int64(value) -> np.ndarray:
+    """A read-only 1-D int64 array of `value`.
+
+    Writable input is copied, so a value never aliases data its caller can still change;
+    an int64 array that is already read-only is taken as is (lowering hands over
+    freshly built arrays this way without paying for a copy).
+    """
+    if isinstance(value, np.ndarray) and value.dtype == np.int64 and value.ndim == 1 and not value.flags.writeable:
+        return value
+    array = np.array(value, dtype=np.int64, copy=True).reshape(-1)
+    array.setflags(write=False)
+    return array
+
+
+def frozen(array: np.ndarray) -> np.ndarray:
+    """Mark a freshly built array read-only (it is handed to a value type as is)."""
+    array = np.ascontiguousarray(array, dtype=np.int64).reshape(-1)
+    array.setflags(write=False)
+    return array
+
+
+def column():
+    """attrs field of a read-only int64 column: keyword-only, compared by value, not hashed."""
+    return attrs.field(converter=readonly_int64, eq=attrs.cmp_using(eq=np.array_equal), hash=False, repr=False,
+                       kw_only=True, metadata={_COLUMN: True})
+
+
+@cache
+def _names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in attrs.fields(cls) if f.metadata.get(_COLUMN))
+
+
+class RowTable:
+    """Base of every row table (see the module docstring). Subclasses are
+    ``@attrs.frozen(kw_only=True)`` classes with `column()` fields and any other fields."""
+
+    __slots__ = ()
+
+    def __attrs_post_init__(self):
+        names = _names(type(self))
+        lengths = {name: len(getattr(self, name)) for name in names}
+        if len(set(lengths.values())) > 1:
+            raise SpecError(f"{type(self).__name__} columns differ in length: {lengths}")
+
+    @classmethod
+    def column_names(cls) -> tuple[str, ...]:
+        return _names(cls)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in _names(type(self))}
+
+    def __len__(self) -> int:
+        return len(getattr(self, _names(type(self))[0]))
+
+    def select(self, rows):
+        """The rows `rows` (an index array or a boolean mask), other fields kept."""
+        return attrs.evolve(self, **{name: col[rows] for name, col in self.columns().items()})
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, np.ndarray], **fields):
+        """A table of `cls` from a mapping holding (at least) every column."""
+        return cls(**{name: columns[name] for name in _names(cls)}, **fields)
+
+    @classmethod
+    def concat(cls, parts: Sequence, **fields):
+        """Rows of `parts` (tables or column mappings) one after another; an empty
+        sequence gives an empty table."""
+        maps = [p.columns() if isinstance(p, RowTable) else p for p in parts]
+        return cls(**{name: np.concatenate([m[name] for m in maps]) if maps else np.zeros(0, np.int64)
+                      for name in _names(cls)}, **fields)

@@ -1,0 +1,75 @@
+"""What a plan costs per request unit: descriptors, bytes, local copies, scratch memory.
+
+Counts are per span of each token group (the lcm of the two block sizes) and per
+state block of each state group, summed over all decode ranks (or for one rank):
+the numbers a transport pays per request block, before coalescing across blocks.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from ..errors import RankError
+from ..planning.conv import STRATEGIES
+from ..planning.planner import plan_tables
+
+
+@attrs.frozen(kw_only=True)
+class PlanCost:
+    """Costs of one plan (see module docstring).
+
+    `attention_*` count token layers, `state_*` state layers; `local_copies` /
+    `local_bytes` are the pre and post steps of a staged or permuted conv strategy;
+    `scratch_bytes` is the per-request scratch memory per state block (both sides).
+    """
+
+    conv_strategy: str
+    attention_descriptors: int
+    attention_bytes: int
+    state_descriptors: int
+    state_bytes: int
+    local_copies: int
+    local_bytes: int
+    scratch_bytes: int
+
+    def row(self) -> str:
+        return (f"| {self.conv_strategy} | {self.attention_descriptors} | {self.attention_bytes:,} | "
+                f"{self.state_descriptors} | {self.state_bytes:,} | {self.local_copies} | {self.local_bytes:,} | "
+                f"{self.scratch_bytes:,} |")
+
+
+HEADER = ("| conv strategy | attention descriptors/span | attention bytes/span | state descriptors/block | "
+          "state bytes/block | local copies | local bytes | scratch bytes |\n|---|---|---|---|---|---|---|---|")
+
+
+def plan_cost(plan, dst_rank: int | None = None) -> PlanCost:
+    """Costs of `plan` for one decode rank, or summed over all of them."""
+    ranks = range(len(plan.tables)) if dst_rank is None else [dst_rank]
+    if dst_rank is not None and (isinstance(dst_rank, bool) or not isinstance(dst_rank, (int, np.integer))
+                                 or not 0 <= dst_rank < len(plan.tables)):
+        raise RankError(f"dst_rank {dst_rank} is outside the decode engine's {len(plan.tables)} ranks")
+    token = np.array([spec.holds_tokens for spec in plan.dst.model.layers])
+    att_n = att_b = st_n = st_b = loc_n = loc_b = 0
+    for r in ranks:
+        table = plan.tables[r]
+        is_tok = token[table.layer]
+        att_n += int(is_tok.sum())
+        att_b += int(table.nbytes[is_tok].sum())
+        st_n += int((~is_tok).sum())
+        st_b += int(table.nbytes[~is_tok].sum())
+        for steps in (plan.pre_tables, plan.post_tables):
+            if steps:
+                loc_n += len(steps[r])
+                loc_b += steps[r].total_bytes
+    scratch = sum(r.block_bytes for r in plan.src_scratch) * plan.src.world_size \
+        + sum(r.block_bytes for r in plan.dst_scratch) * (len(ranks))
+    return PlanCost(conv_strategy=plan.conv_strategy, attention_descriptors=att_n, attention_bytes=att_b,
+                    state_descriptors=st_n, state_bytes=st_b, local_copies=loc_n, local_bytes=loc_b,
+                    scratch_bytes=scratch)
+
+
+def compare_conv_strategies(src, dst, dst_rank: int | None = None) -> str:
+    """Markdown table of `plan_cost` for every conv strategy of one engine pair."""
+    return "\n".join([HEADER] + [plan_cost(plan_tables(src, dst, conv_strategy=s), dst_rank).row()
+                                 for s in STRATEGIES])

@@ -1,0 +1,23 @@
+"""Stage 1, specs: what a model stores and how an engine shards and pages it (values only).
+
+Everything here is a frozen value or a pure rule about values: layer specs and their
+TP-sharded axes (`layers`, `placement`), the model (`model`), layer groups
+(`groups`), the engine (`engine`), dtypes and the component vocabulary. Later stages
+(layout, planning, lowering) import from here; nothing here imports them.
+"""
+
+from .components import COMPONENT_CODE, COMPONENTS, CONV_COMPONENTS
+from .dtypes import canonical_dtype, dtype_bytes
+from .engine import CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES, EngineSpec
+from .groups import LayerGroup, check_groups, default_groups
+from .layers import (LAYER_SPECS, STATE_SPECS, AttentionSpec, GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec,
+                     ShortConvSpec, StatePart, conv_rows)
+from .model import ModelSpec
+from .placement import Axis, Replicate, Shard, overlap, pp_layer_ranges, replica_groups
+
+__all__ = [
+    "COMPONENTS", "COMPONENT_CODE", "CONV_COMPONENTS", "CONV_LAYOUTS", "KV_LAYOUTS", "KV_STORAGES", "LAYER_SPECS",
+    "STATE_SPECS", "AttentionSpec", "Axis", "EngineSpec", "GatedDeltaNetSpec", "LayerGroup", "Mamba1Spec",
+    "Mamba2Spec", "ModelSpec", "Replicate", "Shard", "ShortConvSpec", "StatePart", "canonical_dtype",
+    "check_groups", "conv_rows", "default_groups", "dtype_bytes", "overlap", "pp_layer_ranges", "replica_groups",
+]
