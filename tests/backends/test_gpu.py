@@ -15,7 +15,7 @@ from kvplan_backends.pairing import SourceProcess, allocate
 
 from _fabric import run, same, scratch
 from _need import need
-from _strategies import exchanges, hybrid_exchanges
+from kvplan.testing.strategies import exchanges, hybrid_exchanges
 
 
 def _on_gpu(buffers, device):

@@ -11,7 +11,7 @@ from kvplan_backends.pairing import allocate
 
 from _fabric import copy_rows, run, same, scratch
 from _need import need
-from _strategies import hybrid_exchanges
+from kvplan.testing.strategies import hybrid_exchanges
 
 def _reference(p, dst_rank, src_blocks, dst_blocks) -> list:
     t = p.lower(dst_rank, src_blocks, dst_blocks)

@@ -7,7 +7,7 @@ lowers one request on two decode ranks of each, and hashes every column. The dig
 in `tests/data/plan_digests.json` were recorded with kvplan before its architecture
 rework (issue 7); `tests/plan/test_plan_digests.py` compares today's code with them.
 
-    python3 tests/plan_digests.py > tests/data/plan_digests.json   # re-record (never casually)
+    python3 tests/plan/plan_digests.py > tests/data/plan_digests.json   # re-record (never casually)
 """
 
 from __future__ import annotations

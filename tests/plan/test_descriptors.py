@@ -7,7 +7,7 @@ from hypothesis import given, settings
 
 from kvplan.lowering import prepared_lists, split_ranges, staged
 
-from _strategies import exchanges
+from kvplan.testing.strategies import exchanges
 
 
 def _pairs(src_rank, src_region, src_offset, dst_region, dst_offset, nbytes):

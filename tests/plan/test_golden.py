@@ -23,7 +23,7 @@ import pytest
 
 from kvplan import EngineSpec, plan, verify
 from kvplan.models import get_model
-from test_conformance import vllm_attention_reads
+from vllm_reference import vllm_attention_reads
 
 HEAD_PAGE = 16 * (128 + 128) * 2  # 8,192 B: one KV head of one 16-token page
 MLA_PAGE = 16 * 576 * 2  # 18,432 B

@@ -16,7 +16,7 @@ from kvplan.presets import vllm_engine
 from kvplan.spec import Mamba2Spec
 from kvplan.spec import COMPONENT_CODE
 
-from test_conformance_hybrid import clip, table_runs
+from vllm_reference import clip, table_runs
 
 GRANITE_MAMBA = HYBRID_MODELS["granite-4.0-h-small"].layers[0]  # 128 heads x 64, G = 1, d_state 128
 FALCON_MAMBA = HYBRID_MODELS["falcon-h1-7b"].layers[1]  # 24 heads x 128, G = 1, d_state 256
@@ -184,7 +184,7 @@ def test_sd_conv_layout_is_planned():
 def test_docs_list_every_item():
     from pathlib import Path
 
-    text = (Path(__file__).parents[1] / "docs/vllm-differences.md").read_text()
+    text = (Path(__file__).parents[2] / "docs/vllm-differences.md").read_text()
     assert "## Where kvplan differs from vLLM 0.33" in text
     for name in [n for n in globals() if n.startswith("test_") and n != "test_docs_list_every_item"]:
         assert name in text, f"docs/vllm-differences.md does not name {name}"

@@ -11,7 +11,7 @@ import pytest
 
 from plan_digests import configurations, digests
 
-RECORDED = json.loads((Path(__file__).parent / "data" / "plan_digests.json").read_text())
+RECORDED = json.loads((Path(__file__).parents[1] / "data" / "plan_digests.json").read_text())
 NOW = digests()
 
 

@@ -33,9 +33,9 @@ import pytest
 from kvplan import plan, verify
 from kvplan.presets import vllm_engine
 
-from test_conformance_hybrid import canonical, clip
+from vllm_reference import canonical, clip
 
-DOCS = Path(__file__).parents[1] / "docs/golden-hybrid.md"
+DOCS = Path(__file__).parents[2] / "docs/golden-hybrid.md"
 R = 3  # conv taps kept: conv_kernel 4 - 1
 BF16 = 2
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 PYTHON_BLOCKS = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "load_backend" not in b]
 
 

@@ -28,7 +28,8 @@ from kvplan.spec import conv_rows
 from kvplan.spec import GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec
 from kvplan.spec import COMPONENT_CODE
 
-from _vectors import HYBRID_OPS, VECTORS, VECTORS_PATH  # noqa: E402  (tests/ is on sys.path)
+from _vectors import HYBRID_OPS, VECTORS  # noqa: E402  (tests/ is on sys.path)
+from vllm_reference import canonical, clip, table_runs  # noqa: E402
 # Attention-only HMA desc-id vectors exercised here through pooled / grouped engines.
 HMA_VECTORS = frozenset({"descids_hma_shared", "descids_region_groups"})
 
@@ -86,39 +87,9 @@ def dtype_size(name: str) -> int:
 # -- byte maps ------------------------------------------------------------------------------
 
 
-def canonical(runs) -> list[tuple]:
-    """[(dst region, dst start, src rank, src region, src start, nbytes)] merged where
-    contiguous on both sides; raises if two runs write the same destination byte."""
-    out: list[list[int]] = []
-    for d_reg, d_off, s_rank, s_reg, s_off, n in sorted(tuple(int(x) for x in r) for r in runs):
-        if n == 0:
-            continue
-        if out and out[-1][0] == d_reg:
-            last = out[-1]
-            assert d_off >= last[1] + last[5], f"destination byte {d_off} of region {d_reg} written twice"
-            if (last[1] + last[5] == d_off and last[2] == s_rank and last[3] == s_reg
-                    and last[4] + last[5] == s_off):
-                last[5] += n
-                continue
-        out.append([d_reg, d_off, s_rank, s_reg, s_off, n])
-    return [tuple(r) for r in out]
-
-
 def transfer_runs(t) -> list[tuple]:
     return canonical(zip(t.dst_region.tolist(), t.dst_offset.tolist(), t.src_rank.tolist(),
                          t.src_region.tolist(), t.src_offset.tolist(), t.nbytes.tolist()))
-
-
-def table_runs(table, layer: int | None = None, components=None) -> list[tuple]:
-    """Byte map of a ReadTable's rows (single-span tables: blocks are 0)."""
-    m = np.ones(len(table), bool)
-    if layer is not None:
-        m &= table.layer == layer
-    if components is not None:
-        m &= np.isin(table.component, [COMPONENT_CODE[c] for c in components])
-    assert not table.src_block[m].any() and not table.dst_block[m].any()
-    return canonical(zip(table.dst_region[m].tolist(), table.dst_offset[m].tolist(), table.src_rank[m].tolist(),
-                         table.src_region[m].tolist(), table.src_offset[m].tolist(), table.nbytes[m].tolist()))
 
 
 def expand_rows(rows) -> list[tuple[int, int, int]]:
@@ -241,17 +212,6 @@ def check_conv_split(vector):
         assert len(runs) == 1, runs
         assert runs[0][1] == d_off and runs[0][4] == r_off and runs[0][5] == d_size
         assert clip(want, [(d_off, d_off + d_size)]) != runs
-
-
-def clip(runs, intervals) -> list[tuple]:
-    """The parts of byte runs whose destination lies in the given [lo, hi) intervals."""
-    out = []
-    for d_reg, d_off, s_rank, s_reg, s_off, n in runs:
-        for lo, hi in intervals:
-            a, b = max(lo, d_off), min(hi, d_off + n)
-            if a < b:
-                out.append((d_reg, a, s_rank, s_reg, s_off + a - d_off, b - a))
-    return canonical(out)
 
 
 def hybrid_model(vector_input: dict, attention_layers: int = 1, state_layers: int = 1) -> ModelSpec:
@@ -596,7 +556,6 @@ CHECKS = {
 }
 
 
-@pytest.mark.skipif(not VECTORS, reason=f"conformance vectors not found at {VECTORS_PATH}")
 @pytest.mark.parametrize("vector", HYBRID_VECTORS, ids=[v["id"] for v in HYBRID_VECTORS])
 def test_hybrid_vector(vector):
     op = vector["input"]["op"]
@@ -605,7 +564,6 @@ def test_hybrid_vector(vector):
     CHECKS[op](vector)
 
 
-@pytest.mark.skipif(not VECTORS, reason=f"conformance vectors not found at {VECTORS_PATH}")
 def test_scope_is_explicit():
     """Every hybrid vector is checked or skipped for a named reason; the vLLM-wrong set
     is exactly the vectors whose note says n_groups < TP."""
