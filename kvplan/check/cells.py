@@ -15,6 +15,7 @@ Packed HND, 2 heads held, 2 tokens per kernel page, one kernel page, in memory o
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -133,16 +134,22 @@ def _block_pages(engine, layer: int) -> int:
     return block // kernel if engine.model.layers[layer].holds_tokens else 1
 
 
+@lru_cache(maxsize=64)
+def _pool_page_bytes(engine) -> int:
+    """The page every pooled region pads a logical block to: `page_bytes`, or the
+    largest layer's natural block."""
+    largest = max(sum(natural_page_bytes(engine, layer)) * _block_pages(engine, layer)
+                  for layer in range(engine.model.num_layers))
+    return largest if engine.page_bytes is None else engine.page_bytes
+
+
 def page_strides(engine, layer: int) -> list[int]:
     """Bytes from one page of `layer` to the next, per region slot, padding included:
     a pooled region pads each logical block to the pool page (split evenly over its
     kernel pages), a state page pads to `page_bytes`."""
     natural = natural_page_bytes(engine, layer)
     if engine.pooled:
-        largest = max(sum(natural_page_bytes(engine, other)) * _block_pages(engine, other)
-                      for other in range(engine.model.num_layers))
-        pool = largest if engine.page_bytes is None else engine.page_bytes
-        return [pool // _block_pages(engine, layer)]
+        return [_pool_page_bytes(engine) // _block_pages(engine, layer)]
     if not engine.model.layers[layer].holds_tokens and engine.page_bytes is not None:
         return [engine.page_bytes]
     return natural

@@ -87,51 +87,50 @@ def _slot_regions(regions, layer: int) -> dict[int, int]:
 
 
 def _check_layer(plan, table, rows, layer, dst_tp_rank) -> list[str]:
+    """Check one layer's reads over one span, row checks vectorised per (source rank,
+    region slot): each row's first failing check gives its message, in row order."""
     src, dst = plan.src, plan.dst
-    group = dst.group_of(layer)
-    ns, nd = plan.blocks_per_span(group)
-    problems: list[str] = []
+    ns, nd = plan.blocks_per_span(dst.group_of(layer))
     want = layer_cells(dst, layer, dst_tp_rank, nd)
     writes = [np.zeros(len(c.code), np.int64) for c in want]
     stage = src.stage_of(layer)
-    src_cells: dict[int, list[Cells]] = {}
-    for i in rows:
-        p = int(table.src_rank[i])
-        s_slot = _slot(plan.src_regions, int(table.src_region[i]), layer)
-        d_slot = _slot(plan.dst_regions, int(table.dst_region[i]), layer)
-        where = (f"row src r{p} reg {int(table.src_region[i])} blk {int(table.src_block[i])} +{int(table.src_offset[i])}"
-                 f" -> reg {int(table.dst_region[i])} blk {int(table.dst_block[i])} +{int(table.dst_offset[i])}"
-                 f" ({int(table.nbytes[i])} B)")
-        if p // src.tp != stage or not 0 <= p < src.world_size:
-            problems.append(f"{where}: source rank {p} does not hold layer {layer}")
-            continue
-        if s_slot < 0 or d_slot < 0:
-            problems.append(f"{where}: region does not hold layer {layer}")
-            continue
-        if p not in src_cells:
-            src_cells[p] = layer_cells(src, layer, p % src.tp, ns)
-        have = src_cells[p][s_slot]
+    t = {name: getattr(table, name)[rows] for name in table.column_names()}
+    rank, n = t["src_rank"], t["nbytes"]
+    s_slot = _slots_of(plan.src_regions, t["src_region"], layer)
+    d_slot = _slots_of(plan.dst_regions, t["dst_region"], layer)
+    found: list[tuple[int, str]] = []  # (position among rows, defect)
+
+    def report(mask, text) -> np.ndarray:
+        for k in np.flatnonzero(mask):
+            found.append((int(k), f"{_where(t, k)}: {text(k) if callable(text) else text}"))
+        return ~mask
+
+    alive = report((rank // src.tp != stage) | (rank < 0) | (rank >= src.world_size),
+                   lambda k: f"source rank {int(rank[k])} does not hold layer {layer}")
+    alive &= report(alive & ((s_slot < 0) | (d_slot < 0)), f"region does not hold layer {layer}")
+    for p, slot in sorted({(int(a), int(b)) for a, b in zip(rank[alive], s_slot[alive], strict=True)}):
+        have = layer_cells(src, layer, p % src.tp, ns)[slot]
         s_block_bytes = have.total_bytes // ns
-        d_block_bytes = want[d_slot].total_bytes // nd
-        s_start = int(table.src_block[i]) * s_block_bytes + int(table.src_offset[i])
-        d_start = int(table.dst_block[i]) * d_block_bytes + int(table.dst_offset[i])
-        n = int(table.nbytes[i])
-        if not (0 <= table.src_block[i] < ns and 0 <= table.src_offset[i] and table.src_offset[i] + n <= s_block_bytes):
-            problems.append(f"{where}: reads outside the source block ({ns} blocks of {s_block_bytes} B)")
-            continue
-        if not (0 <= table.dst_block[i] < nd and 0 <= table.dst_offset[i] and table.dst_offset[i] + n <= d_block_bytes):
-            problems.append(f"{where}: writes outside the destination block ({nd} blocks of {d_block_bytes} B)")
-            continue
-        s_run, s_err = _run(have, s_start, n)
-        d_run, d_err = _run(want[d_slot], d_start, n)
-        if s_err or d_err:
-            problems.append(f"{where}: {s_err or d_err}")
-            continue
-        if len(s_run) != len(d_run) or not np.array_equal(have.code[s_run], want[d_slot].code[d_run]) \
-                or not np.array_equal(have.size[s_run], want[d_slot].size[d_run]):
-            problems.append(f"{where}: copies the wrong elements")
-            continue
-        writes[d_slot][d_run] += 1
+        mine = alive & (rank == p) & (s_slot == slot)
+        ok = report(mine & ~_inside(t["src_block"], t["src_offset"], n, ns, s_block_bytes),
+                    f"reads outside the source block ({ns} blocks of {s_block_bytes} B)")
+        for d in sorted(set(d_slot[mine & ok].tolist())):
+            cells = want[d]
+            d_block_bytes = cells.total_bytes // nd
+            rows_d = mine & ok & (d_slot == d)
+            rows_d &= report(rows_d & ~_inside(t["dst_block"], t["dst_offset"], n, nd, d_block_bytes),
+                             f"writes outside the destination block ({nd} blocks of {d_block_bytes} B)")
+            s_start = t["src_block"] * s_block_bytes + t["src_offset"]
+            d_start = t["dst_block"] * d_block_bytes + t["dst_offset"]
+            s_first, s_last, s_err = _runs(have, s_start, n)
+            d_first, d_last, d_err = _runs(cells, d_start, n)
+            err = np.where(s_err != "", s_err, d_err)
+            rows_d &= report(rows_d & (err != ""), lambda k: err[k])
+            same = _same_elements(have, s_first, s_last, cells, d_first, d_last, rows_d)
+            rows_d &= report(rows_d & ~same, "copies the wrong elements")
+            for k in np.flatnonzero(rows_d):
+                writes[d][d_first[k]:d_last[k] + 1] += 1
+    problems = [text for _, text in sorted(found, key=lambda item: item[0])]
     for slot, count in enumerate(writes):
         for label, bad in (("missing", count == 0), ("written more than once", count > 1)):
             if bad.any():
@@ -141,19 +140,58 @@ def _check_layer(plan, table, rows, layer, dst_tp_rank) -> list[str]:
     return problems
 
 
-def _run(cells: Cells, start: int, nbytes: int) -> tuple[np.ndarray, str]:
-    """Indices of the cells exactly covering [start, start+nbytes), or an error text."""
-    first = int(np.searchsorted(cells.offset, start))
-    if first >= len(cells.offset) or cells.offset[first] != start:
-        return np.zeros(0, np.int64), f"byte {start} is not the start of an element (padding or mid-element)"
+def _slots_of(regions, region_ids: np.ndarray, layer: int) -> np.ndarray:
+    """Slot of `layer` held by each region id (-1 where the region does not hold it)."""
+    table = np.array([_slot(regions, r, layer) for r in range(len(regions))] + [-1], np.int64)
+    inside = (region_ids >= 0) & (region_ids < len(regions))
+    return table[np.where(inside, region_ids, len(regions))]
+
+
+def _where(t: dict, k: int) -> str:
+    return (f"row src r{int(t['src_rank'][k])} reg {int(t['src_region'][k])} blk {int(t['src_block'][k])} "
+            f"+{int(t['src_offset'][k])} -> reg {int(t['dst_region'][k])} blk {int(t['dst_block'][k])} "
+            f"+{int(t['dst_offset'][k])} ({int(t['nbytes'][k])} B)")
+
+
+def _inside(block, offset, nbytes, blocks: int, block_bytes: int) -> np.ndarray:
+    return (block >= 0) & (block < blocks) & (offset >= 0) & (offset + nbytes <= block_bytes)
+
+
+def _runs(cells: Cells, start: np.ndarray, nbytes: np.ndarray):
+    """Per row: the first and last index of the cells exactly covering
+    [start, start+nbytes), and an error text ("" when they do)."""
+    count = len(cells.offset)
     ends = cells.offset + cells.size
-    last = int(np.searchsorted(ends, start + nbytes))
-    if last >= len(ends) or ends[last] != start + nbytes:
-        return np.zeros(0, np.int64), f"byte {start + nbytes} is not the end of an element"
-    run = np.arange(first, last + 1)
-    if np.any(cells.offset[run[1:]] != ends[run[:-1]]):
-        return np.zeros(0, np.int64), f"range at byte {start} crosses padding"
-    return run, ""
+    first = np.searchsorted(cells.offset, start)
+    last = np.searchsorted(ends, start + nbytes)
+    first_c, last_c = np.minimum(first, count - 1), np.minimum(last, count - 1)
+    gaps = np.r_[0, np.cumsum(cells.offset[1:] != ends[:-1])]  # gaps[k]: padding gaps before cell k
+    err = np.full(len(start), "", dtype=object)
+    padding = (gaps[last_c] - gaps[first_c]) > 0
+    err[padding] = [f"range at byte {int(b)} crosses padding" for b in start[padding]]
+    bad_end = (last >= count) | (ends[last_c] != start + nbytes)
+    err[bad_end] = [f"byte {int(b)} is not the end of an element" for b in (start + nbytes)[bad_end]]
+    bad_start = (first >= count) | (cells.offset[first_c] != start)
+    err[bad_start] = [f"byte {int(b)} is not the start of an element (padding or mid-element)"
+                      for b in start[bad_start]]
+    return first_c, last_c, err
+
+
+def _same_elements(have: Cells, s_first, s_last, want: Cells, d_first, d_last, rows: np.ndarray) -> np.ndarray:
+    """Per row: source and destination runs hold the same cells (codes and sizes) in order."""
+    same = np.ones(len(rows), bool)
+    k = np.flatnonzero(rows)
+    s_len = np.maximum(s_last - s_first + 1, 0)  # an empty range (0 or fewer bytes) covers no cell
+    same[k] = s_len[k] == np.maximum(d_last[k] - d_first[k] + 1, 0)
+    k = k[same[k]]
+    if not len(k):
+        return same
+    length = s_len[k]
+    step = np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length)
+    s_idx, d_idx = np.repeat(s_first[k], length) + step, np.repeat(d_first[k], length) + step
+    bad = (have.code[s_idx] != want.code[d_idx]) | (have.size[s_idx] != want.size[d_idx])
+    same[k] = np.bincount(np.repeat(np.arange(len(k)), length), weights=bad, minlength=len(k)) == 0
+    return same
 
 
 def _steps(plan, dst_rank: int, layer: int):

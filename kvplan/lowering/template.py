@@ -22,12 +22,12 @@ import numpy as np
 
 from ..errors import SpecError
 from ..planning.ranges import cut_rows
-from ..planning.rows import RowTable, column
+from ..planning.rows import CopyRows, column
 from .request import RequestBlocks
 
 
 @attrs.frozen(eq=False, kw_only=True)
-class CopyTemplate(RowTable):
+class CopyTemplate(CopyRows):
     """Block-relative copies of one decode rank, entries sorted by layer group;
     `blocks_per_span[g]` = (prefill, decode) logical blocks per span of group g."""
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from ..planning.rows import RowTable, column
+from ..planning.rows import CopyRows, column
 from .addresses import bind, bind_ranked
 
 
 @attrs.frozen(kw_only=True)
-class Transfer(RowTable):
+class Transfer(CopyRows):
     """Copies for one destination rank and one request, relative to region bases.
 
     Row i copies `nbytes[i]` bytes from ``base(src_rank[i], src_region[i]) + src_offset[i]``
@@ -40,14 +40,6 @@ class Transfer(RowTable):
     dst_regions: tuple = attrs.field(default=(), kw_only=True)
     pre_steps: Transfer | None = attrs.field(default=None, kw_only=True)   # on the source ranks, before the reads
     post_steps: Transfer | None = attrs.field(default=None, kw_only=True)  # on the destination, after them
-
-    @property
-    def total_bytes(self) -> int:
-        return int(self.nbytes.sum())
-
-    @property
-    def source_ranks(self) -> tuple[int, ...]:
-        return tuple(int(r) for r in np.unique(self.src_rank))
 
     def for_source(self, src_rank: int) -> Transfer:
         """The rows read from one source rank (one peer of the transport)."""

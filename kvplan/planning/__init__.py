@@ -12,12 +12,12 @@ from .conv import STRATEGIES, StrategyRows, apply_strategy
 from .plan_tables import PlanTables, blocks_per_span
 from .planner import plan_tables
 from .ranges import cut_rows, merged_nbytes, run_starts
-from .rows import RowTable, column
+from .rows import CopyRows, RowTable, column
 from .sources import choose_source, preferred_sources, source_runs
 from .tables import SCRATCH, ReadTable, TemplateRows
 
 __all__ = [
-    "SCRATCH", "STRATEGIES", "PlanTables", "ReadTable", "RowTable", "StrategyRows", "TemplateRows",
+    "SCRATCH", "STRATEGIES", "CopyRows", "PlanTables", "ReadTable", "RowTable", "StrategyRows", "TemplateRows",
     "apply_strategy", "blocks_per_span", "check_compatible", "choose_source", "column", "cut_rows", "merged_nbytes",
     "plan_tables", "preferred_sources", "run_starts", "source_runs",
 ]

@@ -1,8 +1,9 @@
 """`PlanTables`: what planning produces, as plain data.
 
-Per decode rank a `ReadTable` of reads for one span of logical blocks, plus (staged or
-permuted conv strategies) the local copies before and after the reads and the
-per-request scratch regions they use. Accessors here only read the data; lowering,
+Per decode rank a `ReadTable` of reads for one span of logical blocks, both engines'
+region tables (what the rows' region ids index), and (staged or permuted conv
+strategies) the local copies before and after the reads, whose per-request scratch
+regions follow the engines' own in the region tables. Accessors here only read the data; lowering,
 costs and descriptions are functions of later stages over it (`kvplan.lowering`,
 `kvplan.report`), bound as methods by the public `kvplan.EngineTransferPlan`.
 """
@@ -15,7 +16,6 @@ import attrs
 import numpy as np
 
 from ..errors import RankError
-from ..layout.memory import engine_memory
 
 
 def blocks_per_span(src, dst, group: int) -> tuple[int, int]:
@@ -46,20 +46,20 @@ class PlanTables:
     src: object
     dst: object
     tables: tuple
+    src_regions: tuple  # the source region table: the engine's regions, then scratch regions
+    dst_regions: tuple
     conv_strategy: str = "direct"
     pre_tables: tuple = ()   # per dst rank: copies on source ranks before the reads (permuted)
     post_tables: tuple = ()  # per dst rank: copies on the destination after the reads
-    src_scratch: tuple = ()  # per-request scratch Regions, ids after the engine's regions
-    dst_scratch: tuple = ()
 
     @property
-    def src_regions(self) -> tuple:
-        """Source region table: the engine's regions, then scratch regions."""
-        return engine_memory(self.src).regions + tuple(self.src_scratch)
+    def src_scratch(self) -> tuple:
+        """Per-request scratch regions of the source side (ids after the engine's regions)."""
+        return tuple(r for r in self.src_regions if r.per_request)
 
     @property
-    def dst_regions(self) -> tuple:
-        return engine_memory(self.dst).regions + tuple(self.dst_scratch)
+    def dst_scratch(self) -> tuple:
+        return tuple(r for r in self.dst_regions if r.per_request)
 
     @property
     def has_local_steps(self) -> bool:

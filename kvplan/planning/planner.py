@@ -84,8 +84,8 @@ def plan_tables(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direc
     with_steps = conv_strategy != "direct" and (src_scratch or dst_scratch or any(len(t) for t in pre_tables))
     return PlanTables(
         src=src, dst=dst, tables=tuple(tables), conv_strategy=conv_strategy,
+        src_regions=src_mem.regions + src_scratch, dst_regions=dst_mem.regions + dst_scratch,
         pre_tables=tuple(pre_tables) if with_steps else (), post_tables=tuple(post_tables) if with_steps else (),
-        src_scratch=src_scratch, dst_scratch=dst_scratch,
     )
 
 

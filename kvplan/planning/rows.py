@@ -100,3 +100,17 @@ class RowTable:
         maps = [p.columns() if isinstance(p, RowTable) else p for p in parts]
         return cls(**{name: np.concatenate([m[name] for m in maps]) if maps else np.zeros(0, np.int64)
                       for name in _names(cls)}, **fields)
+
+
+class CopyRows(RowTable):
+    """Row tables of copies: each row moves `nbytes` from source rank `src_rank`."""
+
+    __slots__ = ()
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self.nbytes.sum())
+
+    @property
+    def source_ranks(self) -> tuple[int, ...]:
+        return tuple(int(r) for r in np.unique(self.src_rank))

@@ -7,14 +7,14 @@ import attrs
 import numpy as np
 
 from ..spec.components import COMPONENTS
-from .rows import RowTable, column
+from .rows import CopyRows, RowTable, column
 
 # A template slot of -1 is the per-request scratch area of that side (conv strategies).
 SCRATCH = -1
 
 
 @attrs.frozen(kw_only=True)
-class ReadTable(RowTable):
+class ReadTable(CopyRows):
     """Reads of one destination rank for one span of logical blocks.
 
     Each row copies `nbytes` from `src_offset` of source rank `src_rank`'s page of
@@ -42,14 +42,6 @@ class ReadTable(RowTable):
     src_offset: np.ndarray = column()
     dst_offset: np.ndarray = column()
     nbytes: np.ndarray = column()
-
-    @property
-    def total_bytes(self) -> int:
-        return int(self.nbytes.sum())
-
-    @property
-    def source_ranks(self) -> tuple[int, ...]:
-        return tuple(int(r) for r in np.unique(self.src_rank))
 
     def __str__(self) -> str:
         head = f"{'src':>4} {'layer':>5} {'comp':>6} {'sreg':>5} {'dreg':>5} {'sblk':>4} {'dblk':>4} " \
