@@ -5,7 +5,15 @@ from __future__ import annotations
 
 
 class KvplanError(ValueError):
-    """Base of every error kvplan raises for bad input or an incorrect plan."""
+    """Base of every error kvplan raises for bad input or an incorrect plan.
+
+    >>> from kvplan import EngineSpec, ModelSpec, AttentionSpec
+    >>> try:
+    ...     EngineSpec(model=ModelSpec(name="m", layers=(AttentionSpec(8, 128),)), tp=3)
+    ... except KvplanError as error:
+    ...     print(type(error).__name__, error)
+    ShardingError 8 KV heads of layer 0 cannot be split over TP 3: 8 % 3 = 2
+    """
 
 
 class SpecError(KvplanError):

@@ -29,13 +29,21 @@ _SUB_BITS, _TOKEN_BITS, _INDEX_BITS = 16, 22, 20
 
 
 def code(component: str, index, token, sub=0) -> np.ndarray:
-    """Identity code of one element cell."""
+    """Identity code of one element cell: component, global index, token, sub-index.
+
+    >>> int(token_of(code("K", 5, 300))), bool(code("K", 5, 300) != code("V", 5, 300))
+    (300, True)
+    """
     comp = np.int64(COMPONENT_CODE[component])
     return (((comp << _INDEX_BITS | index) << _TOKEN_BITS | token) << _SUB_BITS) | sub
 
 
 def token_of(codes: np.ndarray) -> np.ndarray:
-    """The token (state block for state layers) field of identity codes."""
+    """The token (state block for state layers) field of identity codes.
+
+    >>> token_of(code("ssm", np.arange(3), 7)).tolist()
+    [7, 7, 7]
+    """
     return (codes >> _SUB_BITS) & ((1 << _TOKEN_BITS) - 1)
 
 
@@ -57,7 +65,8 @@ def held_indices(axis, tp: int, rank: int) -> np.ndarray:
 
 
 class Cells(NamedTuple):
-    """Cells of one region slot over several logical blocks, sorted by offset."""
+    """Cells of one region slot over several logical blocks, sorted by offset
+    (`layer_cells`): offset, size and identity code of each, and the slot's bytes."""
 
     offset: np.ndarray
     size: np.ndarray
@@ -122,7 +131,13 @@ def _state_page(spec, engine, tp_rank: int, blocks: int) -> tuple[np.ndarray, np
 
 def natural_page_bytes(engine, layer: int) -> list[int]:
     """Bytes of one unpadded page per region slot (a kernel page of token layers, a
-    state page of state layers)."""
+    state page of state layers).
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(8, 128),))
+    >>> natural_page_bytes(EngineSpec(model=m, tp=2, kv_storage="separate"), 0)   # 4 heads x 16 tokens x 256 B
+    [16384, 16384]
+    """
     spec = engine.model.layers[layer]
     if spec.holds_tokens:
         return [int(sizes.sum()) for _, sizes in _attention_pages(spec, engine, layer, 0, 1)]
@@ -146,7 +161,13 @@ def _pool_page_bytes(engine) -> int:
 def page_strides(engine, layer: int) -> list[int]:
     """Bytes from one page of `layer` to the next, per region slot, padding included:
     a pooled region pads each logical block to the pool page (split evenly over its
-    kernel pages), a state page pads to `page_bytes`."""
+    kernel pages), a state page pads to `page_bytes`.
+
+    >>> from kvplan.spec import EngineSpec, ModelSpec, ShortConvSpec
+    >>> m = ModelSpec(name="m", layers=(ShortConvSpec(conv_dim=4, conv_kernel=3),))
+    >>> page_strides(EngineSpec(model=m), 0), page_strides(EngineSpec(model=m, page_bytes=64), 0)
+    ([16], [64])
+    """
     natural = natural_page_bytes(engine, layer)
     if engine.pooled:
         return [_pool_page_bytes(engine) // _block_pages(engine, layer)]
@@ -165,7 +186,14 @@ def _cells(codes_by_page: np.ndarray, sizes_in_page, pages: int, stride: int) ->
 
 def layer_cells(engine, layer: int, tp_rank: int, blocks: int) -> list[Cells]:
     """Cells of every region slot of `layer` on TP rank `tp_rank` for `blocks` logical
-    blocks (state layers: `blocks` states), block b at ``b * block_bytes``."""
+    blocks (state layers: `blocks` states), block b at ``b * block_bytes``.
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(2, 4, dtype="float32"),))
+    >>> cells = layer_cells(EngineSpec(model=m, block_tokens=2), 0, 0, 1)[0]   # packed HND: K|V per head, token
+    >>> cells.offset.tolist(), cells.size.tolist(), cells.total_bytes
+    ([0, 16, 32, 48, 64, 80, 96, 112], [16, 16, 16, 16, 16, 16, 16, 16], 128)
+    """
     spec = engine.model.layers[layer]
     strides = page_strides(engine, layer)
     if spec.holds_tokens:
@@ -177,7 +205,12 @@ def layer_cells(engine, layer: int, tp_rank: int, blocks: int) -> list[Cells]:
 
 
 def byte_codes(cells: Cells) -> tuple[np.ndarray, np.ndarray]:
-    """Per byte: the code of its cell and its index inside the cell (-1, -1 for padding)."""
+    """Per byte: the code of its cell and its index inside the cell (-1, -1 for padding).
+
+    >>> _, within = byte_codes(Cells(np.array([0, 4]), np.array([2, 2]), np.array([7, 8]), 6))
+    >>> within.tolist()
+    [0, 1, -1, -1, 0, 1]
+    """
     codes = np.full(cells.total_bytes, -1, np.int64)
     within = np.full(cells.total_bytes, -1, np.int64)
     starts = np.repeat(cells.offset, cells.size)

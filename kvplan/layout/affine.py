@@ -77,7 +77,12 @@ def _text(value) -> str:
 
 @attrs.frozen(kw_only=True)
 class Layout:
-    """Affine byte layout (see the module docstring)."""
+    """Affine byte layout (see the module docstring).
+
+    >>> page = Layout(shape=(2, 3), stride=(1, 2))   # 2 x 3, first mode fastest
+    >>> page(1, 2), page.offsets().tolist()
+    (5, [0, 1, 2, 3, 4, 5])
+    """
 
     shape: tuple = attrs.field(validator=_check)
     stride: tuple

@@ -44,7 +44,14 @@ class ComponentLayout:
 
 @attrs.frozen(kw_only=True)
 class LayerLayout:
-    """All components of one layer on one rank, and each region slot's kernel page."""
+    """All components of one layer on one rank, and each region slot's kernel page.
+
+    >>> from kvplan.layout.attention import attention_layout
+    >>> from kvplan.spec import AttentionSpec
+    >>> lay = attention_layout(AttentionSpec(2, 64), 1, 0, 16, 2, "HND", "separate")
+    >>> lay.page_bytes, lay.block_bytes, lay.component("V").slot
+    ((4096, 4096), (8192, 8192), 1)
+    """
 
     components: tuple[ComponentLayout, ...]
     page_bytes: tuple[int, ...]

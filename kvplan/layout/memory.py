@@ -36,6 +36,9 @@ class Region:
     V region of a layer stored with separate K and V regions). A `per_request` region
     is a strategy's scratch area: it holds one request, indexed by the position of a
     state block in the request's list (allocate block_bytes x states per request).
+
+    >>> Region(name="layers.0", layer=0, slot=0, stage=0, block_bytes=32768, layers=(0,)).block_bytes
+    32768
     """
 
     name: str
@@ -94,7 +97,13 @@ def natural_block_bytes(engine: EngineSpec, layer: int) -> int:
 
 
 def layer_layout(engine: EngineSpec, layer: int, tp_rank: int, pool_page_bytes: int | None) -> LayerLayout:
-    """Byte layout of `layer` on TP rank `tp_rank`; pooled layers pad to `pool_page_bytes`."""
+    """Byte layout of `layer` on TP rank `tp_rank`; pooled layers pad to `pool_page_bytes`.
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> e = EngineSpec(model=ModelSpec(name="m", layers=(AttentionSpec(8, 128),)), tp=4)
+    >>> [c.held for c in layer_layout(e, 0, 3, None).components]     # heads 6 and 7, K and V
+    [(6, 8), (6, 8)]
+    """
     spec = engine.model.layers[layer]
     if not spec.holds_tokens:
         page = pool_page_bytes if engine.pooled else engine.page_bytes
@@ -124,7 +133,17 @@ def _pool_page_bytes(engine: EngineSpec) -> int | None:
 
 @lru_cache(maxsize=256)
 def engine_memory(engine: EngineSpec) -> EngineMemory:
-    """Lay out `engine`'s regions, checking that every page holds its layer."""
+    """Lay out `engine`'s regions, checking that every page holds its layer.
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec, ShortConvSpec
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(8, 128), ShortConvSpec(conv_dim=8, conv_kernel=4)))
+    >>> [(r.name, r.block_bytes) for r in engine_memory(EngineSpec(model=m, tp=2)).regions]
+    [('layers.0', 32768), ('layers.1', 24)]
+    >>> engine_memory(EngineSpec(model=m, tp=2, page_bytes=16))
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.SpecError: state page of 16 B is smaller than the layer's 24 B of state
+    """
     if not isinstance(engine, EngineSpec):
         raise SpecError(f"engine_memory() takes an EngineSpec, got {type(engine).__name__}")
     pool = _pool_page_bytes(engine)

@@ -52,7 +52,8 @@ class PreparedLists:
 
     `position[r]` is table row r's place among the rows of its source rank;
     `local` holds row r, decode block b at index ``r * dst_blocks + b`` and
-    `remote[s]` holds it at ``position[r] * src_blocks + b``.
+    `remote[s]` holds it at ``position[r] * src_blocks + b`` (`prepared_lists` builds
+    them, with an example).
     """
 
     dst_rank: int
@@ -128,7 +129,8 @@ class Staged:
     """One source rank's share of a transfer through a staging buffer of `nbytes`.
 
     `pack` copies the source's ranges into staging region 0 (on the source rank),
-    `unpack` copies staging region 0 to the destination regions (on the destination).
+    `unpack` copies staging region 0 to the destination regions (on the destination);
+    `staged` builds them, with an example.
     """
 
     src_rank: int

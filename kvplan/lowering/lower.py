@@ -26,7 +26,8 @@ class RequestRows(RowTable):
 
     `row[i]` indexes `table` (the decode rank's `ReadTable`); `src_block_id[i]` /
     `dst_block_id[i]` are the request's logical block ids that row reads from and
-    writes to. Order: by class of identical layers, then span, then table row.
+    writes to. Order: by class of identical layers, then span, then table row
+    (`request_rows` builds it).
     """
 
     table: ReadTable
@@ -138,6 +139,13 @@ def request_rows(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "
     `src_blocks` / `dst_blocks` are the request's logical block ids on each engine, in
     token order (see `kvplan.lowering.request`). Sliding-window layers keep only the
     blocks their window needs.
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> from kvplan.planning import plan_tables
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(2, 8),) * 2)
+    >>> r = request_rows(plan_tables(EngineSpec(model=m), EngineSpec(model=m)), 0, [5, 6], [1, 2])
+    >>> r.row.tolist(), r.src_block_id.tolist(), r.dst_block_id.tolist()     # 2 layers x 2 blocks
+    ([0, 0, 1, 1], [5, 6, 5, 6], [1, 2, 1, 2])
     """
     request = request_blocks(plan, dst_rank, src_blocks, dst_blocks, prefix=prefix)
     table = plan.reads(dst_rank)

@@ -28,7 +28,15 @@ PREFIX_RULES = ("exact", "tail")
 
 
 def block_ids(values, *, side: str, num_blocks: int | None) -> np.ndarray:
-    """Validate a request's logical block ids (1-D, integer, in range)."""
+    """Validate a request's logical block ids (1-D, integer, in range).
+
+    >>> block_ids([3, 1], side="decode", num_blocks=4).tolist()
+    [3, 1]
+    >>> block_ids([3, 4], side="decode", num_blocks=4)
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.BlockError: decode block id 4 is out of range: the engine has 4 blocks
+    """
     array = np.asarray(values)
     if array.ndim != 1:
         raise BlockError(f"{side} block ids must be a 1-D list, got shape {array.shape}: {values!r}")
@@ -50,7 +58,8 @@ def _column():
 class GroupRequest:
     """One layer group's paired block ids: `blocks_per_span` = (prefill, decode) blocks
     per span, `src_ids` / `dst_ids` padded with -1 to whole spans, `partial` when any
-    pad is present, `decode_blocks` the decode list's length after pairing."""
+    pad is present, `decode_blocks` the decode list's length after pairing (see the
+    module docstring for an example)."""
 
     blocks_per_span: tuple[int, int]
     src_ids: np.ndarray = _column()
@@ -67,7 +76,15 @@ class GroupRequest:
 class RequestBlocks:
     """A request validated for one decode rank: each group's paired ids, and per layer
     the first decode block index it still needs (`first_kept`: 0 unless a sliding
-    window drops the request's older blocks; `windowed` says whether any does)."""
+    window drops the request's older blocks; `windowed` says whether any does).
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> from kvplan.planning import plan_tables
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(2, 8, sliding_window=16), AttentionSpec(2, 8)))
+    >>> r = request_blocks(plan_tables(EngineSpec(model=m), EngineSpec(model=m)), 0, [1, 2, 3, 4], [5, 6, 7, 8])
+    >>> r.first_kept.tolist(), r.windowed       # window 16 = 1 block, + 1: the last 2 of 4 blocks
+    ([2, 0], True)
+    """
 
     dst_rank: int
     groups: tuple[GroupRequest, ...]
@@ -163,7 +180,15 @@ def _first_kept(dst, decode_blocks: list[int]) -> tuple[np.ndarray, bool]:
 
 
 def request_blocks(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> RequestBlocks:
-    """Validate a request for `dst_rank` of `plan` and pair its lists (module docstring)."""
+    """Validate a request for `dst_rank` of `plan` and pair its lists (module docstring).
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> from kvplan.planning import plan_tables
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(2, 8),))
+    >>> p = plan_tables(EngineSpec(model=m), EngineSpec(model=m))
+    >>> request_blocks(p, 0, [1, 2, 3], [7, 8], prefix="tail").groups[0].src_ids.tolist()   # decode holds a prefix
+    [2, 3]
+    """
     src, dst = plan.src, plan.dst
     if isinstance(dst_rank, bool) or not isinstance(dst_rank, (int, np.integer)) or \
             not 0 <= dst_rank < dst.world_size:

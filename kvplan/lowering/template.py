@@ -29,7 +29,8 @@ from .request import RequestBlocks
 @attrs.frozen(eq=False, kw_only=True)
 class CopyTemplate(CopyRows):
     """Block-relative copies of one decode rank, entries sorted by layer group;
-    `blocks_per_span[g]` = (prefill, decode) logical blocks per span of group g."""
+    `blocks_per_span[g]` = (prefill, decode) logical blocks per span of group g
+    (`copy_template` builds one)."""
 
     dst_rank: int
     group: np.ndarray = column()
@@ -84,6 +85,15 @@ def expand(template: CopyTemplate, blocks: RequestBlocks) -> dict[str, np.ndarra
 
     Returns columns src_rank, src_region, src_offset, dst_region, dst_offset, nbytes
     (offsets relative to region bases), in (entry, span) order.
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> from kvplan.planning import plan_tables
+    >>> from kvplan.lowering import request_blocks
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> p = plan_tables(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4))
+    >>> rows = expand(copy_template(p, 3), request_blocks(p, 3, [7, 8], [40, 41]))
+    >>> rows["src_offset"].tolist(), rows["dst_offset"].tolist()
+    ([245760, 278528], [655360, 671744])
     """
     out = {name: [] for name in ("src_rank", "src_region", "src_offset", "dst_region", "dst_offset", "nbytes")}
     for g, (ns, nd) in enumerate(template.blocks_per_span):

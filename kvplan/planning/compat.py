@@ -15,14 +15,24 @@ from ..errors import ModelMismatchError, SpecError
 
 def check_compatible(src, dst) -> None:
     """Raise `ModelMismatchError` or `SpecError` naming the first difference between
-    a prefill engine `src` and a decode engine `dst` that would decide bytes."""
+    a prefill engine `src` and a decode engine `dst` that would decide bytes.
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> a = ModelSpec(name="a", layers=(AttentionSpec(8, 128),))
+    >>> b = ModelSpec(name="b", layers=(AttentionSpec(8, 128, dtype="fp8"),))
+    >>> check_compatible(EngineSpec(model=a), EngineSpec(model=b))
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.ModelMismatchError: layer 0 (AttentionSpec) differs: dtype: prefill 'bfloat16' vs decode 'float8_e4m3fn'
+    """
     check_same_model(src, dst)
     check_same_groups(src, dst)
     check_same_state_geometry(src, dst)
 
 
 def check_same_model(src, dst) -> None:
-    """Raise `ModelMismatchError` naming the first layer and field where P and D differ."""
+    """Raise `ModelMismatchError` naming the first layer and field where P and D differ
+    (see `check_compatible`)."""
     src_model, dst_model = src.model, dst.model
     if src_model.num_layers != dst_model.num_layers:
         raise ModelMismatchError(
@@ -45,7 +55,8 @@ def check_same_model(src, dst) -> None:
 
 
 def check_same_groups(src, dst) -> None:
-    """Block lists are given per group, so both engines must group layers alike."""
+    """Block lists are given per group, so both engines must group layers alike (see
+    `check_compatible`)."""
     a = [tuple(x for x in g.layers if x is not None) for g in src.layer_groups]
     b = [tuple(x for x in g.layers if x is not None) for g in dst.layer_groups]
     if a != b:
@@ -53,7 +64,8 @@ def check_same_groups(src, dst) -> None:
 
 
 def check_same_state_geometry(src, dst) -> None:
-    """State layers only pair when both sides keep the same conv rows."""
+    """State layers only pair when both sides keep the same conv rows (see
+    `check_compatible`)."""
     if src.num_speculative_tokens != dst.num_speculative_tokens and any(
             not spec.holds_tokens for spec in src.model.layers):
         raise ModelMismatchError(

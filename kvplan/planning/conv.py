@@ -35,7 +35,8 @@ _CONV = np.array(sorted(COMPONENT_CODE[c] for c in CONV_COMPONENTS))
 class StrategyRows:
     """A state layer's rows under a strategy: `reads`, `pre` (local copies on the
     source ranks, before the reads), `post` (on the destination, after them) and the
-    scratch each side needs per state block of a request (0 when unused)."""
+    scratch each side needs per state block of a request (0 when unused); see
+    `apply_strategy` for an example."""
 
     reads: TemplateRows
     pre: TemplateRows

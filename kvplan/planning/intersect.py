@@ -68,7 +68,15 @@ def cell_pairs(dst: ComponentLayout, src: ComponentLayout, lo: int, hi: int, spa
 
 def layer_rows(src: EngineMemory, dst: EngineMemory, layer: int, dst_tp_rank: int) -> TemplateRows:
     """Rows (block-relative, coalesced) that destination TP rank `dst_tp_rank` reads
-    for `layer`, source ranks counted within the layer's stage."""
+    for `layer`, source ranks counted within the layer's stage.
+
+    >>> from kvplan.layout import engine_memory
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> rows = layer_rows(engine_memory(EngineSpec(model=m, tp=8)), engine_memory(EngineSpec(model=m, tp=2)), 0, 1)
+    >>> rows.src_rank.tolist(), rows.src_offset.tolist(), rows.dst_offset.tolist(), rows.nbytes.tolist()
+    ([4, 5, 6, 7], [0, 0, 0, 0], [0, 8192, 16384, 24576], [8192, 8192, 8192, 8192])
+    """
     src_engine, dst_engine = src.engine, dst.engine
     dst_layout = dst.layer_layout(layer, dst_tp_rank)
     src_layouts = [src.layer_layout(layer, p) for p in range(src_engine.tp)]

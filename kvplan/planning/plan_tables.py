@@ -41,6 +41,13 @@ class PlanTables:
     A group's span is the smallest token span both engines tile with whole logical
     blocks (lcm of the two block sizes; one block each for state groups); a
     `ReadTable`'s `src_block`/`dst_block` index the blocks inside its layer's span.
+
+    >>> from kvplan.planning import plan_tables
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(2, 8),) * 3)
+    >>> p = plan_tables(EngineSpec(model=m, block_tokens=48), EngineSpec(model=m, block_tokens=32))
+    >>> p.span_tokens, p.blocks_per_span(0), len(p.tables), [r.name for r in p.src_regions]
+    (96, (2, 3), 1, ['layers.0', 'layers.1', 'layers.2'])
     """
 
     src: object

@@ -31,7 +31,11 @@ def run_starts(keys: list[np.ndarray], src_offset: np.ndarray, dst_offset: np.nd
 
 
 def merged_nbytes(nbytes: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Total bytes of each run beginning at `starts` (see `run_starts`)."""
+    """Total bytes of each run beginning at `starts` (see `run_starts`).
+
+    >>> merged_nbytes(np.array([4, 4, 4]), np.array([0, 2])).tolist()
+    [8, 4]
+    """
     if len(starts) == 0:
         return np.zeros(0, np.int64)
     return np.add.reduceat(nbytes, starts)

@@ -36,6 +36,10 @@ def readonly_int64(value) -> np.ndarray:
     Writable input is copied, so a value never aliases data its caller can still change;
     an int64 array that is already read-only is taken as is (lowering hands over
     freshly built arrays this way without paying for a copy).
+
+    >>> a = readonly_int64([1, 2])
+    >>> a.dtype, a.flags.writeable, readonly_int64(a) is a
+    (dtype('int64'), False, True)
     """
     if isinstance(value, np.ndarray) and value.dtype == np.int64 and value.ndim == 1 and not value.flags.writeable:
         return value
@@ -45,14 +49,19 @@ def readonly_int64(value) -> np.ndarray:
 
 
 def frozen(array: np.ndarray) -> np.ndarray:
-    """Mark a freshly built array read-only (it is handed to a value type as is)."""
+    """Mark a freshly built array read-only (it is handed to a value type as is).
+
+    >>> frozen(np.arange(3)).flags.writeable
+    False
+    """
     array = np.ascontiguousarray(array, dtype=np.int64).reshape(-1)
     array.setflags(write=False)
     return array
 
 
 def column():
-    """attrs field of a read-only int64 column: keyword-only, compared by value, not hashed."""
+    """attrs field of a read-only int64 column: keyword-only, compared by value, not
+    hashed (the module docstring declares a table with it)."""
     return attrs.field(converter=readonly_int64, eq=attrs.cmp_using(eq=np.array_equal), hash=False, repr=False,
                        kw_only=True, metadata={_COLUMN: True})
 
@@ -64,7 +73,16 @@ def _names(cls) -> tuple[str, ...]:
 
 class RowTable:
     """Base of every row table (see the module docstring). Subclasses are
-    ``@attrs.frozen(kw_only=True)`` classes with `column()` fields and any other fields."""
+    ``@attrs.frozen(kw_only=True)`` classes with `column()` fields and any other fields;
+    columns of unequal length are refused.
+
+    >>> from kvplan.lowering import Transfer
+    >>> Transfer(dst_rank=0, src_rank=[1, 1], src_region=[0], src_offset=[0], dst_region=[0], dst_offset=[0],
+    ...          nbytes=[8])
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.SpecError: Transfer columns differ in length: {'src_rank': 2, 'src_region': 1, 'src_offset': 1, 'dst_region': 1, 'dst_offset': 1, 'nbytes': 1}
+    """
 
     __slots__ = ()
 
@@ -103,7 +121,14 @@ class RowTable:
 
 
 class CopyRows(RowTable):
-    """Row tables of copies: each row moves `nbytes` from source rank `src_rank`."""
+    """Row tables of copies: each row moves `nbytes` from source rank `src_rank`.
+
+    >>> from kvplan.lowering import Transfer
+    >>> t = Transfer(dst_rank=0, src_rank=[3, 1], src_region=[0, 0], src_offset=[0, 0], dst_region=[0, 0],
+    ...              dst_offset=[0, 8], nbytes=[8, 4])
+    >>> t.total_bytes, t.source_ranks
+    (12, (1, 3))
+    """
 
     __slots__ = ()
 

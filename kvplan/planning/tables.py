@@ -62,7 +62,8 @@ class ReadTable(CopyRows):
 class TemplateRows(RowTable):
     """One layer's rows on one destination TP rank, relative to the layer: source
     ranks within the layer's stage, region *slots* of the layer (`SCRATCH` for a conv
-    strategy's scratch area) instead of region ids. Identical layers share one."""
+    strategy's scratch area) instead of region ids. Identical layers share one
+    (`kvplan.planning.intersect.layer_rows` builds them)."""
 
     src_rank: np.ndarray = column()
     component: np.ndarray = column()

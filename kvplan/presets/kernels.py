@@ -49,7 +49,11 @@ DEFAULT_BLOCK_TOKENS: dict[str, int] = {
 
 
 def backend_kernel_blocks(backend: str) -> KernelBlocks:
-    """The kernel sizes of a backend name (``"flashinfer"``, ``"flash_attn"``, ...)."""
+    """The kernel sizes of a backend name (``"flashinfer"``, ``"flash_attn"``, ...).
+
+    >>> backend_kernel_blocks("flashmla")
+    KernelBlocks(fixed=(64,), multiple_of=None, mla_only=True)
+    """
     if backend not in BACKENDS:
         raise SpecError(f"unknown attention backend {backend!r}; known backends: {', '.join(sorted(BACKENDS))}")
     return BACKENDS[backend]

@@ -86,6 +86,8 @@ class VllmMemory:
       without state layers) feed the hybrid alignment;
     * `page_bytes`: the unified logical page of every pooled region (None when not pooled);
     * `groups`: the HMA groups, token groups carrying their own (block, kernel) tokens.
+
+    `vllm_memory` computes one (example there).
     """
 
     block_tokens: int

@@ -36,10 +36,21 @@ def _engine_line(label: str, engine) -> str:
 
 
 def describe(plan) -> str:
-    """Summary of `plan`, e.g. for Llama-3.1-70B P tp=2 -> D tp=8::
+    """Summary of `plan`: the engines, each layer group's span, then per decode rank its
+    source ranks, reads and bytes with the first layer's rows.
 
-        D rank 5 <- P rank 2: 80 layers, 160 reads/span, 655,360 B/span
-          layer 0: K @+16384 16384 B -> +0 ...
+    >>> from kvplan.planning import plan_tables
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),) * 80)
+    >>> print("\n".join(describe(plan_tables(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=8))).splitlines()[:8]))
+    model m: 80 layers
+    prefill: tp=2 pp=1 block=16 layout=HND/packed
+    decode : tp=8 pp=1 block=16 layout=HND/packed
+    layers 0-79: span 16 tokens = 1 prefill block(s) = 1 decode block(s)
+    D rank 0 <- P rank 0: 80 layers, 80 reads/span, 655,360 B/span
+      layer 0     KV: P r0 reg 0 blk 0 +0 -> reg 0 blk 0 +0  8192 B
+    D rank 1 <- P rank 0: 80 layers, 80 reads/span, 655,360 B/span
+      layer 0     KV: P r0 reg 0 blk 0 +8192 -> reg 0 blk 0 +0  8192 B
     """
     src, dst = plan.src, plan.dst
     lines = [

@@ -31,7 +31,11 @@ _ALIASES = {
 
 
 def canonical_dtype(name: str) -> str:
-    """Return the canonical dtype name: ``canonical_dtype("bf16") == "bfloat16"``."""
+    """The canonical name of a dtype spelling.
+
+    >>> canonical_dtype("bf16"), canonical_dtype("torch.float8_e4m3fn"), canonical_dtype("fp8")
+    ('bfloat16', 'float8_e4m3fn', 'float8_e4m3fn')
+    """
     if not isinstance(name, str):
         raise SpecError(f"dtype must be a string such as 'bfloat16', got {name!r}")
     key = name.lower().removeprefix("torch.")
@@ -43,5 +47,9 @@ def canonical_dtype(name: str) -> str:
 
 
 def dtype_bytes(name: str) -> int:
-    """Bytes per element: ``dtype_bytes("bfloat16") == 2``, ``dtype_bytes("float8_e5m2") == 1``."""
+    """Bytes per element.
+
+    >>> dtype_bytes("bfloat16"), dtype_bytes("float8_e5m2"), dtype_bytes("fp32")
+    (2, 1, 4)
+    """
     return DTYPE_BYTES[canonical_dtype(name)]

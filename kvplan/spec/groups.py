@@ -61,7 +61,15 @@ def default_groups(model) -> tuple[LayerGroup, ...]:
 
 
 def check_groups(model, groups: tuple[LayerGroup, ...]) -> None:
-    """Every layer in exactly one group; a group holds token layers or state layers."""
+    """Every layer in exactly one group; a group holds token layers or state layers.
+
+    >>> from kvplan.spec.layers import AttentionSpec
+    >>> from kvplan.spec.model import ModelSpec
+    >>> check_groups(ModelSpec(name="m", layers=(AttentionSpec(2, 8),) * 3), (LayerGroup(layers=(0, 2)),))
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.SpecError: layers [1] are in no group
+    """
     seen: dict[int, int] = {}
     for index, group in enumerate(groups):
         kinds = {model.layers[layer].holds_tokens for layer in group.layers if layer is not None

@@ -111,6 +111,10 @@ class StatePart:
 
     A conv part holds `width` conv channels per index of its axis (a Mamba2 head holds
     head_dim x channels); the "ssm" part holds `width` bytes per index.
+
+    >>> spec = Mamba2Spec(num_heads=8, head_dim=4, n_groups=2, d_state=16, conv_kernel=4)
+    >>> [(p.component, p.axis.what, p.axis.extent, p.width) for p in spec.parts()]
+    [('conv_x', 'Mamba2 heads', 8, 4), ('conv_B', 'Mamba2 groups', 2, 16), ('conv_C', 'Mamba2 groups', 2, 16), ('ssm', 'Mamba2 heads', 8, 256)]
     """
 
     component: str

@@ -32,7 +32,15 @@ from ..errors import ShardingError
 
 @attrs.frozen
 class Shard:
-    """Split the axis evenly over the TP ranks (see the module docstring)."""
+    """Split the axis evenly over the TP ranks (see the module docstring).
+
+    >>> [Shard().interval(6, 3, r) for r in range(3)]
+    [(0, 2), (2, 4), (4, 6)]
+    >>> Shard(replicate_excess=False).interval(2, 4, 0)
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.ShardingError: 2 indices cannot be split over TP 4: 2 % 4 = 2
+    """
 
     replicate_excess: bool = True
 
@@ -72,6 +80,11 @@ class Axis:
     """One TP-sharded axis of a layer: `extent` global indices placed by `placement`.
 
     `what` names the indices in error messages ("KV heads", "Mamba2 groups").
+
+    >>> Axis(what="KV heads", extent=8, placement=Shard()).interval(3, 0, where=" of layer 2")
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.ShardingError: 8 KV heads of layer 2 cannot be split over TP 3: 8 % 3 = 2
     """
 
     what: str
