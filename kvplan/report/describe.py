@@ -42,7 +42,8 @@ def describe(plan) -> str:
     >>> from kvplan.planning import plan_tables
     >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
     >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),) * 80)
-    >>> print("\n".join(describe(plan_tables(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=8))).splitlines()[:8]))
+    >>> for line in describe(plan_tables(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=8))).splitlines()[:8]:
+    ...     print(line)
     model m: 80 layers
     prefill: tp=2 pp=1 block=16 layout=HND/packed
     decode : tp=8 pp=1 block=16 layout=HND/packed
