@@ -8,8 +8,6 @@ beside each entry names the values it rests on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..spec.layers import AttentionSpec
 from ..spec.model import ModelSpec
 
@@ -60,27 +58,24 @@ def interleaved_sliding(name: str, num_layers: int, num_kv_heads: int, head_dim:
     return ModelSpec(name=name, layers=layers)
 
 
-# name -> builder; builders keep the registry cheap to import and let later model
-# families (hybrids, from_hf_config) register next to these.
-_BUILDERS: dict[str, Callable[[], ModelSpec]] = {
+DENSE_MODELS: dict[str, ModelSpec] = {
     # meta-llama/Llama-3.1-8B: 32 layers, 32 q / 8 KV heads, head_dim 4096/32 = 128.
-    "llama-3.1-8b": lambda: dense("llama-3.1-8b", 32, 8, 128),
+    "llama-3.1-8b": dense("llama-3.1-8b", 32, 8, 128),
     # meta-llama/Llama-3.1-70B: 80 layers, 64 q / 8 KV heads, head_dim 8192/64 = 128.
-    "llama-3.1-70b": lambda: dense("llama-3.1-70b", 80, 8, 128),
+    "llama-3.1-70b": dense("llama-3.1-70b", 80, 8, 128),
     # Qwen/Qwen2.5-7B: 28 layers, 28 q / 4 KV heads, head_dim 3584/28 = 128. Its config
     # carries sliding_window 131072 with use_sliding_window false: full attention.
-    "qwen2.5-7b": lambda: dense("qwen2.5-7b", 28, 4, 128),
+    "qwen2.5-7b": dense("qwen2.5-7b", 28, 4, 128),
     # mistralai/Mistral-7B (v0.3 / Instruct-v0.2+): 32 layers, 32 q / 8 KV heads, head_dim
     # 128. v0.1 declared sliding_window 4096; v0.2+ dropped it, so full attention here.
-    "mistral-7b": lambda: dense("mistral-7b", 32, 8, 128),
+    "mistral-7b": dense("mistral-7b", 32, 8, 128),
     # deepseek-ai/DeepSeek-V3: 61 layers (3 dense + 58 MoE, all MLA), kv_lora_rank 512,
     # qk_rope_head_dim 64 -> 576-wide latent, 1152 B/token in bf16. vLLM may pad the
     # MLA page for alignment; this spec holds the unpadded latent.
-    "deepseek-v3": lambda: mla("deepseek-v3", 61, 512, 64),
+    "deepseek-v3": mla("deepseek-v3", 61, 512, 64),
     # google/gemma-3-27b: 62 layers, 32 q / 16 KV heads, head_dim 128, sliding window
     # 1024 on 5 of every 6 layers (52 sliding + 10 global, as vLLM groups them).
     # Global and sliding layers have the same heads in Gemma 3 (unlike Gemma 4).
-    "gemma-3-27b": lambda: interleaved_sliding("gemma-3-27b", 62, 16, 128, window_tokens=1024, global_every=6),
+    "gemma-3-27b": interleaved_sliding("gemma-3-27b", 62, 16, 128, window_tokens=1024, global_every=6),
 }
 
-DENSE_MODELS: dict[str, ModelSpec] = {name: build() for name, build in _BUILDERS.items()}
