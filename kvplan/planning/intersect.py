@@ -48,18 +48,20 @@ def cell_pairs(dst: ComponentLayout, src: ComponentLayout, lo: int, hi: int, spa
         shape[dim] = len(values)
         return values.reshape(shape)
 
-    index = np.arange(lo, hi, dtype=np.int64)
+    # slice both layouts to the common indices: coordinate c is global index lo + c
+    src_layout = src.layout.restrict(0, lo - src.held[0], hi - src.held[0])
+    dst_layout = dst.layout.restrict(0, lo - dst.held[0], hi - dst.held[0])
+    index = along(np.arange(hi - lo, dtype=np.int64), 0)
     axes = [along(np.arange(extent, dtype=np.int64), 1 + dst.has_tokens + k) for k, extent in enumerate(extra_dst)]
     if dst.has_tokens:
         tokens = np.arange(span_tokens, dtype=np.int64)
         s_blk, s_tok = np.divmod(tokens, src_block_tokens)
         d_blk, d_tok = np.divmod(tokens, dst_block_tokens)
-        s_off = src.layout(along(index - src.held[0], 0), along(s_tok, 1), *axes)
-        d_off = dst.layout(along(index - dst.held[0], 0), along(d_tok, 1), *axes)
+        s_off = src_layout(index, along(s_tok, 1), *axes)
+        d_off = dst_layout(index, along(d_tok, 1), *axes)
         s_blk, d_blk = along(s_blk, 1), along(d_blk, 1)
     else:
-        s_off = src.layout(along(index - src.held[0], 0), *axes)
-        d_off = dst.layout(along(index - dst.held[0], 0), *axes)
+        s_off, d_off = src_layout(index, *axes), dst_layout(index, *axes)
         s_blk = d_blk = np.zeros(1, np.int64)
     shape = np.broadcast_shapes(np.shape(s_off), np.shape(d_off), s_blk.shape)
     return {name: np.broadcast_to(value, shape).reshape(-1).astype(np.int64, copy=False) for name, value in
