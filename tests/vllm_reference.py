@@ -11,7 +11,8 @@ from kvplan.spec import COMPONENT_CODE
 def vllm_attention_reads(k, tp_p, tp_d, r, page_d, mla=False):
     """vLLM 0.33's attention reads of D rank r as [(P rank, (P start, P end), (D start, D end))].
 
-    Reference §4.2, §4.4, §5.2, K total heads: Td >= Tp or MLA: one source ⌊r·Tp/Td⌋ at
+    vLLM's source-rank and head-offset rules (docs/vllm-memory-model.md, "Attention reads
+    across TP sizes"), K total heads: Td >= Tp or MLA: one source ⌊r·Tp/Td⌋ at
     offset f·page_D, f = 0 (Td <= Tp or MLA), ⌊r·K/Td⌋ − ⌊⌊r·Tp/Td⌋·K/Tp⌋ (Td > K), else
     r mod (Td/Tp). Tp > Td: candidates r·a + j (a = Tp/Td), the first per distinct head
     ⌊p·K/Tp⌋ kept; source in slot s fills D bytes [s·page_D/n, (s+1)·page_D/n) from the

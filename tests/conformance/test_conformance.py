@@ -1,16 +1,18 @@
-"""Conformance with vLLM 0.33.0's NIXL geometry (../shared/conformance/vllm-0.33-vectors.json).
+"""Conformance with vLLM 0.33.0's NIXL geometry (tests/data/vllm-0.33-vectors.json: values
+vLLM's own functions returned, vendored here).
 
 Every vector is collected as one test. For the attention vectors kvplan builds the
 same configuration, plans it, and the test compares *bytes*: which source rank and
 which source bytes land on which destination bytes, never row or descriptor
 granularity. vLLM's descriptor rows and descriptor ids are expanded into such byte
-maps by the helpers below, written from reference §5-§7 (not from kvplan).
+maps by the helpers below, written from vLLM's descriptor rules (docs/vllm-memory-model.md,
+"Attention reads across TP sizes" and "Descriptor lists and ids"), not from kvplan.
 
 Scope: attention (full, sliding, MLA), including HMA layer groups over pooled or
 group-owned regions. Vectors of hybrid operations (Mamba / GDN conv split, state
 shapes, hybrid block sizes, page unification, ...) are checked in
-`tests/test_conformance_hybrid.py` and not collected here; tp_mapping vectors whose
-groups include "mamba" check their attention groups here. `test_scope_is_explicit`
+`tests/conformance/test_conformance_hybrid.py` and not collected here; tp_mapping
+vectors whose groups include "mamba" check their attention groups here. `test_scope_is_explicit`
 keeps the classification exhaustive.
 
 Unless a vector says otherwise: head_dim 128, bf16, 16-token kernel blocks (vLLM's
@@ -57,7 +59,7 @@ def _layer(group_type: str, k: int, head_dim: int | None = None) -> AttentionSpe
 
 
 def _page_bytes(group_type: str, k: int, tp: int, tokens: int = 16) -> int:
-    """vLLM's per-rank attention page (reference §2.1): H(t)·Nk·C, or Nk·latent for MLA."""
+    """vLLM's per-rank attention page: H(t)·Nk·C, or Nk·latent for MLA."""
     if group_type == "mla":
         return tokens * MLA_WIDTH * 2
     return max(1, k // tp) * tokens * CELL_BYTES
@@ -86,7 +88,7 @@ def _layer_runs(table, layer):
 
 def check_head_offset(vector):
     """compute_head_offset f: D rank r reads its page from P rank ⌊r·Tp/Td⌋ at f·page_D
-    (reference §4.2, §4.4, §5.2)."""
+    (vLLM's source-rank and head-offset rules, docs/vllm-memory-model.md)."""
     spec = vector["input"]
     k, r, td, tp = spec["total_kv_heads"], spec["tp_rank"], spec["tp_size"], spec["remote_tp"]
     model = ModelSpec(name="vec", layers=(_layer("full", k),))
@@ -101,7 +103,8 @@ def check_tp_mapping(vector):
 
     Td >= Tp (or MLA): one source p, D page = P bytes [f·page_D, (f+1)·page_D).
     Tp > Td: source p (slot s of n sources) fills D bytes [s·page_D/n, (s+1)·page_D/n)
-    from the start of its own page (§5.2, §5.4). Mamba groups are not checked here.
+    from the start of its own page (vLLM's remote rows and local split handles). Mamba
+    groups are not checked here.
     """
     spec, exp = vector["input"], vector["expected"]
     k, r, td, tp = spec["total_kv_heads"], spec["tp_rank"], spec["tp_size"], spec["remote_tp"]
@@ -128,7 +131,8 @@ def check_tp_mapping(vector):
 
 
 def _vllm_descriptors(rows):
-    """Expand N×5 descriptor rows into the ordered list of (region, offset, length) (§5)."""
+    """Expand N×5 descriptor rows (addr, len, dev, stride, count) into the ordered list of
+    (region, offset, length)."""
     return [(row["region"], row["offset"] + i * row["stride"], row["len"])
             for row in rows for i in range(row["count"])]
 
@@ -225,7 +229,8 @@ def check_desc_ids(vector):
     """The D bytes vLLM's local descriptor ids address equal the D bytes kvplan writes.
 
     Id d addresses region d // (N·ratio), sub-block d mod (N·ratio): sub-block j of D
-    block b is id b·ratio + j (reference §7.2, §5.3); a sub-block is 1/ratio of the page
+    block b is id b·ratio + j (vLLM numbers D's P-sized sub-blocks consecutively when the
+    kernel block ratio is > 1); a sub-block is 1/ratio of the page
     (vLLM's receive-side permute moves bytes only inside the block, so the set of D
     bytes is what it is before the permute)."""
     spec, exp = vector["input"], vector["expected"]
@@ -318,7 +323,7 @@ def test_every_tp_pair_reads_what_vllm_reads(k, group_type):
     """Beyond the vectors: for every TP pair of {1..16}² (both directions, replication
     on either side), each D rank reads the same bytes from the same P ranks as vLLM's
     formulas say (`vllm_attention_reads`), including pairs vLLM itself refuses
-    (P replicating KV with Tp > Td, reference §10.3), whose formulas still describe
+    (P replicating KV with Tp > Td, where vLLM asserts), whose formulas still describe
     the only correct, de-duplicated reads."""
     model = ModelSpec(name="sweep", layers=(_layer(group_type, k),))
     for tp_p in TP_SIZES:
@@ -332,7 +337,7 @@ def test_every_tp_pair_reads_what_vllm_reads(k, group_type):
 
 
 def _vllm_worker_by_rules(k, tp_p, tp_d, r, nk_p, nk_d, nb_p, nb_d, local_ids, remote_ids):
-    """A `worker` vector built from reference §5.1-§5.3 (one region, Td >= Tp, HND),
+    """A `worker` vector built from vLLM's descriptor rules (one region, Td >= Tp, HND),
     for configurations the recorded vectors do not combine (TP ratio and kernel block
     ratio at once). Local ids expand b -> b·bsr ... b·bsr+bsr-1, clipped to the remote count."""
     bsr = nk_d // nk_p

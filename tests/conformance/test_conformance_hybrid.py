@@ -1,15 +1,17 @@
 """Conformance with vLLM 0.33.0 for hybrid geometry (Mamba1/Mamba2/GDN state, hybrid
 block sizes, page unification, HMA groups, kernel blocks, prefix trimming).
 
-Each hybrid vector of ../shared/conformance/vllm-0.33-vectors.json is one test. Expected
-values come from the vectors (what vLLM's own functions returned) or from hand formulas
-of reference §2-§8 written below, never from kvplan. Byte maps are compared as
-canonical runs ``(dst region, dst start, src rank, src region, src start, nbytes)``
-merged where contiguous on both sides, so row or descriptor granularity never matters.
+Each hybrid vector of tests/data/vllm-0.33-vectors.json is one test. Expected values come
+from the vectors (what vLLM's own functions returned) or from hand formulas of vLLM's
+memory model and reads (docs/vllm-memory-model.md) written below, never from kvplan.
+Byte maps are compared as canonical runs
+``(dst region, dst start, src rank, src region, src start, nbytes)`` merged where
+contiguous on both sides, so row or descriptor granularity never matters.
 
 Where a vector's note says vLLM reads the wrong bytes (Mamba2 ``n_groups < TP``:
-Granite-4.0-H, Falcon-H1; reference §11.1) the test asserts kvplan *differs*, that its
-plan passes `verify()`, and that the replicated B/C are read whole from one source.
+Granite-4.0-H, Falcon-H1; docs/vllm-differences.md, item 1) the test asserts kvplan
+*differs*, that its plan passes `verify()`, and that the replicated B/C are read whole
+from one source.
 Vectors outside kvplan's model skip with the reason named in `OUT_OF_MODEL`.
 """
 
@@ -35,7 +37,7 @@ HMA_VECTORS = frozenset({"descids_hma_shared", "descids_region_groups"})
 
 OUT_OF_MODEL = {
     "physical_ratio": "legacy helper compute_physical_blocks_per_logical: vLLM 0.33's worker no longer calls "
-                      "it (ppl comes from the handshake, reference §2.5); kvplan derives ppl from block sizes",
+                      "it (ppl comes from the handshake); kvplan derives ppl from block sizes",
     "local_splits": "descriptor-handle layout (how vLLM carves local NIXL handles per source rank): kvplan has "
                     "no handles; the bytes those handles address are compared by the worker_* vectors",
 }
@@ -66,7 +68,7 @@ def state_spec(spec: dict):
     family = spec["family"]
     dtypes = dict(conv_dtype=spec.get("conv_dtype", "bfloat16"), ssm_dtype=spec.get("ssm_dtype", "bfloat16"))
     if family == "mamba2":
-        # vLLM's I = nheads·head_dim for these models (reference §2.6)
+        # vLLM's Mamba2 x width I = nheads·head_dim for these models
         assert spec["intermediate_size"] == spec["num_heads"] * spec["head_dim"]
         return Mamba2Spec(num_heads=spec["num_heads"], head_dim=spec["head_dim"], n_groups=spec["n_groups"],
                           d_state=spec["state_size"], conv_kernel=spec["conv_kernel"], **dtypes)
@@ -93,7 +95,8 @@ def transfer_runs(t) -> list[tuple]:
 
 
 def expand_rows(rows) -> list[tuple[int, int, int]]:
-    """NIXL N×5 descriptor rows -> ordered descriptors (region, offset, len) (reference §5)."""
+    """NIXL N×5 descriptor rows (addr, len, dev, stride, count: `count` descriptors of `len`
+    bytes, `stride` apart) -> ordered descriptors (region, offset, len)."""
     return [(row["region"], row["offset"] + i * row["stride"], row["len"]) for row in rows for i in range(row["count"])]
 
 
@@ -143,7 +146,8 @@ def local_split(spec, tp: int):
 
 
 def vllm_conv_runs(exp, tp: int, remote_tp: int, rank: int) -> list[tuple]:
-    """vLLM's 3-read (+SSM) of D rank `rank` as byte runs in one block (reference §6.2, §6.3)."""
+    """vLLM's 3-read (+SSM) of D rank `rank` as byte runs in one block (both TP directions:
+    docs/vllm-memory-model.md, "State reads")."""
     local = exp["local_conv_offsets"]
     conv_d = exp["ssm_sizes"][0]
     runs = []
@@ -280,7 +284,7 @@ def _worker_engines(vector):
 
 
 def vllm_worker_runs(vector) -> list[tuple]:
-    """vLLM's descriptor rows + descriptor ids as byte runs (reference §5-§7).
+    """vLLM's descriptor rows + descriptor ids as byte runs.
 
     Descriptor lists are the FA rows then the Mamba rows, expanded in order, so a
     descriptor id indexes the expanded list directly. With block_size_ratio > 1 D
@@ -303,7 +307,7 @@ def vllm_worker_runs(vector) -> list[tuple]:
 def check_worker(vector):
     spec, exp = vector["input"], vector["expected"]
     src, dst = _worker_engines(vector)
-    # registered kernel-page lengths (reference §3) are the unified page over ppl
+    # vLLM registers kernel-page lengths: the unified page over ppl
     assert dst.page_bytes // dst.kernel_pages_per_block == exp["local_block_len"]
     assert src.page_bytes // src.kernel_pages_per_block == exp["remote_block_len"]
     assert exp["mamba_local"][0]["stride"] == dst.page_bytes and exp["mamba_remote"][0]["stride"] == src.page_bytes
@@ -320,7 +324,7 @@ def _small_mamba():
 
 
 def _mamba_parts(spec):
-    """Hand formula of the DS Mamba2 page at TP1: x | B | C | SSM (reference §2.6)."""
+    """Hand formula of the DS Mamba2 page at TP1: x | B | C | SSM (3 conv taps, bf16; fp32 SSM)."""
     x = spec.num_heads * spec.head_dim * 3 * 2
     b = spec.n_groups * spec.d_state * 3 * 2
     ssm = spec.num_heads * spec.head_dim * spec.d_state * 4
@@ -347,7 +351,8 @@ def _pages_touched(t, page_bytes: int, kernel_bytes: int | None = None, parts=No
 
 def _vllm_pages(ids, spec, ppl: int) -> set:
     """Desc ids -> (region, block, what): FA ids r·N + k at kernel granularity, Mamba ids
-    F + s·LB + b with s = SSM-region-index·4 + sub-part (reference §7.2)."""
+    F + s·LB + b with s = SSM-region-index·4 + sub-part (F = regions·N: the attention ids
+    come first; LB = N / ppl logical blocks)."""
     n = spec["num_blocks"]
     regions = spec["num_regions"]
     lb = n // ppl
@@ -439,7 +444,7 @@ def check_block_size_ratio(vector):
     spec = vector["input"]
     assert "expected_error" in vector
     m = HYBRID_MODELS["nemotron-3-nano-30b-a3b"]
-    tp_of = {2096: 1, 1056: 4}  # reference §10.2: FlashAttention kernel = logical block
+    tp_of = {2096: 1, 1056: 4}  # FlashAttention keeps the logical block as the kernel block
     dst = vllm_engine(m, tp_of[spec["local_block"]], backend="flash_attn")
     src = vllm_engine(m, tp_of[spec["remote_block"]], backend="flash_attn")
     assert (dst.kernel_tokens, src.kernel_tokens) == (spec["local_block"], spec["remote_block"])
@@ -501,7 +506,8 @@ def _trim_engines(vector):
 
 
 def check_prefix_trim(vector):
-    """vLLM trims P's lists before reading (reference §8.6); kvplan's lower(prefix="tail")
+    """vLLM trims P's lists before reading (prefix-cache rules, docs/vllm-memory-model.md,
+    "Block ids of one request"); kvplan's lower(prefix="tail")
     reads the same bytes as an exact lower of vLLM's trimmed lists, and raises where
     vLLM asserts. Lists are logical blocks (the vectors' ppl are equal, or the kernel
     counts are divided by ppl)."""

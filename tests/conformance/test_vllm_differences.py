@@ -1,7 +1,8 @@
 """Where kvplan differs from vLLM 0.33 (docs/vllm-differences.md): one test per item,
 each written so that it fails if kvplan behaved like vLLM (read vLLM's bytes, refused
 the pair vLLM refuses, or accepted a mismatch vLLM lets through). vLLM's numbers come
-from reference §4-§6 formulas and the conformance vectors, never from kvplan.
+from its source-rank, head-offset and 3-read formulas (docs/vllm-memory-model.md) and the
+conformance vectors (tests/data/vllm-0.33-vectors.json), never from kvplan.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def _one_layer(spec) -> ModelSpec:
 
 
 def _vllm_rows_rho_positive(spec, tp_p: int, tp_d: int, r: int):
-    """vLLM's 3-read + SSM for ρ = Td/Tp >= 1 (reference §6.2), sized from D's page as vLLM
+    """vLLM's 3-read + SSM for ρ = Td/Tp >= 1 (offset of sub-projection j: Σ_{i<j} ρ·s_i +
+    (r mod ρ)·s_j, SSM at conv_P + (r mod ρ)·ssm_D), sized from D's page as vLLM
     does: D's B/C assumed to be 1/ρ of P's. [(D start, P start, nbytes)]."""
     rho, q = tp_d // tp_p, r % (tp_d // tp_p)
     e, rows = 2, 3
@@ -73,7 +75,7 @@ def test_mamba2_groups_below_tp_are_read_whole(spec, tp_p, tp_d, r):
 
 
 def test_mamba2_groups_below_tp_gather_reads_each_group_once():
-    """Granite 2→1: vLLM takes the first half of each P rank's B (reference §11.1, vector
+    """Granite 2→1: vLLM takes the first half of each P rank's B (vector
     conv3read_granite4_h_small_d1_p2_r0: (24,576, 384) from both); kvplan reads P0's B
     and C whole (768 B each) and nothing of B/C from P1."""
     p = plan(EngineSpec(model=_one_layer(GRANITE_MAMBA), tp=2), EngineSpec(model=_one_layer(GRANITE_MAMBA), tp=1))
@@ -84,7 +86,7 @@ def test_mamba2_groups_below_tp_gather_reads_each_group_once():
 
 def test_per_layer_kv_heads_gemma4():
     """Gemma-4-31B global layers hold 4 KV heads (sliding: 16). vLLM uses the model-wide
-    K = 16: for P TP4 → D TP8 it sets f = r mod 2 (reference §4.4), so D rank 1 would read
+    K = 16: for P TP4 → D TP8 it sets f = r mod (Td/Tp) = r mod 2, so D rank 1 would read
     at offset 1·page_D inside P rank 0's one-head global page. kvplan reads D rank 1's
     replicated global head 0 from the start of P rank 0's page, and plans the pair vLLM
     stops with a block-size assert (global blocks 32 tokens at TP4, 16 at TP8)."""
@@ -102,7 +104,7 @@ def test_per_layer_kv_heads_gemma4():
     ("flash_attn", 1, 4), ("flash_attn", 4, 1), ("flash_attn", 8, 2), ("flashinfer", 4, 1), ("flashinfer", 4, 2),
 ])
 def test_non_dividing_block_sizes_are_planned(backend, tp_p, tp_d):
-    """vLLM asserts when kernel blocks do not divide or D's is smaller (reference §10.2:
+    """vLLM asserts when kernel blocks do not divide or D's is smaller (vectors bsr_*:
     Nemotron FlashAttention 2096 vs 1056; FlashInfer kernel 32 at TP4 vs 16 at TP1/2).
     kvplan plans the pair over the lcm token span; the plan verifies and lowers."""
     m = HYBRID_MODELS["nemotron-3-nano-30b-a3b"]
@@ -123,8 +125,10 @@ def test_non_dividing_block_sizes_are_planned(backend, tp_p, tp_d):
 @pytest.mark.parametrize("tp_p,tp_d", [(4, 1), (4, 2), (8, 2)])
 def test_prefill_tp_above_decode_tp_for_mamba(tp_p, tp_d):
     """vLLM's 3-read supports P_TP > D_TP, but with default block sizes most such pairs are
-    refused by the kernel-block assert (reference §11.5). kvplan plans them: every P rank
-    of the D rank's group contributes its SSM heads (reference §4.3)."""
+    refused by the kernel-block assert (Nemotron with FlashInfer: kernel 32 at TP4, 16 at
+    TP1/2). kvplan plans them: every P rank of the D rank's group contributes its SSM heads,
+    as vLLM's own SSM source list says (all Tp/Td candidates, even when attention reads
+    de-duplicate)."""
     m = HYBRID_MODELS["nemotron-3-nano-30b-a3b"]
     p = plan(vllm_engine(m, tp_p), vllm_engine(m, tp_d))
     verify(p)
@@ -140,8 +144,8 @@ HYBRID = ModelSpec(name="h", layers=(AttentionSpec(4, 16), MAMBA))
 @pytest.mark.parametrize("field,value", [("ssm_dtype", "bfloat16"), ("conv_kernel", 3), ("n_groups", 2),
                                          ("conv_dtype", "float32")])
 def test_state_geometry_mismatch_is_rejected(field, value):
-    """vLLM validates no SSM geometry (reference §11.2): SSM dtype, conv kernel, n_groups
-    are outside its compatibility hash. kvplan raises naming both sides' values."""
+    """vLLM validates no SSM geometry (ssm_sizes are never compared): SSM dtype, conv kernel,
+    n_groups are outside its compatibility hash. kvplan raises naming both sides' values."""
     other = ModelSpec(name="h", layers=(HYBRID.layers[0], attrs.evolve(MAMBA, **{field: value})))
     with pytest.raises(ModelMismatchError, match=rf"{field}: prefill {getattr(MAMBA, field)!r} vs decode {value!r}"):
         plan(EngineSpec(model=HYBRID, tp=1), EngineSpec(model=other, tp=2))
@@ -156,7 +160,8 @@ def test_speculative_rows_mismatch_is_rejected():
 
 
 def test_hybrid_attention_mismatch_is_rejected():
-    """vLLM skips the attention block_len check for Mamba hybrids (reference §11.3)."""
+    """vLLM skips the attention block_len check for Mamba hybrids (it runs only for models
+    without Mamba layers)."""
     other = ModelSpec(name="h", layers=(AttentionSpec(8, 16), MAMBA))
     with pytest.raises(ModelMismatchError, match=r"num_kv_heads: prefill 4 vs decode 8"):
         plan(EngineSpec(model=HYBRID, tp=1), EngineSpec(model=other, tp=1))

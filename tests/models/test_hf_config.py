@@ -202,7 +202,7 @@ def test_nemotron_full_counts_and_bytes():
     assert spec.name == "nemotron_h"
     assert _kinds(spec).count("mamba2") == 23 and _kinds(spec).count("attention") == 6
     mamba = spec.layers[0]
-    # Reference §12: conv dim 6144, SSM 64 * 64 * 128 * 4 B = 2,097,152 B at TP1.
+    # Nemotron-3-Nano: conv dim 4096 + 2 * 8 * 128 = 6144, SSM 64 * 64 * 128 * 4 B = 2,097,152 B at TP1.
     assert mamba.conv_channels == 6144
     assert mamba.ssm_bytes_per_head * mamba.num_heads == 2_097_152
     assert spec.layers[3] == AttentionSpec(num_kv_heads=2, head_dim=128)  # 4th cache layer is the first '*'
@@ -225,7 +225,7 @@ def test_granite_full_keeps_replicated_groups_and_model_dtype_ssm():
     assert [i for i, kind in enumerate(_kinds(spec)) if kind == "attention"] == [5, 15, 25, 35]
     mamba = spec.layers[0]
     assert (mamba.num_heads, mamba.head_dim, mamba.n_groups, mamba.d_state) == (128, 64, 1, 128)
-    assert mamba.conv_channels == 8448 and mamba.ssm_dtype == "bfloat16"  # reference §12: (8448, 3), bf16
+    assert mamba.conv_channels == 8448 and mamba.ssm_dtype == "bfloat16"  # 8192 + 2 * 1 * 128 channels, bf16
     assert spec.layers[5].bytes_per_token == 8 * 256 * 2
 
 

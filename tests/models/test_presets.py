@@ -1,8 +1,10 @@
-"""`kvplan.presets.vllm_engine` against vLLM 0.33's memory model (reference §2.2-§2.5).
+"""`kvplan.presets.vllm_engine` against vLLM 0.33's memory model (hybrid block sizes,
+kernel blocks, page unification, HMA groups; stated in docs/vllm-memory-model.md).
 
-Expected numbers are the reference's tables (computed there with vLLM's own functions)
-or hand formulas written out next to them; the conformance vectors hybrid_block_*,
-unify_* and kernel_block_* are checked in tests/test_conformance_hybrid.py.
+Expected numbers are values vLLM 0.33's own functions return for these models (the
+tables below, also in docs/vllm-memory-model.md) or hand formulas written out next to
+them; the conformance vectors hybrid_block_*, unify_* and kernel_block_* are checked in
+tests/conformance/test_conformance_hybrid.py.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from kvplan import AttentionSpec, ModelSpec, SpecError, plan, verify
 from kvplan.layout import engine_memory
 from kvplan.presets import select_kernel_block_tokens, vllm_engine, vllm_memory
 
-# reference §2.4: logical block Nl at TP 1, 2, 4, 8 (FlashInfer and FlashAttention alike)
+# vLLM's hybrid logical block Nl at TP 1, 2, 4, 8 (FlashInfer and FlashAttention alike)
 NL = {
     "nemotron-3-nano-30b-a3b": (2096, 2096, 1056, 528),
     "granite-4.0-h-small": (528, 528, 528, 528),
@@ -21,9 +23,9 @@ NL = {
     "qwen3-next-80b-a3b": (544, 544, 272, 144),
     "jamba-v0.1": (80, 80, 80, 80),
 }
-# reference §2.5: FlashInfer [16, 32, 64] -> the largest size dividing Nl
+# vLLM's kernel block selection: FlashInfer [16, 32, 64] -> the largest size dividing Nl
 FLASHINFER_KERNEL = {2096: 16, 1056: 32, 528: 16, 1568: 32, 784: 16, 400: 16, 544: 32, 272: 16, 144: 16, 80: 16}
-# reference §2.2: (groups, regions)
+# vLLM's HMA grouping: (groups, pooled regions)
 GROUPS = {
     "nemotron-3-nano-30b-a3b": (5, 6), "qwen3-next-80b-a3b": (4, 12), "granite-4.0-h-small": (10, 4),
     "jamba-v0.1": (8, 4), "falcon-h1-7b": (2, 44), "gemma-3-27b": (7, 10), "gemma-4-31b": (6, 10),
@@ -42,7 +44,8 @@ def test_hybrid_block_sizes_match_reference_table(name, backend):
 
 
 def test_nemotron_pages():
-    """§2.4 table: padded Mamba page = Nl · a1 (a1 = 1,024 B/token at TP1, 512 from TP2)."""
+    """Padded Mamba page = Nl · a1 (a1 = 1,024 B/token at TP1, 512 from TP2, where the 2 KV
+    heads stop splitting), as vLLM's hybrid block alignment pads it."""
     pages = {1: 2096 * 1024, 2: 2096 * 512, 4: 1056 * 512, 8: 528 * 512}
     assert pages == {1: 2146304, 2: 1073152, 4: 540672, 8: 270336}
     for tp, page in pages.items():
@@ -68,7 +71,7 @@ def test_groups_and_regions(name):
 
 
 def test_gemma4_full_attention_block_scales_with_tp():
-    """§2.3 / §11.4: Gemma-4-31B sliding 16 heads × 256, full 4 × 512. Per token at TP t:
+    """Page unification: Gemma-4-31B sliding 16 heads × 256, full 4 × 512. Per token at TP t:
     sliding H(t)·1,024 B, full H(t)·2,048 B; full pages are half the sliding ones (block
     ×2 = 32) until the full heads replicate (TP8: 2·1,024 = 1·2,048, block 16)."""
     for tp, full_block in ((1, 32), (2, 32), (4, 32), (8, 16)):

@@ -1,8 +1,8 @@
 """Golden rank-by-rank tables for real models (vLLM 0.33 default layout: HND, K|V packed,
 one region per layer, 16-token blocks). The same tables are in docs/golden.md.
 
-Every expected number below was worked out by hand from the page formula of reference
-§2.1, never from kvplan's output:
+Every expected number below was worked out by hand from vLLM's attention page formula
+(docs/vllm-memory-model.md, "Attention pages"), never from kvplan's output:
 
     byte of (head h, token n, K|V byte c) in a kernel page = h·Nk·C + n·C + c
     C = (dk + dv)·e = (128 + 128)·2 = 512 B       Nk = 16 tokens
@@ -13,7 +13,8 @@ A rank holding heads [lo, hi) stores head h at (h − lo)·8,192. A row of a tab
 byte ranges as [start, end); adjacent ranges contiguous on both sides are one range
 (rows are compared as byte maps, not at kvplan's row granularity).
 `test_tables_match_vllm_formulas` re-derives the literal tables from vLLM's own
-source-rank and head-offset formulas (§4.2, §4.4, §5.2) as a check on the arithmetic.
+source-rank and head-offset formulas (docs/vllm-memory-model.md, "Attention reads across
+TP sizes") as a check on the arithmetic.
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ def test_golden_plans_verify(golden):
 
 
 def test_tables_match_vllm_formulas():
-    """Re-derive each literal table from vLLM 0.33's formulas (reference §4.2, §4.4, §5.2),
-    as written out in `test_conformance.vllm_attention_reads`."""
+    """Re-derive each literal table from vLLM 0.33's source-rank and head-offset formulas,
+    as written out in `vllm_reference.vllm_attention_reads` (tests/vllm_reference.py)."""
     def heads(k, tp):
         return max(1, k // tp)
 
@@ -192,7 +193,7 @@ def test_lower_deepseek_v3_whole_pages_merge_across_blocks():
 
 def test_lower_gemma3_27b_sliding_layers_keep_only_the_window():
     """Sliding layers (window 1024, 16-token blocks) need the last ⌈1024/16⌉ + 1 = 65
-    blocks (vLLM's get_exchange_clipped_blocks, reference §8.1); global layers
+    blocks (vLLM's get_exchange_clipped_blocks keeps ceil(window / block) + 1); global layers
     (5, 11, ..., 59) need all of them."""
     model = get_model("gemma-3-27b")
     p = plan(EngineSpec(model=model, tp=4), EngineSpec(model=model, tp=2))

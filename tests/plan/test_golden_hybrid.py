@@ -3,8 +3,9 @@
 docs/golden-hybrid.md holds the same tables; `test_docs_hold_the_golden_tables`
 re-renders them here and checks the file, so the two cannot drift.
 
-Every expected number comes from the hand formulas below (reference §2.1, §2.6, §4,
-§6), written from the models' dimensions, never from kvplan:
+Every expected number comes from the hand formulas below (vLLM 0.33's page layouts, source
+ranks and conv 3-read, as stated in docs/vllm-memory-model.md), written from the models'
+dimensions, never from kvplan:
 
 * A rank of TP t holds x channels ``[r·I/t, (r+1)·I/t)``, SSM heads ``[r·H/t, ...)``,
   Mamba2 B/C groups ``[r·G/t, (r+1)·G/t)`` when ``G >= t``, else the one group its
@@ -14,13 +15,15 @@ Every expected number comes from the hand formulas below (reference §2.1, §2.6
 * KV heads: ``[r·K/t, (r+1)·K/t)`` for t <= K, else the single head ``⌊r·K/t⌋``;
   kernel page ``[heads][Nk tokens][K|V]``, one head's page is Nk·(dk+dv)·2 bytes.
 * A destination element is read from the first source rank of its overlap group
-  ``⌊r·Tp/Td⌋ … ⌈(r+1)·Tp/Td⌉−1`` that holds it (vLLM's rule, §4.2), so a replicated
+  ``⌊r·Tp/Td⌋ … ⌈(r+1)·Tp/Td⌉−1`` that holds it (vLLM's source-rank rule), so a replicated
   head or B/C group is read once, whole, from one source.
 
 Rows of a table are (component, P rank, P bytes, D bytes) as [start, end) inside one
 logical block's page (state) or one kernel page (attention: P kernel page -> D kernel
 page; when D's kernel page holds two of P's, the row is for the first one and the second
-lands right after it). Worked numbers of reference §6.2 / §6.4 are asserted literally.
+lands right after it). Numbers vLLM's own functions return for these pairs (the 3-read
+offsets of Nemotron 1→2 and 1→4, the source ranks of Nemotron 8→4, the Q/K/V offsets of
+Qwen3-Next 1→2) are asserted literally in `test_reference_worked_numbers`.
 """
 
 from __future__ import annotations
@@ -196,7 +199,8 @@ def test_golden_plans_verify(case):
 def test_replicated_bc_read_whole_from_one_source():
     """Granite-4.0-H-Small has one B/C group (G = 1 < TP): every rank holds all of it.
     1→2: each D rank reads B and C whole (768 B each) from P0's own B/C; 2→1: D reads
-    them once, from P0, not half from each P rank (vLLM's wrong bytes, reference §11.1)."""
+    them once, from P0, not half from each P rank (vLLM sizes B/C as if TP-sharded and
+    reads wrong bytes: docs/vllm-differences.md, item 1)."""
     for r, rows in golden("granite-1-2").items():
         b = [row for row in rows["state"] if row[0] in ("B", "C")]
         assert b == [("B", 0, (49152, 49920), (24576, 25344)), ("C", 0, (49920, 50688), (25344, 26112))]
@@ -210,7 +214,10 @@ def test_replicated_bc_read_whole_from_one_source():
 
 
 def test_reference_worked_numbers():
-    """Reference §6.2 / §6.4 (vLLM's own numbers where vLLM is right)."""
+    """Numbers vLLM 0.33's own functions return where vLLM is right: Nemotron 1→2 rank 1
+    (vector worker_nemotron_d2r1_p1), 1→4 rank 3 (conv3read_nemotron_h_30b_d4_p1_r3), the
+    sources of 8→4 rank 1 (attention from P2 only, SSM from P2 and P3) and Qwen3-Next 1→2
+    rank 1 (conv3read_qwen3_next_80b_d2_p1_r1)."""
     by = {row[0]: row for row in golden("nemotron-1-2")[1]["state"]}
     assert by["x"][2] == (12288, 24576) and by["B"][2][0] == 27648 and by["C"][2][0] == 33792
     assert by["SSM"][2] == (1085440, 1085440 + 1048576)
