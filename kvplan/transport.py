@@ -13,8 +13,10 @@ bytes a plan describes, computing no offsets itself:
     backend.execute(transfer, request="r1")    a `Transfer` lowered by hand
     backend.close()
 
-`prepare` does once what does not depend on a request (descriptor lists, a device copy
-template); per request only block ids travel. `serve` is the prefill rank's part:
+What does not depend on a request (descriptor lists, a device copy template) is built
+once per `Prepared`; per request only block ids travel. Both engines call `prepare`,
+so a backend builds its decode-side state at the first `execute` of a `Prepared` and
+keeps it until `close`. `serve` is the prefill rank's part:
 local pre steps of a conv strategy, and for two-sided transports the packing and
 sending; one-sided transports need nothing more. `copy_local(transfer)` runs rows whose
 both sides are this rank's registered memory. Backends are found by name through the

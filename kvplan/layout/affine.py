@@ -145,6 +145,9 @@ class Layout:
         >>> Layout(shape=(8, 3), stride=(6, 2)).restrict(0, 4, 6)
         Layout(shape=(2, 3), stride=(6, 2), offset=24)
         """
+        if not -len(self.shape) <= index < len(self.shape):
+            raise SpecError(f"layout {self} has no mode {index}")
+        index %= len(self.shape)  # a negative mode counts from the end, as `mode` does
         extent = self.shape[index]
         if isinstance(extent, tuple) or not 0 <= start < stop <= extent:
             raise SpecError(f"cannot restrict mode {index} of {self} to [{start}, {stop})")

@@ -102,4 +102,4 @@ def apply_strategy(strategy: str, template: TemplateRows, src_conv_bytes: int, d
                          int(conv.nbytes[i])))
         scratch_used = len(sources) * dst_conv_bytes
     return StrategyRows(reads=TemplateRows.concat([_rows(reads), other]), pre=_rows(pre), post=_rows(post),
-                        src_scratch_bytes=dst_tp * dst_conv_bytes, dst_scratch_bytes=scratch_used)
+                        src_scratch_bytes=dst_tp * dst_conv_bytes if sources else 0, dst_scratch_bytes=scratch_used)

@@ -29,14 +29,14 @@ def preferred_sources(dst_rank: int, dst_tp: int, src_tp: int) -> range:
 
 def choose_source(index: int, holders: list[tuple[int, int, int]], preferred: range) -> int:
     """One source rank holding global `index` among ``holders`` = [(rank, lo, hi)]:
-    the first holder inside `preferred`, else the lowest-numbered holder.
+    the lowest-numbered holder inside `preferred`, else the lowest-numbered holder.
 
     >>> holders = [(0, 0, 1), (1, 0, 1), (2, 1, 2), (3, 1, 2)]   # 2 heads over TP 4
     >>> choose_source(1, holders, range(3, 4)), choose_source(0, holders, range(3, 4))
     (3, 0)
     """
     fallback = None
-    for rank, lo, hi in holders:
+    for rank, lo, hi in sorted(holders):
         if lo <= index < hi:
             if rank in preferred:
                 return rank
@@ -50,7 +50,7 @@ def choose_source(index: int, holders: list[tuple[int, int, int]], preferred: ra
 def source_runs(lo: int, hi: int, holders: list[tuple[int, int, int]], preferred: range) -> list[tuple[int, int, int]]:
     """The indices ``[lo, hi)`` as maximal runs ``(rank, start, stop)``, each read from
     the source `choose_source` picks for its indices, found by intersecting intervals:
-    preferred holders claim what they overlap first, then any holder, in list order.
+    preferred holders claim what they overlap first, then any holder, lowest rank first.
 
     >>> source_runs(0, 4, [(0, 0, 2), (1, 2, 4)], range(0, 2))
     [(0, 0, 2), (1, 2, 4)]
@@ -59,7 +59,7 @@ def source_runs(lo: int, hi: int, holders: list[tuple[int, int, int]], preferred
     """
     missing, claimed = [(lo, hi)], []
     for pick in (lambda rank: rank in preferred, lambda rank: True):
-        for rank, a, b in holders:
+        for rank, a, b in sorted(holders):
             if not pick(rank):
                 continue
             left = []
