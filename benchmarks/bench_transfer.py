@@ -8,6 +8,12 @@ result is compared on the GPU with a copy made by an independent path (one
 cudaMemcpyPeerAsync per range). Rates are GB/s (1e9 bytes/s) of the transfer's bytes,
 next to one bulk cudaMemcpyPeerAsync of the same byte count in the same run.
 
+Backends run through the transport protocol (`kvplan.transport.Transport`): plain
+`execute(transfer)` of the lowered request, and `prepare(plan, 0)` once then
+`execute(prepared, src_blocks, dst_blocks)` (cupy: the copy template on the GPU; nixl:
+descriptor lists prepared once; ucx: both sides lower the request from its block ids).
+The prefill process is the test suite's harness, `tests/backends/_pairing.py`.
+
     PYTHONUNBUFFERED=1 python3 benchmarks/bench_transfer.py --backends cupy,nixl --json out.json
 """
 
@@ -18,14 +24,20 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import cupy as cp
 import numpy as np
+from kvplan_backends import _gpucopy
+from kvplan_backends._memory import describe
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
-from kvplan.backend import load_backend
-from kvplan.descriptors import prepared_lists
-from kvplan_backends.pairing import SourceProcess, allocate
+from kvplan.lowering import prepared_lists
+from kvplan.transport import load_backend
+
+# the two-process harness (and the allocation the tests check against) lives with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "backends"))
+from _pairing import SourceProcess, allocate
 
 TP_PAIRS = ((1, 2), (2, 1), (2, 4), (4, 2))
 DENSE = ModelSpec(name="dense-gqa-8b", layers=(AttentionSpec(num_kv_heads=8, head_dim=128, dtype="bfloat16"),) * 32)
@@ -38,8 +50,8 @@ REPS = 5
 
 def models():
     out = [(DENSE, layout) for layout in LAYOUTS]
-    try:  # the hybrid model exists once the core plans state layers
-        from kvplan.hybrid_models import HYBRID_MODELS
+    try:  # report and go on with the dense model if the hybrid one cannot be planned
+        from kvplan.models import HYBRID_MODELS
 
         hybrid = HYBRID_MODELS["nemotron-3-nano-30b-a3b"]
         plan(EngineSpec(model=hybrid, tp=2, block_tokens=16, num_blocks=8),
@@ -140,9 +152,13 @@ def case(model, layout, tps, backends, rng) -> dict:
         for r in t.source_ranks:
             b.add_peer(r, sources[r].metadata())
         row["cupy_GBps"] = gbs(t.total_bytes, events_ms(lambda: b.execute(t, request="bench"), 1, stream))
-        ranges = b.prepare_launch(t)
-        row["cupy_kernel_GBps"] = gbs(t.total_bytes, events_ms(lambda: b.launch(ranges), 1, stream))
         row["cupy_pieces"] = b.last_launch["pieces"]
+        # the kernel alone: the same ranges bound and uploaded once, then only the launch
+        src_addr, dst_addr = t.bind({r: describe(src_bufs[r]).bases for r in t.source_ranks}, describe(out).bases)
+        with cp.cuda.Device(1), stream:  # uploaded on the launch stream, so ordered before it
+            ranges = _gpucopy.device_ranges(cp, 1, src_addr, dst_addr, t.nbytes)
+        row["cupy_kernel_GBps"] = gbs(t.total_bytes, events_ms(lambda: _gpucopy.launch(cp, 1, ranges, stream), 1,
+                                                               stream))
         stream.synchronize()
         row["cupy_ok"] = same(out, reference)
         # the plan's copy template on the GPU: per request only block ids are uploaded
@@ -150,11 +166,14 @@ def case(model, layout, tps, backends, rng) -> dict:
             for buffer in out:
                 if buffer is not None:
                     buffer.fill(0)
-        b.execute_request(p, 0, src_blocks, dst_blocks, request="bench-template")  # uploads the template once
+        prepared = b.prepare(p, 0)
+        b.execute(prepared, src_blocks, dst_blocks, request="bench-template")  # uploads the template once
         stream.synchronize()
         row["cupy_request_ok"] = same(out, reference)
+        row["cupy_request_path"] = b.route  # "template" unless the plan had to be lowered
         row["cupy_request_GBps"] = gbs(t.total_bytes, events_ms(
-            lambda: b.execute_request(p, 0, src_blocks, dst_blocks, request="bench-template"), 1, stream))
+            lambda: b.execute(prepared, src_blocks, dst_blocks, request="bench-template"), 1, stream))
+        b.close()
         del out
     for kind in ("nixl", "ucx"):
         if kind in backends:
@@ -172,6 +191,7 @@ def two_process(kind, p, t, src_blocks, dst_blocks, reference) -> dict:
             dst.add_peer(rank, md)
         sources.connect(0, dst.metadata())
         if kind == "nixl":
+            # one-sided reads of a plan without local steps: the prefill side runs nothing
             row["nixl_GBps"] = gbs(t.total_bytes, wall_ms(lambda: dst.execute(t, request="bench")))
             row["nixl_descs"] = sum(s.get("descriptors", s["descriptors_in"]) for s in dst.last_stats.values())
             row["nixl_post_us"] = sum(s.get("post_us", 0) for s in dst.last_stats.values())
@@ -180,21 +200,24 @@ def two_process(kind, p, t, src_blocks, dst_blocks, reference) -> dict:
                 if buffer is not None:
                     buffer.fill(0)
             start = time.perf_counter()
-            dst.prepare(p, 0)
+            prepared = dst.prepare(p, 0)
+            dst._fast_state(prepared)  # the lists a first request would prepare, timed apart from it
             row["nixl_prepare_ms"] = (time.perf_counter() - start) * 1e3
             row["nixl_prepared_list_descs"] = len(prepared_lists(p, 0).local)
             row["nixl_prep_GBps"] = gbs(t.total_bytes, wall_ms(
-                lambda: dst.execute_blocks(p, src_blocks, dst_blocks, request="bench-prep")))
+                lambda: dst.execute(prepared, src_blocks, dst_blocks, request="bench-prep")))
+            row["nixl_prep_path"] = dst.route  # "prepared lists" unless the plan had to be lowered
             row["nixl_prep_indices"] = sum(s["descriptors_in"] for s in dst.last_stats.values())
             row["nixl_prep_descs"] = sum(s.get("descriptors", -1) for s in dst.last_stats.values())
             row["nixl_prep_ok"] = same(out, reference)
         else:
             stats = {}
-            sources.set_plan(p)
+            sources.prepare(p, 0)
+            prepared = dst.prepare(p, 0)
 
-            def once():
-                sources.serve_blocks(0, src_blocks, dst_blocks, request="bench")
-                dst.execute(t, request="bench")
+            def once():  # both sides lower the request from its block ids
+                sources.serve(src_blocks, dst_blocks, request="bench")
+                dst.execute(prepared, src_blocks, dst_blocks, request="bench")
                 stats.update(sources.wait())
 
             row["ucx_GBps"] = gbs(t.total_bytes, wall_ms(once))
@@ -217,8 +240,6 @@ def main(argv=None) -> int:
     if cp.cuda.runtime.getDeviceCount() < 2:
         print("needs two GPUs", file=sys.stderr)
         return 2
-    from kvplan_backends import _gpucopy
-
     for device, peer in ((0, 1), (1, 0)):  # before the first bulk copy, so it runs peer to peer
         _gpucopy.enable_peer_access(cp, device, peer)
     rng = np.random.default_rng(0)

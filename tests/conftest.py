@@ -9,6 +9,7 @@ KVPLAN_REQUIRE_GPU=1 so a GPU host cannot pass them silently.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -25,6 +26,7 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@functools.cache
 def _cuda_devices() -> int:
     try:
         import cupy
@@ -34,23 +36,16 @@ def _cuda_devices() -> int:
         return 0
 
 
-def pytest_collection_modifyitems(config, items):
-    needs = {"gpu": 1, "multi_gpu": 2}
-    wanted = [item for item in items if any(m in item.keywords for m in needs)]
-    if not wanted:
-        return
-    have = _cuda_devices()
-    require = os.environ.get("KVPLAN_REQUIRE_GPU") == "1"
-    for item in wanted:
-        need = max(n for m, n in needs.items() if m in item.keywords)
-        if have < need:
-            reason = f"needs {need} CUDA device(s), found {have}"
-            if require:
-                item.add_marker(pytest.mark.usefixtures("_gpu_required"))
-            else:
-                item.add_marker(pytest.mark.skip(reason=reason))
+NEEDS = {"gpu": 1, "multi_gpu": 2}
 
 
-@pytest.fixture
-def _gpu_required():
-    pytest.fail("KVPLAN_REQUIRE_GPU=1 but the GPU this test needs is missing")
+def pytest_runtest_setup(item):
+    """A GPU test without its GPUs skips, or fails under KVPLAN_REQUIRE_GPU=1 (so a GPU
+    host cannot pass it silently)."""
+    need = max((n for marker, n in NEEDS.items() if marker in item.keywords), default=0)
+    have = _cuda_devices() if need else 0
+    if need > have:
+        reason = f"needs {need} CUDA device(s), found {have}"
+        if os.environ.get("KVPLAN_REQUIRE_GPU") == "1":
+            pytest.fail(f"KVPLAN_REQUIRE_GPU=1 but the test {reason}")
+        pytest.skip(reason)

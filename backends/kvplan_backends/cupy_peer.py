@@ -1,23 +1,49 @@
-"""`cupy`: GPU-to-GPU copies inside one process, one kernel launch per transfer.
+"""`cupy`: GPU-to-GPU copies inside one process, one kernel launch per request.
 
 The kernel runs on the destination's device and reads the sources over NVLink (peer
 access enabled once per device pair). Without peer access it falls back to one
 `cudaMemcpyPeerAsync` per coalesced row. Copies are enqueued on `stream` (default: the
 destination device's current stream); with ``blocking=False`` `execute` returns once
 enqueued and later work on that stream sees the bytes.
+
+* `execute(transfer)`: binds and uploads every row of a lowered `Transfer` (O(rows)
+  host work per request).
+* `execute(prepared, src_blocks, dst_blocks)`: the first request of a `Prepared`
+  uploads the plan's copy template (`kvplan.lowering.copy_template`, region bases
+  resolved, bounds checked at every engine's last block); each request then uploads
+  only its block ids and one kernel evaluates the template (one warp per copy). Plans
+  with local steps, engines without `num_blocks` and ``peer_access=False`` lower
+  per request instead.
+
+Usage (needs two GPUs; `tests/backends/test_gpu.py` runs it)::
+
+    decode = CupyPeerBackend()
+    decode.register(buffers_on_gpu_1)
+    decode.add_peer(0, prefill_on_gpu_0.metadata())
+    prepared = decode.prepare(plan, 0)
+    decode.execute(prepared, [7, 8], [40, 41], request="r1")   # decode.route == "template"
 """
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
 
+from kvplan.lowering import (
+    GroupRequest,
+    RequestBlocks,
+    Transfer,
+    check_bounds,
+    copy_template,
+    expand,
+    request_blocks,
+    source_ranks,
+)
 from kvplan.transport import TransportError
-from kvplan.lowering import source_ranks
-from kvplan.lowering import copy_template, request_blocks
-from kvplan.lowering import Transfer
 
 from ._base import BackendBase
+from ._prepared import block_relative
 
 
 class CupyPeerBackend(BackendBase):
@@ -32,7 +58,6 @@ class CupyPeerBackend(BackendBase):
         self._cp, self._gpu = cupy, _gpucopy
         self.stream, self.blocking, self.peer_access = stream, blocking, peer_access
         self.last_launch = {"ranges": 0, "pieces": 0, "path": None}
-        self._templates: dict = {}
 
     def register(self, buffers) -> None:
         super().register(buffers)
@@ -45,74 +70,27 @@ class CupyPeerBackend(BackendBase):
             raise TransportError("cupy backend pairs ranks of one process; use nixl or ucx across processes",
                                  peer=f"rank {rank}")
 
-    def _current(self, device: int):
-        with self._cp.cuda.Device(device):
-            return self._cp.cuda.get_current_stream()
+    def _current(self):
+        with self._cp.cuda.Device(self.memory.device):
+            return self.stream or self._cp.cuda.get_current_stream()
 
-    def execute(self, transfer, *, request: str = "") -> None:
+    def _peer_access(self, ranks) -> bool:
+        """Can kernels on this device read every one of these peers (enabled once)?"""
+        device = self.memory.device
+        return self.peer_access and all(self._gpu.enable_peer_access(self._cp, device, self.peers[r].device)
+                                        for r in ranks)
+
+    # -- a Transfer: bind, upload, one launch ------------------------------------------
+    def _read(self, transfer, request: str) -> None:
         src, dst = self._bind_remote(transfer)
-        device = self.memory.device
-        peers = {self.peers[r].device for r in source_ranks(transfer).tolist()}
-        direct = self.peer_access and all(self._gpu.enable_peer_access(self._cp, device, p) for p in peers)
-        self._launch(device, src, dst, transfer, direct)
-        self._post_steps(transfer)  # same stream: ordered after the reads
-
-    def execute_request(self, plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact",
-                        request: str = "") -> None:
-        """Copy one request by evaluating the plan's copy template on the GPU.
-
-        The template (`kvplan.lowering.copy_template`) is uploaded once per plan and
-        decode rank; per request only the block ids travel, so the host does O(blocks)
-        work instead of O(rows). Plans with local steps (staged, permuted) take
-        ``execute(plan.lower(...))``.
-        """
-        if plan.pre_tables or plan.post_tables:
-            self.execute(plan.lower(dst_rank, src_blocks, dst_blocks, prefix=prefix), request=request)
-            return
-        device = self.memory.device
-        key = (id(plan), dst_rank)
-        if key not in self._templates:
-            template = copy_template(plan, dst_rank, max_piece_bytes=self._gpu.TEMPLATE_PIECE_BYTES)
-            zero = [0] * len(template)
-            entries = Transfer(dst_rank=dst_rank, src_rank=template.src_rank, src_region=template.src_region,
-                               src_offset=zero, dst_region=template.dst_region, dst_offset=zero,
-                               nbytes=template.nbytes)
-            src_base, dst_base = self._bind_remote(entries)
-            for rank in source_ranks(entries).tolist():
-                if not self._gpu.enable_peer_access(self._cp, device, self.peers[rank].device):
-                    raise TransportError("execute_request needs peer access; use execute(plan.lower(...))",
-                                         peer=f"rank {rank}", request=request)
-            # the plan is kept with its upload so its id cannot be reused while cached
-            self._templates[key] = (plan, template, self._gpu.upload_template(
-                self._cp, device, template, src_base, dst_base, self.stream or self._current(device)))
-        _, template, uploaded = self._templates[key]
-        blocks = request_blocks(plan, dst_rank, src_blocks, dst_blocks, prefix=prefix)
-        stream = self.stream or self._current(device)
-        copies = self._gpu.launch_template(self._cp, device, uploaded, template, blocks, stream)
-        self.last_launch = {"ranges": copies, "pieces": copies, "path": "template"}
-        if self.blocking:
-            stream.synchronize()
-
-    def prepare_launch(self, transfer) -> tuple:
-        """Bind and upload a transfer's ranges once; `launch(...)` then replays only the kernel."""
-        src, dst = self._bind_remote(transfer)
-        device = self.memory.device
-        for rank in source_ranks(transfer).tolist():
-            self._gpu.enable_peer_access(self._cp, device, self.peers[rank].device)
-        stream = self.stream or self._current(device)
-        with self._cp.cuda.Device(device), stream:
-            return self._gpu.device_ranges(self._cp, device, src, dst, transfer.nbytes)
-
-    def launch(self, ranges: tuple) -> None:
-        device = self.memory.device
-        self._gpu.launch(self._cp, device, ranges, self.stream or self._current(device))
+        self._launch(src, dst, transfer, self._peer_access(source_ranks(transfer).tolist()))
 
     def copy_local(self, transfer) -> None:
         src, dst = self._bind_local(transfer)
-        self._launch(self.memory.device, src, dst, transfer, True)
+        self._launch(src, dst, transfer, True)
 
-    def _launch(self, device: int, src, dst, transfer, direct: bool) -> None:
-        cp, stream = self._cp, self.stream or self._current(device)
+    def _launch(self, src, dst, transfer, direct: bool) -> None:
+        cp, device, stream = self._cp, self.memory.device, self._current()
         with cp.cuda.Device(device), stream:
             if direct:
                 pieces = self._gpu.copy_ranges(cp, device, src, dst, transfer.nbytes, stream)
@@ -123,8 +101,67 @@ class CupyPeerBackend(BackendBase):
                                                  transfer.nbytes[rows], stream)
                 pieces = len(transfer)
         self.last_launch = {"ranges": len(transfer), "pieces": int(pieces), "path": "kernel" if direct else "memcpyPeer"}
+        self._finish(stream)
+
+    def _finish(self, stream) -> None:
         if self.blocking:
             stream.synchronize()
+
+    # -- a Prepared: the copy template, uploaded once ----------------------------------
+    def _execute_prepared(self, prepared, src_blocks, dst_blocks, prefix: str, request: str) -> None:
+        uploaded = self._fast_state(prepared)
+        if uploaded is None:
+            super()._execute_prepared(prepared, src_blocks, dst_blocks, prefix, request)
+            return
+        self.route = "template"
+        template, columns = uploaded
+        blocks = request_blocks(prepared.plan, prepared.dst_rank, src_blocks, dst_blocks, prefix=prefix)
+        stream = self._current()
+        copies = self._gpu.launch_template(self._cp, self.memory.device, columns, template, blocks, stream)
+        self.last_launch = {"ranges": copies, "pieces": copies, "path": "template"}
+        self._finish(stream)
+
+    def _build_fast(self, prepared):
+        """(template, its device columns) of a block-relative plan whose sources this
+        device can read; None otherwise (the request is then lowered)."""
+        plan = prepared.plan
+        if not block_relative(plan):
+            return None
+        ranks = list(plan.reads(prepared.dst_rank).source_ranks)
+        self._require_peers(ranks)
+        if not self._peer_access(ranks):
+            return None
+        template = copy_template(plan, prepared.dst_rank, max_piece_bytes=self._gpu.TEMPLATE_PIECE_BYTES)
+        # block ids are checked against num_blocks per request, and an address grows with
+        # its block id: every entry inside registered memory at the last blocks bounds them all
+        last = _last_blocks(plan, template)
+        check_bounds(last, {r: self.peers[r].sizes for r in ranks}, self.memory.sizes)
+        # entries with offset 0 bind to their region bases, which the kernel adds itself
+        zero = np.zeros(len(template), np.int64)
+        entries = Transfer(dst_rank=prepared.dst_rank, src_rank=template.src_rank, src_region=template.src_region,
+                           src_offset=zero, dst_region=template.dst_region, dst_offset=zero, nbytes=template.nbytes)
+        src_base, dst_base = entries.bind({r: self.peers[r].bases for r in ranks}, self.memory.bases)
+        return template, self._gpu.upload_template(self._cp, self.memory.device, template, src_base, dst_base,
+                                                   self._current())
+
+
+def _last_blocks(plan, template) -> Transfer:
+    """Every template entry's copy at the last block of both engines: `expand` of a
+    one-span request naming only those blocks.
+
+    >>> from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> p = plan(EngineSpec(model=m, tp=2, num_blocks=4), EngineSpec(model=m, tp=4, num_blocks=6))
+    >>> t = _last_blocks(p, copy_template(p, 3))   # a 32 KiB prefill page, 16 KiB decode page
+    >>> t.src_offset.tolist(), t.dst_offset.tolist(), t.nbytes.tolist()   # block 3 + half a page, block 5
+    ([114688], [81920], [16384])
+    """
+    groups = tuple(GroupRequest(blocks_per_span=(ns, nd), src_ids=[plan.src.num_blocks - 1] * ns,
+                                dst_ids=[plan.dst.num_blocks - 1] * nd, partial=False, decode_blocks=nd)
+                   for ns, nd in template.blocks_per_span)
+    blocks = RequestBlocks(dst_rank=template.dst_rank, groups=groups,
+                           first_kept=np.zeros(plan.dst.model.num_layers, np.int64), windowed=False)
+    return Transfer(dst_rank=template.dst_rank, **expand(template, blocks))
 
 
 __all__ = ["CupyPeerBackend"]

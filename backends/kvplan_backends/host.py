@@ -1,14 +1,28 @@
 """`host`: NumPy (host memory) buffers in one process; the reference backend.
 
+Reads are `memmove`s of bound, bounds-checked ranges; a prepared plan is lowered per
+request (`kvplan.lowering.lower`), which is what every faster route is tested against.
+
 >>> import numpy as np
->>> from kvplan import Transfer
+>>> from kvplan import AttentionSpec, EngineSpec, ModelSpec, Transfer, plan
 >>> src, dst = HostBackend(), HostBackend()
 >>> a, b = np.arange(16, dtype=np.uint8), np.zeros(8, np.uint8)
 >>> src.register([a]); dst.register([b])
->>> dst.add_peer(1, src.metadata())
->>> dst.execute(Transfer(0, [1], [0], [4], [0], [2], [3]))
+>>> dst.add_peer(0, src.metadata())              # the prefill engine's rank 0
+>>> dst.execute(Transfer(dst_rank=0, src_rank=[0], src_region=[0], src_offset=[4], dst_region=[0], dst_offset=[2],
+...                      nbytes=[3]))
 >>> b.tolist()
 [0, 0, 4, 5, 6, 0, 0, 0]
+
+A plan prepared once, then requests by block id (one 8-byte page per block here):
+
+>>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=1, head_dim=2, dtype="float16"),))
+>>> p = plan(EngineSpec(model=m, block_tokens=1, num_blocks=2), EngineSpec(model=m, block_tokens=1, num_blocks=1))
+>>> prepared = dst.prepare(p, 0)
+>>> dst.execute(prepared, [1], [0], request="r1")      # prefill block 1 -> decode block 0
+>>> b.tolist()
+[8, 9, 10, 11, 12, 13, 14, 15]
+>>> src.close(); dst.close()
 """
 
 from __future__ import annotations
@@ -34,11 +48,6 @@ class HostBackend(BackendBase):
             raise TransportError(f"host backend peers must live in this process (pid {os.getpid()}), "
                                  f"got pid {info['pid']}", peer=f"rank {rank}")
 
-    def execute(self, transfer, *, request: str = "") -> None:
+    def _read(self, transfer, request: str) -> None:
         src, dst = self._bind_remote(transfer)
-        copy_ranges(src, dst, transfer.nbytes)
-        self._post_steps(transfer)
-
-    def copy_local(self, transfer) -> None:
-        src, dst = self._bind_local(transfer)
         copy_ranges(src, dst, transfer.nbytes)

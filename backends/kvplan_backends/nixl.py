@@ -1,17 +1,34 @@
 """`nixl`: one-sided READs through NIXL agents (UCX backend), DRAM or VRAM.
 
 Each rank is one agent. `register` registers every region once; `metadata()` /
-`add_peer(rank, bytes)` pair agents through any channel (JSON header + NIXL's own
-agent metadata). Two ways to read:
+`add_peer(rank, bytes)` pair agents through any channel (a JSON header + NIXL's own
+agent metadata). The decode rank reads; prefill ranks only run their local steps.
 
 * `execute(transfer)`: any `Transfer` (coalesced rows) as one-shot descriptor lists.
-* `prepare(plan, dst_rank)` once, then `execute_blocks(plan, src_blocks, dst_blocks)`
-  per request: descriptor lists prepared once per peer (`kvplan.lowering.descriptors`), per
-  request only int32 index arrays and `make_prepped_xfer`; NIXL merges consecutive
-  whole-page indices.
+* `execute(prepared, src_blocks, dst_blocks)`: the first request of a `Prepared`
+  prepares descriptor lists once per peer (`kvplan.lowering.prepared_lists`, every row
+  x every block, bounds-checked) and keeps their handles until `close()`; each request
+  then posts only int32 index arrays (`make_prepped_xfer`), and NIXL merges consecutive
+  whole-page indices. Plans with local steps, engines without `num_blocks` and
+  ``prefix="tail"`` are lowered per request instead.
 
 Completion is polled until `timeout_s`; failures raise `TransportError` /
 `TransportTimeout` naming the peer and request, after releasing every handle.
+
+>>> import logging, numpy as np
+>>> from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
+>>> _ = nixl_api(); logging.getLogger("nixl").setLevel(logging.WARNING)   # NIXL logs INFO to stdout
+>>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=1, head_dim=2, dtype="float16"),))
+>>> p = plan(EngineSpec(model=m, block_tokens=1, num_blocks=2), EngineSpec(model=m, block_tokens=1, num_blocks=2))
+>>> prefill, decode = NixlBackend(), NixlBackend()
+>>> prefill.register([np.arange(16, dtype=np.uint8)])      # 2 blocks of 8 bytes
+>>> decode.register([out := np.zeros(16, np.uint8)])
+>>> decode.add_peer(0, prefill.metadata())
+>>> prepared = decode.prepare(p, 0)
+>>> decode.execute(prepared, [1], [0], request="r1"); decode.execute(prepared, [0], [1], request="r2")
+>>> out.tolist(), decode.route
+([8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7], 'prepared lists')
+>>> decode.close(); prefill.close()
 """
 
 from __future__ import annotations
@@ -22,15 +39,32 @@ import uuid
 
 import numpy as np
 
+from kvplan.lowering import Transfer, check_bounds, prepared_lists
 from kvplan.transport import TransportError, TransportTimeout
-from kvplan.lowering import prepared_lists
 
 from ._base import BackendBase
 from ._nixl_import import nixl_api
+from ._prepared import block_relative
 
 
 def _mem_type(memory) -> str:
     return "VRAM" if memory.on_gpu else "DRAM"
+
+
+def _check_list(dlist, sizes, *, rank: int | None = None) -> None:
+    """`check_bounds` of one descriptor list: the source side of a Transfer (a peer's
+    list, `rank` given) or its destination side (this rank's list); the other side is
+    offset 0 of one buffer as long as the longest descriptor, so only the list is judged."""
+    if not len(dlist):
+        return
+    zero = np.zeros(len(dlist), np.int64)
+    spare = [int(dlist.nbytes.max())]
+    if rank is None:
+        check_bounds(Transfer(dst_rank=0, src_rank=zero, src_region=zero, src_offset=zero, dst_region=dlist.region,
+                              dst_offset=dlist.offset, nbytes=dlist.nbytes), {0: spare}, sizes)
+    else:
+        check_bounds(Transfer(dst_rank=0, src_rank=zero + rank, src_region=dlist.region, src_offset=dlist.offset,
+                              dst_region=zero, dst_offset=zero, nbytes=dlist.nbytes), {rank: sizes}, spare)
 
 
 def _rows(addr, nbytes, devices) -> np.ndarray:
@@ -53,7 +87,6 @@ class NixlBackend(BackendBase):
         self.remote_names: dict[int, str] = {}
         self.last_stats: dict[int, dict] = {}
         self._registration = None
-        self._prepared = None
 
     # -- memory and peers -------------------------------------------------------------
     def register(self, buffers) -> None:
@@ -87,8 +120,8 @@ class NixlBackend(BackendBase):
             raise TransportError(f"NIXL {what} rejected its input (see NIXL's log)", peer=peer, request=request)
         return out
 
-    # -- one-shot transfers of any Transfer --------------------------------------------
-    def execute(self, transfer, *, request: str = "") -> None:
+    # -- reads of a Transfer: one-shot descriptor lists --------------------------------
+    def _read(self, transfer, request: str) -> None:
         if not len(transfer):
             return
         src, dst = self._bind_remote(transfer)
@@ -101,7 +134,6 @@ class NixlBackend(BackendBase):
             self._run(handles, request)
         finally:
             self._release(handles)
-        self._post_steps(transfer)
 
     def copy_local(self, transfer) -> None:
         """Local steps as a loopback READ of this agent's own registered memory."""
@@ -129,41 +161,18 @@ class NixlBackend(BackendBase):
         return self._call(lambda: self.agent.initialize_xfer("READ", local, remote, agent, request.encode()),
                           "initialize_xfer", **where)
 
-    # -- prepared lists ---------------------------------------------------------------
-    def prepare(self, plan, dst_rank: int) -> None:
-        """Prepare descriptor lists for every read `dst_rank` can make (once per peer)."""
-        if plan.pre_tables or plan.post_tables or plan.src_scratch or plan.dst_scratch:
-            raise TransportError(f"prepared lists cover direct plans; this plan's {plan.conv_strategy!r} conv "
-                                 "strategy has local steps: use execute(plan.lower(...))")
-        own, lists = self._own(), prepared_lists(plan, dst_rank)
-        self.release_prepared()
+    # -- requests of a Prepared: descriptor lists prepared once -----------------------
+    def _execute_prepared(self, prepared, src_blocks, dst_blocks, prefix: str, request: str) -> None:
+        # PreparedLists.indices pairs blocks by the exact rule only: other prefix rules lower
+        fast = self._fast_state(prepared) if prefix == "exact" else None
+        if fast is None:
+            super()._execute_prepared(prepared, src_blocks, dst_blocks, prefix, request)
+            return
+        self.route = "prepared lists"
+        lists, prepped = fast
         handles = {}
         try:
-            local = lists.local
-            handles[None] = self._call(lambda: self.agent.prep_xfer_dlist("NIXL_INIT_AGENT", _rows(
-                local.bind(own.bases), local.nbytes, np.asarray(own.devices)[local.region]), _mem_type(own)),
-                "prep_xfer_dlist (local)")
-            for rank, remote in lists.remote.items():
-                if rank not in self.peers:
-                    raise TransportError(f"plan reads from rank {rank}, never added with add_peer", peer=f"rank {rank}")
-                peer = self.peers[rank]
-                handles[rank] = self._call(lambda: self.agent.prep_xfer_dlist(self.remote_names[rank], _rows(
-                    remote.bind(peer.bases), remote.nbytes, np.asarray(peer.devices)[remote.region]),
-                    _mem_type(peer)), "prep_xfer_dlist", peer=self._peer(rank))
-        except BaseException:
-            for handle in handles.values():
-                self.agent.release_dlist_handle(handle)
-            raise
-        self._prepared = (plan, lists, handles)
-
-    def execute_blocks(self, plan, src_blocks, dst_blocks, *, request: str = "") -> None:
-        """Read one request's blocks through the prepared lists (see `prepare`)."""
-        if self._prepared is None or self._prepared[0] is not plan:
-            raise TransportError("execute_blocks needs prepare(plan, dst_rank) with this plan first", request=request)
-        _, lists, prepped = self._prepared
-        handles = {}
-        try:
-            for rank, (local_idx, remote_idx) in lists.indices(plan, src_blocks, dst_blocks).items():
+            for rank, (local_idx, remote_idx) in lists.indices(prepared.plan, src_blocks, dst_blocks).items():
                 handles[rank] = self._call(lambda: self.agent.make_prepped_xfer(
                     "READ", prepped[None], local_idx, prepped[rank], remote_idx, request.encode()),
                     "make_prepped_xfer", peer=self._peer(rank), request=request)
@@ -172,11 +181,37 @@ class NixlBackend(BackendBase):
         finally:
             self._release(handles)
 
-    def release_prepared(self) -> None:
-        if self._prepared is not None:
-            for handle in self._prepared[2].values():
+    def _build_fast(self, prepared):
+        """(lists, NIXL handles by peer; None = this rank) for every read the decode rank
+        can make, bounds-checked; None when the plan is not block-relative."""
+        plan = prepared.plan
+        if not block_relative(plan):
+            return None
+        own, lists = self._own(), prepared_lists(plan, prepared.dst_rank)
+        self._require_peers(list(lists.remote))
+        _check_list(lists.local, own.sizes)
+        for rank, remote in lists.remote.items():
+            _check_list(remote, self.peers[rank].sizes, rank=rank)
+        handles = {}
+        try:
+            local = lists.local
+            handles[None] = self._call(lambda: self.agent.prep_xfer_dlist("NIXL_INIT_AGENT", _rows(
+                local.bind(own.bases), local.nbytes, np.asarray(own.devices)[local.region]), _mem_type(own)),
+                "prep_xfer_dlist (local)")
+            for rank, remote in lists.remote.items():
+                peer = self.peers[rank]
+                handles[rank] = self._call(lambda: self.agent.prep_xfer_dlist(self.remote_names[rank], _rows(
+                    remote.bind(peer.bases), remote.nbytes, np.asarray(peer.devices)[remote.region]),
+                    _mem_type(peer)), "prep_xfer_dlist", peer=self._peer(rank))
+        except BaseException:
+            self._forget((lists, handles))
+            raise
+        return lists, handles
+
+    def _forget(self, state) -> None:
+        if state is not None:
+            for handle in state[1].values():
                 self.agent.release_dlist_handle(handle)
-            self._prepared = None
 
     # -- completion -------------------------------------------------------------------
     def _run(self, handles: dict, request: str) -> None:
@@ -221,11 +256,10 @@ class NixlBackend(BackendBase):
             raise TransportError(f"NIXL could not release {len(errors)} transfer handle(s): {errors[0]}")
 
     def close(self) -> None:
-        self.release_prepared()
+        super().close()  # releases the prepared lists' handles
         for name in self.remote_names.values():
             self.agent.remove_remote_agent(name)
         self.remote_names.clear()
         if self._registration is not None:
             self.agent.deregister_memory(self._registration)
             self._registration = None
-        super().close()

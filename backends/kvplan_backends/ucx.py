@@ -4,9 +4,23 @@ ucxx has no one-sided RMA from Python, so a source rank `serve`s: it packs the r
 a destination needs from it into one staging buffer (NumPy on host, one kernel on a
 GPU; offsets from `kvplan.lowering.staged`) and sends it with a tag derived from the
 request; the destination's `execute` receives one buffer per source rank and unpacks
-it. Each backend owns a UCX worker with a progress thread, so sends and receives of
-several ranks in one thread (tests) or in separate processes both complete.
-`metadata()` carries the worker address.
+it. With a `Prepared`, both sides lower the request from its block ids (only block ids
+travel between them). Each backend owns a UCX worker with a progress thread, so sends
+and receives of several ranks in one thread (tests) or in separate processes both
+complete. `metadata()` carries the worker address.
+
+>>> import numpy as np
+>>> from kvplan import Transfer
+>>> prefill, decode = UcxBackend(timeout_s=10), UcxBackend(timeout_s=10)
+>>> prefill.register([np.arange(16, dtype=np.uint8)]); decode.register([out := np.zeros(4, np.uint8)])
+>>> decode.add_peer(1, prefill.metadata()); prefill.add_peer(0, decode.metadata())
+>>> t = Transfer(dst_rank=0, src_rank=[1, 1], src_region=[0, 0], src_offset=[9, 2], dst_region=[0, 0],
+...              dst_offset=[0, 2], nbytes=[2, 2])
+>>> sent = prefill.serve(t, rank=1, request="r1")     # packs [9, 10, 2, 3] and sends it
+>>> decode.execute(t, request="r1"); sent.wait()
+>>> out.tolist()
+[9, 10, 2, 3]
+>>> decode.close(); prefill.close()
 """
 
 from __future__ import annotations
@@ -14,8 +28,8 @@ from __future__ import annotations
 import hashlib
 import time
 
-from kvplan.transport import TransportError, TransportTimeout
 from kvplan.lowering import staged
+from kvplan.transport import TransportError, TransportTimeout
 
 from . import _local
 from ._base import BackendBase
@@ -53,6 +67,7 @@ class _Pending:
 
 class UcxBackend(BackendBase):
     name = "ucx"
+    sends = True
 
     def __init__(self, *, timeout_s: float = 30.0):
         super().__init__()
@@ -93,8 +108,7 @@ class UcxBackend(BackendBase):
             self._endpoints[rank] = self._u.UCXEndpoint.create_from_worker_address(self._worker, address, True)
         return self._endpoints[rank]
 
-    def serve(self, transfer, *, rank: int, request: str = "") -> _Pending:
-        self._pre_steps(transfer, rank)
+    def _send(self, transfer, rank: int, request: str) -> _Pending:
         parts = staged(transfer)
         if rank not in parts:
             return _Pending([], [], f"rank {transfer.dst_rank}", request, self.timeout_s, self._abandoned)
@@ -108,7 +122,7 @@ class UcxBackend(BackendBase):
         send = self._endpoint(transfer.dst_rank).tag_send(self._array(buffer), tag)
         return _Pending([send], [buffer], f"rank {transfer.dst_rank}", request, self.timeout_s, self._abandoned)
 
-    def execute(self, transfer, *, request: str = "") -> None:
+    def _read(self, transfer, request: str) -> None:
         own = self._own()
         self._bind_remote(transfer)  # checks peers and bounds before anything is posted
         receives = {}
@@ -133,13 +147,9 @@ class UcxBackend(BackendBase):
         finally:
             # Receives still posted may be written later: keep their buffers until close().
             self._abandoned.extend((recv, buffer) for _, buffer, recv in receives.values())
-        self._post_steps(transfer)
-
-    def copy_local(self, transfer) -> None:
-        src, dst = self._bind_local(transfer)
-        _local.copy_ranges(self._own().device, src, dst, transfer.nbytes)
 
     def close(self) -> None:
+        super().close()
         for endpoint in self._endpoints.values():
             endpoint.close()
         self._endpoints.clear()
@@ -147,4 +157,3 @@ class UcxBackend(BackendBase):
             self._worker.stop_progress_thread()
             self._progress = False
         self._abandoned.clear()
-        super().close()

@@ -1,63 +1,213 @@
-"""Run one request through a backend, all ranks in this process, host memory."""
+"""Sessions of requests run through a backend (all ranks in this process, host memory),
+and the plain-slicing reference they are compared with.
+
+A session is one plan, one decode rank and several requests. `run` drives a backend
+through the protocol as a serving loop would: every rank prepares the plan once, then
+each request is served and executed with the same `Prepared`; after that, on zeroed
+decode memory, each request's lowered `Transfer` goes through plain `execute`. The
+prefill ranks live in this process (`LocalSources`) or in a spawned one
+(`_pairing.SourceProcess`, the same interface).
+"""
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
+from hypothesis import strategies as st
 
+from kvplan import plan
+from kvplan.testing.strategies import BLOCKS, exchanges, group_requests, hybrid_exchanges, requests
 from kvplan.transport import load_backend
-from kvplan_backends.pairing import allocate
+
+from _pairing import SourceProcess, allocate
+
+OPTIONS = {"host": {}, "nixl": {}, "ucx": {"timeout_s": 20}}
+REQUESTS = 3  # per session: the first from the exchange, the rest drawn for the same plan
 
 
-def scratch(p, src_blocks) -> tuple[tuple[int, ...], tuple[int, ...]]:
+@st.composite
+def sessions(draw):
+    """(plan, dst_rank, [(src_blocks, dst_blocks), ...]) of an attention model."""
+    p, dst_rank, src_blocks, dst_blocks = draw(exchanges())
+    more = [draw(requests(p.src, p.dst, num_blocks=p.src.num_blocks)) for _ in range(REQUESTS - 1)]
+    return p, dst_rank, [(src_blocks, dst_blocks), *more]
+
+
+@st.composite
+def hybrid_sessions(draw, conv_strategy: str):
+    """A hybrid model's session, planned with `conv_strategy`."""
+    p, dst_rank, src_blocks, dst_blocks = draw(hybrid_exchanges())
+    p = plan(p.src, p.dst, conv_strategy=conv_strategy)
+    more = [draw(group_requests(p.src, p.dst, num_blocks=BLOCKS)) for _ in range(REQUESTS - 1)]
+    return p, dst_rank, [(src_blocks, dst_blocks), *more]
+
+
+def scratch(p, reqs) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Sizes of the per-request scratch buffers (prefill side, decode side): a scratch
-    region holds block_bytes per state block of the request."""
-    nested = bool(src_blocks) and isinstance(src_blocks[0], (list, tuple))
-    states = max((len(b) for g, b in enumerate(src_blocks) if not p.src.group_is_token(g)), default=0) \
-        if nested else 0
-    return (tuple(r.block_bytes * states for r in p.src_scratch),
-            tuple(r.block_bytes * states for r in p.dst_scratch))
+    region holds block_bytes per state block of the largest request."""
+    def states(src_blocks) -> int:
+        nested = bool(src_blocks) and isinstance(src_blocks[0], (list, tuple))
+        return max((len(b) for g, b in enumerate(src_blocks) if not p.src.group_is_token(g)), default=0) \
+            if nested else 0
+
+    most = max(states(src_blocks) for src_blocks, _ in reqs)
+    return (tuple(r.block_bytes * most for r in p.src_scratch), tuple(r.block_bytes * most for r in p.dst_scratch))
 
 
-KINDS = {"host": ("host", {}), "nixl": ("nixl", {}), "nixl-prepared": ("nixl", {}), "ucx": ("ucx", {"timeout_s": 20})}
+def serving_ranks(p, dst_rank: int) -> list[int]:
+    """Prefill ranks that take part in `dst_rank`'s requests: read, or running pre steps."""
+    pre = p.pre_tables[dst_rank].source_ranks if p.pre_tables else ()
+    return sorted(set(p.reads(dst_rank).source_ranks) | set(pre))
 
 
-def run(kind: str, p, dst_rank: int, src_blocks, dst_blocks, *, request: str = "req-0") -> list:
-    """Execute the request with backend `kind`; returns the decode rank's buffers."""
-    name, options = KINDS[kind]
-    transfer = p.lower(dst_rank, src_blocks, dst_blocks)
-    src_extra, dst_extra = scratch(p, src_blocks)
-    dst_buffers = allocate(p.dst, dst_rank, fill=False, extra=dst_extra)
-    backends = []
-    try:
-        dst = load_backend(name, **options)
-        backends.append(dst)
-        dst.register(dst_buffers)
-        sources = {}
-        pre = transfer.pre_steps.source_ranks if transfer.pre_steps is not None else ()
-        for rank in sorted(set(transfer.source_ranks) | set(pre)):
-            sources[rank] = load_backend(name, **options)
-            backends.append(sources[rank])
-            sources[rank].register(allocate(p.src, rank, extra=src_extra))
-            dst.add_peer(rank, sources[rank].metadata())
-            sources[rank].add_peer(dst_rank, dst.metadata())
-        served = [b.serve(transfer, rank=r, request=request) for r, b in sources.items()]
-        if kind == "nixl-prepared":
-            dst.prepare(p, dst_rank)
-            dst.execute_blocks(p, src_blocks, dst_blocks, request=request)
-        else:
-            dst.execute(transfer, request=request)
-        for completion in served:
+@attrs.frozen
+class Run:
+    """Decode memory after each request: through the prepared route, then through plain
+    `execute(transfer)`; `routes`: how the backend ran each prepared request; `launches`:
+    the cupy kernel path of every request (prepared ones first), None for other kinds."""
+
+    prepared: list
+    transfer: list
+    routes: list
+    launches: list
+
+
+class LocalSources:
+    """Prefill ranks in this process, with `SourceProcess`'s interface (`_pairing`)."""
+
+    def __init__(self, kind: str, engine, *, ranks, device: int = -1, options=None, extra=()):
+        self.backends = {}
+        try:
+            for rank in ranks:
+                self.backends[rank] = load_backend(kind, **(options or {}))
+                self.backends[rank].register(allocate(engine, rank, device, extra=extra))
+        except BaseException:
+            self.close()
+            raise
+        self.metadata = {rank: b.metadata() for rank, b in self.backends.items()}
+        self._prepared, self._done = {}, []
+
+    def connect(self, dst_rank: int, metadata: bytes) -> None:
+        for backend in self.backends.values():
+            backend.add_peer(dst_rank, metadata)
+
+    def prepare(self, p, dst_rank: int) -> None:
+        self._prepared = {rank: b.prepare(p, dst_rank) for rank, b in self.backends.items()}
+
+    def serve(self, src_blocks, dst_blocks, *, request: str = "") -> None:
+        self._done = [b.serve(self._prepared[r], src_blocks, dst_blocks, rank=r, request=request)
+                      for r, b in self.backends.items()]
+
+    def serve_transfer(self, transfer, *, request: str = "") -> None:
+        self._done = [b.serve(transfer, rank=r, request=request) for r, b in self.backends.items()]
+
+    def wait(self) -> None:
+        for completion in self._done:
             completion.wait()
-    finally:
-        for backend in backends:
+
+    def close(self) -> None:
+        for backend in self.backends.values():
             backend.close()
-    return dst_buffers
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def snapshot(buffers) -> list:
+    """Host copies of region buffers (NumPy or CuPy)."""
+    return [None if b is None else b.get() if hasattr(b, "__cuda_array_interface__") else b.copy() for b in buffers]
+
+
+def zero(buffers) -> None:
+    """Zero region buffers in place (a CuPy one on its own device, finished on return)."""
+    for buffer in buffers:
+        if buffer is None:
+            continue
+        if hasattr(buffer, "__cuda_array_interface__"):
+            import cupy
+
+            with cupy.cuda.Device(buffer.device.id):
+                buffer.fill(0)
+                cupy.cuda.get_current_stream().synchronize()
+        else:
+            buffer.fill(0)
+
+
+def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = False, src_device: int = -1,
+        dst_device: int = -1, options=None) -> Run:
+    """The session through backend `kind` (see the module docstring): prefill ranks in
+    this process, or with `apart` in a spawned one; buffers on the given devices."""
+    options = OPTIONS.get(kind, {}) if options is None else options
+    src_extra, dst_extra = scratch(p, reqs)
+    out = allocate(p.dst, dst_rank, dst_device, fill=False, extra=dst_extra)
+    dst = load_backend(kind, **options)
+    ranks = serving_ranks(p, dst_rank)
+    result = Run([], [], [], [])
+    try:
+        dst.register(out)
+        if apart:
+            sources = SourceProcess(kind, p.src, device=src_device, ranks=ranks, options=OPTIONS.get(kind),
+                                    extra=src_extra, timeout_s=60)
+        else:
+            sources = LocalSources(kind, p.src, ranks=ranks, device=src_device, options=OPTIONS.get(kind),
+                                   extra=src_extra)
+        with sources:
+            for rank, md in sources.metadata.items():
+                dst.add_peer(rank, md)
+            sources.connect(dst_rank, dst.metadata())
+            sources.prepare(p, dst_rank)
+            prepared = dst.prepare(p, dst_rank)
+            for i, (src_blocks, dst_blocks) in enumerate(reqs):
+                sources.serve(src_blocks, dst_blocks, request=f"{tag}-{i}")
+                dst.execute(prepared, src_blocks, dst_blocks, request=f"{tag}-{i}")
+                sources.wait()
+                result.prepared.append(snapshot(out))
+                result.routes.append(dst.route)
+                result.launches.append(getattr(dst, "last_launch", {}).get("path"))
+            zero(out)
+            for i, (src_blocks, dst_blocks) in enumerate(reqs):
+                transfer = p.lower(dst_rank, src_blocks, dst_blocks)
+                sources.serve_transfer(transfer, request=f"{tag}-transfer-{i}")
+                dst.execute(transfer, request=f"{tag}-transfer-{i}")
+                sources.wait()
+                result.transfer.append(snapshot(out))
+                result.launches.append(getattr(dst, "last_launch", {}).get("path"))
+    finally:
+        dst.close()
+    return result
+
+
+def sliced(p, dst_rank: int, reqs) -> list:
+    """The reference: each request's rows copied by plain slicing, pre steps on the
+    prefill ranks first, post steps on the decode rank last; memory after each request."""
+    src_extra, dst_extra = scratch(p, reqs)
+    src = {r: allocate(p.src, r, extra=src_extra) for r in range(p.src.world_size)}
+    out = allocate(p.dst, dst_rank, fill=False, extra=dst_extra)
+    after = []
+    for src_blocks, dst_blocks in reqs:
+        t = p.lower(dst_rank, src_blocks, dst_blocks)
+        if t.pre_steps is not None:
+            for rank in t.pre_steps.source_ranks:
+                copy_rows(t.pre_steps.for_source(rank), lambda r: src[r], src[rank])
+        copy_rows(t, lambda r: src[r], out)
+        if t.post_steps is not None:
+            copy_rows(t.post_steps, lambda r: out, out)
+        after.append(snapshot(out))
+    return after
 
 
 def same(a, b) -> bool:
     """Two lists of region buffers (None for absent regions) hold the same bytes."""
     return all((x is None and y is None) or np.array_equal(np.asarray(x), np.asarray(y))
                for x, y in zip(a, b, strict=True))
+
+
+def same_each(a, b) -> bool:
+    """Two sequences of snapshots agree request by request."""
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
 
 
 def copy_rows(rows, src_of, dst) -> None:

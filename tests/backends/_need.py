@@ -1,12 +1,15 @@
 """Which transports can run here.
 
 Transports that are not importable skip with the import error as the reason (CI
-installs nixl and ucxx, see .ci/run); GPU tests are gated by tests/conftest.py.
+installs nixl and ucxx, see .ci/run); GPU tests are gated by tests/conftest.py. Under
+KVPLAN_REQUIRE_GPU=1 a missing CuPy fails instead of skipping, so a GPU host without
+it cannot pass the GPU tests silently.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 
 import pytest
 
@@ -30,5 +33,7 @@ def transport_missing(kind: str) -> str | None:
 def need(kind: str) -> None:
     """Skip the calling test, quoting the import error, when `kind` cannot run here."""
     reason = transport_missing(kind)
+    if reason and kind == "cupy" and os.environ.get("KVPLAN_REQUIRE_GPU") == "1":
+        pytest.fail(f"KVPLAN_REQUIRE_GPU=1 but {reason}")
     if reason:
         pytest.skip(reason)

@@ -2,19 +2,23 @@
 
 NIXL and UCX use CUDA IPC only between processes (UCX marks it unreachable inside one
 process), so GPU runs put the prefill ranks in a spawned child. Metadata travels as
-bytes over a `multiprocessing` pipe; any other channel works the same way.
+bytes over a `multiprocessing` pipe; any other channel works the same way. The child
+speaks the transport protocol: it prepares the plan once, then serves each request
+from its block ids.
 
-    with SourceProcess("nixl", src_engine, device=0) as sources:
+    with SourceProcess("nixl", p.src, device=0, ranks=ranks) as sources:
         for rank, md in sources.metadata.items():
             decode.add_peer(rank, md)
         sources.connect(dst_rank, decode.metadata())
-        sources.serve(transfer, request="r1")    # two-sided backends pack and send
-        decode.execute(transfer, request="r1")
+        sources.prepare(p, dst_rank)                   # backend.prepare on every rank
+        prepared = decode.prepare(p, dst_rank)
+        sources.serve(src_blocks, dst_blocks, request="r1")   # pre steps; ucx packs, sends
+        decode.execute(prepared, src_blocks, dst_blocks, request="r1")
         sources.wait()
 
 Every source rank's buffers are allocated as its engine lays them out (one buffer per
-region of the rank's stage, then `extra` scratch buffers) and filled with `identity_fill`, so the parent can build
-the same source bytes and check the result.
+region of the rank's stage, then `extra` scratch buffers) and filled with
+`identity_fill`, so the parent can build the same source bytes and check the result.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ def _fill(buffers, rank: int, fill: bool) -> None:
 def _child(conn, kind: str, options: dict, engine, ranks, device: int, extra: tuple) -> None:
     from kvplan.transport import load_backend
 
-    backends, plan = {}, None
+    backends, prepared = {}, {}
     for rank in ranks:
         backends[rank] = load_backend(kind, **options)
         backends[rank].register(allocate(engine, rank, device, extra=extra))
@@ -76,17 +80,23 @@ def _child(conn, kind: str, options: dict, engine, ranks, device: int, extra: tu
         if message[0] == "connect":
             for backend in backends.values():
                 backend.add_peer(message[1], message[2])
-        elif message[0] == "plan":
-            plan = message[1]
-        elif message[0] in ("serve", "serve_blocks"):
-            if message[0] == "serve":
-                _, transfer, request = message
-            else:  # the source lowers the request itself: only block ids travel
-                _, dst_rank, src_blocks, dst_blocks, request = message
-                transfer = plan.lower(dst_rank, src_blocks, dst_blocks)
+        elif message[0] == "prepare":  # ("prepare", plan, dst_rank): once per plan and decode rank
             try:
-                done = [b.serve(transfer, rank=r, request=request) for r, b in backends.items()
-                        if r in transfer.source_ranks]
+                prepared = {r: b.prepare(message[1], message[2]) for r, b in backends.items()}
+                conn.send(("ok", None))
+            except Exception as error:
+                conn.send(("error", repr(error)))
+        elif message[0] in ("serve", "serve_transfer"):
+            # ("serve", src_blocks, dst_blocks, request): each rank lowers what it needs itself
+            # ("serve_transfer", transfer, request): a lowered Transfer, sent whole
+            try:
+                if message[0] == "serve":
+                    _, src_blocks, dst_blocks, request = message
+                    done = [b.serve(prepared[r], src_blocks, dst_blocks, rank=r, request=request)
+                            for r, b in backends.items()]
+                else:
+                    _, transfer, request = message
+                    done = [b.serve(transfer, rank=r, request=request) for r, b in backends.items()]
             except Exception as error:
                 conn.send(("error", repr(error)))
                 continue
@@ -113,7 +123,8 @@ class SourceProcess:
         self._conn, child = ctx.Pipe()
         ranks = list(range(engine.world_size)) if ranks is None else list(ranks)
         self.timeout_s = timeout_s
-        self.process = ctx.Process(target=_child, args=(child, kind, options or {}, engine, ranks, device, tuple(extra)), daemon=True)
+        self.process = ctx.Process(target=_child, args=(child, kind, options or {}, engine, ranks, device,
+                                                        tuple(extra)), daemon=True)
         self.process.start()
         self.metadata = self._recv()
 
@@ -122,36 +133,35 @@ class SourceProcess:
             raise TimeoutError(f"source process sent nothing for {self.timeout_s} s")
         return self._conn.recv()
 
+    def _expect(self, wanted: str):
+        status, detail = self._recv()
+        if status != wanted:
+            raise RuntimeError(f"source process failed: {detail}")
+        return detail
+
     def connect(self, dst_rank: int, metadata: bytes) -> None:
         self._conn.send(("connect", dst_rank, metadata))
 
-    def serve(self, transfer, *, request: str = "") -> None:
-        """Have the sources serve `transfer` (sent whole: fine for small transfers).
+    def prepare(self, plan, dst_rank: int) -> None:
+        """Every source rank's backend prepares `plan` for `dst_rank` (sent once)."""
+        self._conn.send(("prepare", plan, dst_rank))
+        self._expect("ok")
+
+    def serve(self, src_blocks, dst_blocks, *, request: str = "") -> None:
+        """The sources serve one request of the prepared plan; only block ids travel.
 
         Returns once their pre steps ran and two-sided sends are posted."""
-        self._conn.send(("serve", transfer, request))
-        self._ready()
+        self._conn.send(("serve", src_blocks, dst_blocks, request))
+        self._expect("ready")
 
-    def _ready(self) -> None:
-        status, detail = self._recv()
-        if status != "ready":
-            raise RuntimeError(f"source process failed: {detail}")
-
-    def set_plan(self, plan) -> None:
-        """Send the plan once; then `serve_blocks` sends only a request's block ids."""
-        self._conn.send(("plan", plan))
-
-    def serve_blocks(self, dst_rank: int, src_blocks, dst_blocks, *, request: str = "") -> None:
-        """Like `serve`, the sources lowering the request from its block ids."""
-        self._conn.send(("serve_blocks", dst_rank, src_blocks, dst_blocks, request))
-        self._ready()
+    def serve_transfer(self, transfer, *, request: str = "") -> None:
+        """Like `serve`, for a lowered `Transfer` sent whole (fine for small ones)."""
+        self._conn.send(("serve_transfer", transfer, request))
+        self._expect("ready")
 
     def wait(self) -> dict:
         """Wait until the sources served the last request; their backends' `last_stats`."""
-        status, detail = self._recv()
-        if status != "ok":
-            raise RuntimeError(f"source process failed: {detail}")
-        return detail
+        return self._expect("ok")
 
     def close(self) -> None:
         if self.process.is_alive():
