@@ -1,4 +1,5 @@
-"""Transfer benchmark on a 2-GPU host: prefill ranks on GPU 0, decode rank on GPU 1.
+"""Transfer benchmark: prefill ranks on GPU 0, decode rank on GPU 1 (on a one-GPU host both
+engines share GPU 0: the bytes are checked the same way, the rates are then local copies).
 
 For each model layout and TP pair (1->2, 2->1, 2->4, 4->2) it lowers one request
 (scattered block ids, as an allocator hands them out) for decode rank 0, identity-fills
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "backends
 from _pairing import SourceProcess, allocate
 
 TP_PAIRS = ((1, 2), (2, 1), (2, 4), (4, 2))
+SRC, DST = 0, 1  # prefill and decode GPU (DST becomes 0 on a one-GPU host)
 DENSE = ModelSpec(name="dense-gqa-8b", layers=(AttentionSpec(num_kv_heads=8, head_dim=128, dtype="bfloat16"),) * 32)
 # (label, kv_layout, kv_storage, logical block tokens, kernel block tokens)
 LAYOUTS = (("HND packed b16", "HND", "packed", 16, 16), ("NHD packed b16", "NHD", "packed", 16, 16),
@@ -93,7 +95,7 @@ def gbs(nbytes: int, ms: float) -> float:
 
 def same(a, b) -> bool:
     """Byte-equal on the decode GPU (both lists live there)."""
-    with cp.cuda.Device(1):
+    with cp.cuda.Device(DST):
         return all((x is None and y is None) or bool(cp.array_equal(x, y)) for x, y in zip(a, b, strict=True))
 
 
@@ -123,12 +125,12 @@ def case(model, layout, tps, backends, rng) -> dict:
     t = p.lower(0, src_blocks, dst_blocks)
     row = {"model": model.name, "layout": label, "tp": f"{tps[0]}->{tps[1]}", "bytes": t.total_bytes,
            "ranges": len(t), "range_bytes_min": int(t.nbytes.min()), "range_bytes_median": int(np.median(t.nbytes))}
-    with cp.cuda.Device(1):
+    with cp.cuda.Device(DST):
         stream = cp.cuda.Stream(non_blocking=True)
-    src_bufs = {r: allocate(p.src, r, device=0) for r in t.source_ranks}
+    src_bufs = {r: allocate(p.src, r, device=SRC) for r in t.source_ranks}
 
     # reference: one cudaMemcpyPeerAsync per range (copy engine, no kernel)
-    reference = allocate(p.dst, 0, device=1, fill=False)
+    reference = allocate(p.dst, 0, device=DST, fill=False)
     ref = load_backend("cupy", peer_access=False, stream=stream)
     ref.register(reference)
     sources = {}
@@ -138,31 +140,31 @@ def case(model, layout, tps, backends, rng) -> dict:
         ref.add_peer(r, sources[r].metadata())
     ref.execute(t, request="reference")
 
-    with cp.cuda.Device(0):
+    with cp.cuda.Device(SRC):
         bulk_src = cp.empty(t.total_bytes, cp.uint8)
-    with cp.cuda.Device(1):
+    with cp.cuda.Device(DST):
         bulk_dst = cp.empty(t.total_bytes, cp.uint8)
     row["bulk_GBps"] = gbs(t.total_bytes, events_ms(lambda: cp.cuda.runtime.memcpyPeerAsync(
-        bulk_dst.data.ptr, 1, bulk_src.data.ptr, 0, t.total_bytes, stream.ptr), 1, stream))
+        bulk_dst.data.ptr, DST, bulk_src.data.ptr, SRC, t.total_bytes, stream.ptr), DST, stream))
 
     if "cupy" in backends:
-        out = allocate(p.dst, 0, device=1, fill=False)
+        out = allocate(p.dst, 0, device=DST, fill=False)
         b = load_backend("cupy", stream=stream, blocking=False)
         b.register(out)
         for r in t.source_ranks:
             b.add_peer(r, sources[r].metadata())
-        row["cupy_GBps"] = gbs(t.total_bytes, events_ms(lambda: b.execute(t, request="bench"), 1, stream))
+        row["cupy_GBps"] = gbs(t.total_bytes, events_ms(lambda: b.execute(t, request="bench"), DST, stream))
         row["cupy_pieces"] = b.last_launch["pieces"]
         # the kernel alone: the same ranges bound and uploaded once, then only the launch
         src_addr, dst_addr = t.bind({r: describe(src_bufs[r]).bases for r in t.source_ranks}, describe(out).bases)
-        with cp.cuda.Device(1), stream:  # uploaded on the launch stream, so ordered before it
-            ranges = _gpucopy.device_ranges(cp, 1, src_addr, dst_addr, t.nbytes)
-        row["cupy_kernel_GBps"] = gbs(t.total_bytes, events_ms(lambda: _gpucopy.launch(cp, 1, ranges, stream), 1,
+        with cp.cuda.Device(DST), stream:  # uploaded on the launch stream, so ordered before it
+            ranges = _gpucopy.device_ranges(cp, DST, src_addr, dst_addr, t.nbytes)
+        row["cupy_kernel_GBps"] = gbs(t.total_bytes, events_ms(lambda: _gpucopy.launch(cp, DST, ranges, stream), DST,
                                                                stream))
         stream.synchronize()
         row["cupy_ok"] = same(out, reference)
         # the plan's copy template on the GPU: per request only block ids are uploaded
-        with cp.cuda.Device(1), stream:  # zeroed on the copy stream, so ordered before it
+        with cp.cuda.Device(DST), stream:  # zeroed on the copy stream, so ordered before it
             for buffer in out:
                 if buffer is not None:
                     buffer.fill(0)
@@ -172,7 +174,7 @@ def case(model, layout, tps, backends, rng) -> dict:
         row["cupy_request_ok"] = same(out, reference)
         row["cupy_request_path"] = b.route  # "template" unless the plan had to be lowered
         row["cupy_request_GBps"] = gbs(t.total_bytes, events_ms(
-            lambda: b.execute(prepared, src_blocks, dst_blocks, request="bench-template"), 1, stream))
+            lambda: b.execute(prepared, src_blocks, dst_blocks, request="bench-template"), DST, stream))
         b.close()
         del out
     for kind in ("nixl", "ucx"):
@@ -182,11 +184,11 @@ def case(model, layout, tps, backends, rng) -> dict:
 
 
 def two_process(kind, p, t, src_blocks, dst_blocks, reference) -> dict:
-    out = allocate(p.dst, 0, device=1, fill=False)
+    out = allocate(p.dst, 0, device=DST, fill=False)
     dst = load_backend(kind, **({"telemetry": True} if kind == "nixl" else {}))
     dst.register(out)
     row = {}
-    with SourceProcess(kind, p.src, device=0, ranks=t.source_ranks) as sources:
+    with SourceProcess(kind, p.src, device=SRC, ranks=t.source_ranks) as sources:
         for rank, md in sources.metadata.items():
             dst.add_peer(rank, md)
         sources.connect(0, dst.metadata())
@@ -237,10 +239,14 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="one layout, two TP pairs")
     args = parser.parse_args(argv)
     backends = set(args.backends.split(","))
-    if cp.cuda.runtime.getDeviceCount() < 2:
-        print("needs two GPUs", file=sys.stderr)
+    global DST
+    count = cp.cuda.runtime.getDeviceCount()
+    if count < 1:
+        print("needs a GPU", file=sys.stderr)
         return 2
-    for device, peer in ((0, 1), (1, 0)):  # before the first bulk copy, so it runs peer to peer
+    DST = 1 if count >= 2 else 0
+    print(f"# prefill GPU {SRC}, decode GPU {DST}", flush=True)
+    for device, peer in ((SRC, DST), (DST, SRC)):  # before the first bulk copy, so it runs peer to peer
         _gpucopy.enable_peer_access(cp, device, peer)
     rng = np.random.default_rng(0)
     rows = []

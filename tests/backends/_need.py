@@ -37,3 +37,11 @@ def need(kind: str) -> None:
         pytest.fail(f"KVPLAN_REQUIRE_GPU=1 but {reason}")
     if reason:
         pytest.skip(reason)
+
+
+def gpu_pair() -> dict[str, int]:
+    """The prefill and decode GPU of a two-engine test: 0 and 1 where two GPUs are
+    visible, else both engines on GPU 0 (the bytes are checked all the same)."""
+    import cupy
+
+    return {"src_device": 0, "dst_device": 1 if cupy.cuda.runtime.getDeviceCount() >= 2 else 0}

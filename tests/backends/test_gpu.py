@@ -1,5 +1,6 @@
-"""GPU runs: cupy peer copy in one process (prefill GPU 0, decode GPU 1); nixl and ucx
-with the prefill ranks in a second process (UCX uses CUDA IPC only across processes).
+"""GPU runs: cupy peer copy in one process (prefill GPU 0, decode GPU 1, or both engines
+on GPU 0 of a one-GPU host); nixl and ucx with the prefill ranks in a second process
+(UCX uses CUDA IPC only across processes).
 
 Every test drives the protocol as `_fabric.run` does on the CPU: each rank prepares the
 plan once, several requests run with the same `Prepared`, then (on zeroed decode
@@ -18,9 +19,7 @@ from kvplan import Transfer
 from kvplan.planning import STRATEGIES
 
 from _fabric import hybrid_sessions, run, same, same_each, sessions
-from _need import need
-
-GPUS = {"src_device": 0, "dst_device": 1}
+from _need import gpu_pair, need
 
 
 def _check(got, case) -> None:
@@ -64,7 +63,7 @@ def test_kernel_copies_ranges_of_any_size_and_alignment():
     assert same([b.get() for b in gpu], expected)
 
 
-@pytest.mark.multi_gpu
+@pytest.mark.gpu
 @pytest.mark.parametrize("peer_access", [True, False])
 @settings(max_examples=20, deadline=None)
 @given(case=sessions())
@@ -72,7 +71,7 @@ def test_cupy_matches_host(peer_access, case):
     """Prepared: the copy template evaluated on the GPU per request (with peer access),
     else lowered; plain execute(transfer): one kernel, or cudaMemcpyPeerAsync per row."""
     need("cupy")
-    got = run("cupy", *case, options={"peer_access": peer_access}, **GPUS)
+    got = run("cupy", *case, options={"peer_access": peer_access}, **gpu_pair())
     _check(got, case)
     requests = len(case[2])
     assert got.routes == ["template" if peer_access else "lowered"] * requests
@@ -80,7 +79,7 @@ def test_cupy_matches_host(peer_access, case):
     assert got.launches == ["template" if peer_access else kernel] * requests + [kernel] * requests
 
 
-@pytest.mark.multi_gpu
+@pytest.mark.gpu
 @pytest.mark.parametrize("conv_strategy", STRATEGIES)
 @settings(max_examples=8, deadline=None)
 @given(data=st.data())
@@ -89,23 +88,23 @@ def test_cupy_hybrid_matches_host(conv_strategy, data):
     prefill GPU (serve) and post steps on the decode GPU (execute), lowered per request."""
     need("cupy")
     case = data.draw(hybrid_sessions(conv_strategy), label="session")
-    got = run("cupy", *case, **GPUS)
+    got = run("cupy", *case, **gpu_pair())
     _check(got, case)
     assert set(got.routes) == {"lowered" if case[0].has_local_steps else "template"}
 
 
-@pytest.mark.multi_gpu
+@pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["nixl", "ucx"])
 @settings(max_examples=6, deadline=None)
 @given(case=sessions())
 def test_two_process_vram_matches_host(kind, case):
     need(kind)
-    got = run(kind, *case, apart=True, tag=f"gpu-2proc-{kind}", **GPUS)
+    got = run(kind, *case, apart=True, tag=f"gpu-2proc-{kind}", **gpu_pair())
     _check(got, case)
     assert got.routes == ["prepared lists" if kind == "nixl" else "lowered"] * len(case[2])
 
 
-@pytest.mark.multi_gpu
+@pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["nixl", "ucx"])
 @pytest.mark.parametrize("conv_strategy", ["staged", "permuted"])
 @settings(max_examples=3, deadline=None)
@@ -113,4 +112,4 @@ def test_two_process_vram_matches_host(kind, case):
 def test_two_process_local_steps_on_gpus(kind, conv_strategy, data):
     need(kind)
     case = data.draw(hybrid_sessions(conv_strategy), label="session")
-    _check(run(kind, *case, apart=True, tag=f"gpu-hybrid-2proc-{kind}", **GPUS), case)
+    _check(run(kind, *case, apart=True, tag=f"gpu-hybrid-2proc-{kind}", **gpu_pair()), case)
