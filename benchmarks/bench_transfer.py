@@ -89,6 +89,18 @@ def wall_ms(fn, reps: int = 3) -> float:
     return statistics.median(times)
 
 
+def host_ms(fn, stream, reps: int = REPS) -> float:
+    """Median wall time of `fn` alone (the stream drained between calls)."""
+    times = []
+    for _ in range(reps):
+        stream.synchronize()
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    stream.synchronize()
+    return statistics.median(times)
+
+
 def gbs(nbytes: int, ms: float) -> float:
     return nbytes / ms / 1e6
 
@@ -175,6 +187,10 @@ def case(model, layout, tps, backends, rng) -> dict:
         row["cupy_request_path"] = b.route  # "template" unless the plan had to be lowered
         row["cupy_request_GBps"] = gbs(t.total_bytes, events_ms(
             lambda: b.execute(prepared, src_blocks, dst_blocks, request="bench-template"), DST, stream))
+        # host time per request (the call returns once the copy is enqueued: blocking=False)
+        row["cupy_host_us"] = 1e3 * host_ms(lambda: b.execute(t, request="bench"), stream)
+        row["cupy_request_host_us"] = 1e3 * host_ms(
+            lambda: b.execute(prepared, src_blocks, dst_blocks, request="bench-template"), stream)
         b.close()
         del out
     for kind in ("nixl", "ucx"):

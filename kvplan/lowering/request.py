@@ -18,6 +18,8 @@ is what lowering and a device copy kernel index.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import attrs
 import numpy as np
 
@@ -37,7 +39,10 @@ def block_ids(values, *, side: str, num_blocks: int | None) -> np.ndarray:
     ...
     kvplan.errors.BlockError: decode block id 4 is out of range: the engine has 4 blocks
     """
-    array = np.asarray(values)
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError):  # ragged or mixed nesting
+        raise BlockError(f"{side} block ids must be a 1-D list of integers, got {values!r}") from None
     if array.ndim != 1:
         raise BlockError(f"{side} block ids must be a 1-D list, got shape {array.shape}: {values!r}")
     if array.size and (array.dtype == bool or not np.issubdtype(array.dtype, np.integer)):
@@ -105,12 +110,20 @@ class RequestBlocks:
 
 
 def _per_group(values, groups: int, side: str) -> list:
-    """One block list per group; a flat list is accepted for a one-group engine."""
-    flat = isinstance(values, np.ndarray) and values.ndim == 1
-    if not flat and not isinstance(values, np.ndarray):
-        values = list(values)
-        # nested when any element is itself a list of ids; anything else is one list
-        flat = not any(isinstance(v, (list, tuple, np.ndarray, range)) for v in values)
+    """One block list per group; a flat list is accepted for a one-group engine.
+
+    Nested means the first element is itself a list of ids (a ragged or mixed list is
+    refused by `block_ids`); looking at one element keeps this O(1) per request.
+    """
+    if isinstance(values, np.ndarray):
+        flat = values.ndim == 1
+    else:
+        if not isinstance(values, (list, tuple)):
+            try:
+                values = list(values)
+            except TypeError:
+                raise BlockError(f"{side} block ids must be a list of integers, got {values!r}") from None
+        flat = not values or not isinstance(values[0], (list, tuple, np.ndarray, range))
     if flat:
         if groups != 1:
             raise BlockError(f"the engines have {groups} layer groups: pass {side} block ids as one list "
@@ -166,17 +179,25 @@ def _check_distinct(lists: list[np.ndarray], *, pooled: bool) -> None:
                              "their pages would overwrite each other")
 
 
-def _first_kept(dst, decode_blocks: list[int]) -> tuple[np.ndarray, bool]:
-    """Per layer, the first decode block index a sliding-window layer still needs."""
-    first = np.zeros(dst.model.num_layers, np.int64)
-    windowed = False
+@lru_cache(maxsize=256)
+def _windows(dst) -> tuple[tuple[int, int, int], ...]:
+    """(layer, group, blocks kept) of every sliding-window layer of an engine."""
+    out = []
     for layer, spec in enumerate(dst.model.layers):
         group = dst.group_of(layer)
         kept = spec.kept_blocks(dst.group_block_tokens(group)[0]) if spec.holds_tokens else None
         if kept is not None:
-            first[layer] = decode_blocks[group] - kept
-            windowed = True
-    return first, windowed
+            out.append((layer, group, kept))
+    return tuple(out)
+
+
+def _first_kept(dst, decode_blocks: list[int]) -> tuple[np.ndarray, bool]:
+    """Per layer, the first decode block index a sliding-window layer still needs."""
+    first = np.zeros(dst.model.num_layers, np.int64)
+    windows = _windows(dst)
+    for layer, group, kept in windows:
+        first[layer] = decode_blocks[group] - kept
+    return first, bool(windows)
 
 
 def request_blocks(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> RequestBlocks:
