@@ -32,19 +32,12 @@ class CopyTemplate(CopyRows):
     `blocks_per_span[g]` = (prefill, decode) logical blocks per span of group g
     (`copy_template` builds one)."""
 
-    dst_rank: int
     group: np.ndarray = column()
     layer: np.ndarray = column()
-    src_rank: np.ndarray = column()
-    src_region: np.ndarray = column()
-    dst_region: np.ndarray = column()
     src_block: np.ndarray = column()
     dst_block: np.ndarray = column()
     src_stride: np.ndarray = column()
     dst_stride: np.ndarray = column()
-    src_offset: np.ndarray = column()
-    dst_offset: np.ndarray = column()
-    nbytes: np.ndarray = column()
     blocks_per_span: tuple = ()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from ..planning.rows import CopyRows, column
+from ..planning.rows import CopyRows
 from .addresses import bind, bind_ranked
 
 
@@ -29,13 +29,6 @@ class Transfer(CopyRows):
     [[1064], [5008]]
     """
 
-    dst_rank: int
-    src_rank: np.ndarray = column()
-    src_region: np.ndarray = column()
-    src_offset: np.ndarray = column()
-    dst_region: np.ndarray = column()
-    dst_offset: np.ndarray = column()
-    nbytes: np.ndarray = column()
     src_regions: tuple = attrs.field(default=(), kw_only=True)
     dst_regions: tuple = attrs.field(default=(), kw_only=True)
     pre_steps: Transfer | None = attrs.field(default=None, kw_only=True)   # on the source ranks, before the reads

@@ -120,8 +120,12 @@ class RowTable:
                       for name in _names(cls)}, **fields)
 
 
+@attrs.frozen(kw_only=True)
 class CopyRows(RowTable):
-    """Row tables of copies: each row moves `nbytes` from source rank `src_rank`.
+    """Rows of copies into destination rank `dst_rank`: row i moves `nbytes[i]` bytes from
+    `src_offset[i]` of region `src_region[i]` of source rank `src_rank[i]` to
+    `dst_offset[i]` of region `dst_region[i]`. The columns every copy table shares,
+    declared once; `ReadTable`, `CopyTemplate` and `Transfer` add their own.
 
     >>> from kvplan.lowering import Transfer
     >>> t = Transfer(dst_rank=0, src_rank=[3, 1], src_region=[0, 0], src_offset=[0, 0], dst_region=[0, 0],
@@ -130,7 +134,13 @@ class CopyRows(RowTable):
     (12, (1, 3))
     """
 
-    __slots__ = ()
+    dst_rank: int
+    src_rank: np.ndarray = column()
+    src_region: np.ndarray = column()
+    src_offset: np.ndarray = column()
+    dst_region: np.ndarray = column()
+    dst_offset: np.ndarray = column()
+    nbytes: np.ndarray = column()
 
     @property
     def total_bytes(self) -> int:

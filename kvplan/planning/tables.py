@@ -31,17 +31,10 @@ class ReadTable(CopyRows):
     (1, 16384, (1,))
     """
 
-    dst_rank: int
-    src_rank: np.ndarray = column()
     layer: np.ndarray = column()
     component: np.ndarray = column()
-    src_region: np.ndarray = column()
-    dst_region: np.ndarray = column()
     src_block: np.ndarray = column()
     dst_block: np.ndarray = column()
-    src_offset: np.ndarray = column()
-    dst_offset: np.ndarray = column()
-    nbytes: np.ndarray = column()
 
     def __str__(self) -> str:
         head = f"{'src':>4} {'layer':>5} {'comp':>6} {'sreg':>5} {'dreg':>5} {'sblk':>4} {'dblk':>4} " \
