@@ -39,7 +39,7 @@ import uuid
 
 import numpy as np
 
-from kvplan.lowering import Transfer, check_bounds, prepared_lists
+from kvplan.lowering import check_descriptors, prepared_lists
 from kvplan.transport import TransportError, TransportTimeout
 
 from ._base import BackendBase
@@ -49,22 +49,6 @@ from ._prepared import block_relative
 
 def _mem_type(memory) -> str:
     return "VRAM" if memory.on_gpu else "DRAM"
-
-
-def _check_list(dlist, sizes, *, rank: int | None = None) -> None:
-    """`check_bounds` of one descriptor list: the source side of a Transfer (a peer's
-    list, `rank` given) or its destination side (this rank's list); the other side is
-    offset 0 of one buffer as long as the longest descriptor, so only the list is judged."""
-    if not len(dlist):
-        return
-    zero = np.zeros(len(dlist), np.int64)
-    spare = [int(dlist.nbytes.max())]
-    if rank is None:
-        check_bounds(Transfer(dst_rank=0, src_rank=zero, src_region=zero, src_offset=zero, dst_region=dlist.region,
-                              dst_offset=dlist.offset, nbytes=dlist.nbytes), {0: spare}, sizes)
-    else:
-        check_bounds(Transfer(dst_rank=0, src_rank=zero + rank, src_region=dlist.region, src_offset=dlist.offset,
-                              dst_region=zero, dst_offset=zero, nbytes=dlist.nbytes), {rank: sizes}, spare)
 
 
 def _rows(addr, nbytes, devices) -> np.ndarray:
@@ -189,9 +173,9 @@ class NixlBackend(BackendBase):
             return None
         own, lists = self._own(), prepared_lists(plan, prepared.dst_rank)
         self._require_peers(list(lists.remote))
-        _check_list(lists.local, own.sizes)
+        check_descriptors(lists.local, own.sizes, side="local")
         for rank, remote in lists.remote.items():
-            _check_list(remote, self.peers[rank].sizes, rank=rank)
+            check_descriptors(remote, self.peers[rank].sizes, side=f"source rank {rank}")
         handles = {}
         try:
             local = lists.local

@@ -8,7 +8,7 @@ rule; `bounds` the check every backend runs before a byte moves.
 """
 
 from .addresses import bind, bind_ranked, per_rank
-from .bounds import check_bounds
+from .bounds import check_bounds, check_descriptors
 from .descriptors import DescriptorList, PreparedLists, Staged, prepared_lists, source_ranks, split_ranges, staged
 from .lower import RequestRows, lower, request_rows
 from .request import GroupRequest, RequestBlocks, block_ids, request_blocks
@@ -17,6 +17,6 @@ from .transfer import Transfer
 
 __all__ = [
     "CopyTemplate", "DescriptorList", "GroupRequest", "PreparedLists", "RequestBlocks", "RequestRows", "Staged",
-    "Transfer", "bind", "bind_ranked", "block_ids", "check_bounds", "copy_template", "expand", "lower", "per_rank",
+    "Transfer", "bind", "bind_ranked", "block_ids", "check_bounds", "check_descriptors", "copy_template", "expand", "lower", "per_rank",
     "prepared_lists", "request_blocks", "request_rows", "source_ranks", "split_ranges", "staged",
 ]

@@ -19,13 +19,34 @@ def _first_outside(offset: np.ndarray, nbytes: np.ndarray, size: np.ndarray) -> 
     return int(bad[0]) if len(bad) else None
 
 
-def _sizes(region: np.ndarray, sizes, side: str) -> np.ndarray:
+def _sizes(region: np.ndarray, sizes, side: str, item: str = "row") -> np.ndarray:
     known = np.asarray(sizes, np.int64).reshape(-1)
     bad = np.flatnonzero((region < 0) | (region >= len(known)))
     if len(bad):
-        raise BoundsError(f"row {int(bad[0])} names {side} region {int(region[bad[0]])}; "
+        raise BoundsError(f"{item} {int(bad[0])} names {side} region {int(region[bad[0]])}; "
                           f"{len(known)} regions are registered")
     return known[region]
+
+
+def check_descriptors(descriptors, sizes, *, side: str) -> None:
+    """Raise `BoundsError` unless every descriptor of a list (`region`, `offset`,
+    `nbytes` columns, e.g. a `DescriptorList`) lies inside its region of `sizes` bytes;
+    `side` names the list in the message.
+
+    >>> from kvplan.lowering import DescriptorList
+    >>> check_descriptors(DescriptorList(region=[0, 0], offset=[0, 60], nbytes=[8, 8]), [64], side="remote rank 1")
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.BoundsError: descriptor 1 covers [60, 68) of remote rank 1 region 0, which holds 64 bytes
+    """
+    if not len(descriptors):
+        return
+    size = _sizes(descriptors.region, sizes, side, "descriptor")
+    i = _first_outside(descriptors.offset, descriptors.nbytes, size)
+    if i is not None:
+        raise BoundsError(f"descriptor {i} covers [{descriptors.offset[i]}, "
+                          f"{descriptors.offset[i] + descriptors.nbytes[i]}) of {side} region "
+                          f"{descriptors.region[i]}, which holds {size[i]} bytes")
 
 
 def check_bounds(transfer: Transfer, src_sizes, dst_sizes) -> None:

@@ -221,7 +221,7 @@ def test_nixl_prepared_lists_outside_registered_memory_are_refused():
         dst.register(short)
         dst.add_peer(0, src.metadata())
         prepared = dst.prepare(PLAN, 0)
-        with pytest.raises(BoundsError, match=r"writes \[\d+, \d+\) of destination region 0, which holds "
+        with pytest.raises(BoundsError, match=r"descriptor \d+ covers \[\d+, \d+\) of local region 0, which holds "
                                               f"{len(short[0])} bytes"):
             dst.execute(prepared, [0], [0], request="r-short")
         assert not short[0].any()
