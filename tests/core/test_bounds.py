@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvplan import BoundsError, RankError, SpecError, Transfer
-from kvplan.lowering import DescriptorList, bind, bind_ranked, check_bounds, per_rank
+from kvplan.lowering import DescriptorList, bind, bind_ranked, check_bounds, check_descriptors, per_rank
 
 _sizes = st.lists(st.integers(1, 64), min_size=1, max_size=3)
 
@@ -131,3 +131,19 @@ def test_binding_unknown_ranks_or_regions_raises():
         per_rank(rows[0], rows[1], {0: [0, 0], 1: [0]})
     with pytest.raises(SpecError, match="bases of 1 regions given, rows use region 2"):
         bind(np.array([2]), np.array([0]), [100])
+
+
+@settings(max_examples=150)
+@given(sizes=_sizes, data=st.data())
+def test_check_descriptors_raises_exactly_when_a_descriptor_leaves_its_region(sizes, data):
+    """A descriptor list is judged descriptor by descriptor against its regions' sizes."""
+    rows = data.draw(st.lists(st.tuples(st.integers(-1, len(sizes)), st.integers(-2, 70), st.integers(-1, 70)),
+                              min_size=1, max_size=6), label="descriptors")
+    d = DescriptorList(region=[r for r, _, _ in rows], offset=[o for _, o, _ in rows], nbytes=[n for _, _, n in rows])
+    outside = [i for i, (r, o, n) in enumerate(rows)
+               if not (0 <= r < len(sizes) and o >= 0 and n >= 0 and o + n <= sizes[r])]
+    if outside:
+        with pytest.raises(BoundsError, match="descriptor"):
+            check_descriptors(d, sizes, side="local")
+    else:
+        check_descriptors(d, sizes, side="local")
