@@ -122,6 +122,16 @@ class StatePart:
     width: int
 
 
+def _conv_dtype():
+    """The conv-state dtype field: the model dtype engines default to."""
+    return attrs.field(default="bfloat16", converter=canonical_dtype)
+
+
+def _ssm_dtype():
+    """The SSM / recurrent-state dtype field: float32 unless the engine says otherwise."""
+    return attrs.field(default="float32", converter=canonical_dtype)
+
+
 def _sharded(what: str, extent: int) -> Axis:
     return Axis(what=what, extent=extent, placement=Shard(replicate_excess=False))
 
@@ -157,8 +167,8 @@ class Mamba2Spec(_StateLayer):
     n_groups: int = attrs.field(validator=positive)
     d_state: int = attrs.field(validator=positive)
     conv_kernel: int = attrs.field(validator=positive)
-    conv_dtype: str = attrs.field(default="bfloat16", converter=canonical_dtype)
-    ssm_dtype: str = attrs.field(default="float32", converter=canonical_dtype)
+    conv_dtype: str = _conv_dtype()
+    ssm_dtype: str = _ssm_dtype()
 
     kind = "mamba2"
 
@@ -191,8 +201,8 @@ class Mamba1Spec(_StateLayer):
     intermediate_size: int = attrs.field(validator=positive)
     d_state: int = attrs.field(validator=positive)
     conv_kernel: int = attrs.field(validator=positive)
-    conv_dtype: str = attrs.field(default="bfloat16", converter=canonical_dtype)
-    ssm_dtype: str = attrs.field(default="float32", converter=canonical_dtype)
+    conv_dtype: str = _conv_dtype()
+    ssm_dtype: str = _ssm_dtype()
 
     kind = "mamba1"
 
@@ -216,8 +226,8 @@ class GatedDeltaNetSpec(_StateLayer):
     head_k_dim: int = attrs.field(validator=positive)
     head_v_dim: int = attrs.field(validator=positive)
     conv_kernel: int = attrs.field(validator=positive)
-    conv_dtype: str = attrs.field(default="bfloat16", converter=canonical_dtype)
-    ssm_dtype: str = attrs.field(default="float32", converter=canonical_dtype)
+    conv_dtype: str = _conv_dtype()
+    ssm_dtype: str = _ssm_dtype()
 
     kind = "gdn"
 
@@ -241,7 +251,7 @@ class ShortConvSpec(_StateLayer):
 
     conv_dim: int = attrs.field(validator=positive)
     conv_kernel: int = attrs.field(validator=positive)
-    conv_dtype: str = attrs.field(default="bfloat16", converter=canonical_dtype)
+    conv_dtype: str = _conv_dtype()
 
     kind = "short_conv"
 
