@@ -13,8 +13,8 @@ live in the separate `kvplan_backends` package, loaded by name with `load_backen
 
 from .api import EngineTransferPlan, plan
 from .check import verify
-from .errors import (BlockError, BoundsError, KvplanError, ModelMismatchError, PlanError, RankError, ShardingError,
-                     SpecError)
+from .errors import (BlockError, BoundsError, KvplanError, ModelMismatchError, PlanError, PlanMismatchError, RankError,
+                     ShardingError, SpecError)
 from .layout import Region, engine_memory
 from .lowering import Transfer
 from .models import from_hf_config, get_model
@@ -22,12 +22,13 @@ from .planning import ReadTable
 from .presets import vllm_engine
 from .spec import (AttentionSpec, EngineSpec, GatedDeltaNetSpec, LayerGroup, Mamba1Spec, Mamba2Spec, ModelSpec,
                    ShortConvSpec)
-from .transport import BackendNotFound, Prepared, TransportError, TransportTimeout, load_backend
+from .transport import (BackendNotFound, Prepared, TransferIntegrityError, TransportError, TransportTimeout,
+                        load_backend)
 
 __all__ = [
     "AttentionSpec", "BackendNotFound", "BlockError", "BoundsError", "EngineSpec", "EngineTransferPlan",
     "GatedDeltaNetSpec", "KvplanError", "LayerGroup", "Mamba1Spec", "Mamba2Spec", "ModelMismatchError",
-    "ModelSpec", "PlanError", "Prepared", "RankError", "ReadTable", "Region", "ShardingError", "ShortConvSpec",
-    "SpecError", "Transfer", "TransportError", "TransportTimeout", "engine_memory", "from_hf_config", "get_model",
+    "ModelSpec", "PlanError", "PlanMismatchError", "Prepared", "RankError", "ReadTable", "Region", "ShardingError", "ShortConvSpec",
+    "SpecError", "Transfer", "TransferIntegrityError", "TransportError", "TransportTimeout", "engine_memory", "from_hf_config", "get_model",
     "load_backend", "plan", "verify", "vllm_engine",
 ]

@@ -49,6 +49,11 @@ class RankError(KvplanError):
     """A rank number is outside the engine's world (stage * tp + tp_rank)."""
 
 
+class PlanMismatchError(KvplanError):
+    """A Transfer was handed to a backend prepared for another plan or another decode
+    rank (its plan fingerprint or rank differs), so its offsets describe other memory."""
+
+
 class BoundsError(KvplanError):
     """A row names memory outside what was registered (negative offset or length,
     unknown region, or past the end of a region), so no transport may execute it."""

@@ -67,6 +67,16 @@ class TransportTimeout(TransportError):
     """A transfer did not complete within the backend's `timeout_s`."""
 
 
+class TransferIntegrityError(TransportError):
+    """Integrity mode found copied ranges whose destination bytes differ from the source
+    bytes (`kvplan.lowering.range_digests`); `rows` lists them (row indices of the
+    Transfer executed)."""
+
+    def __init__(self, message: str, *, rows=(), peer: str | None = None, request: str | None = None):
+        super().__init__(message, peer=peer, request=request)
+        self.rows = tuple(int(r) for r in rows)
+
+
 class BackendNotFound(KvplanError):
     """`load_backend` was given a name no installed backend has, or its library is missing."""
 

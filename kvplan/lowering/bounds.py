@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BoundsError, KvplanError
+from ..errors import BoundsError, KvplanError, PlanMismatchError
 from .addresses import per_rank
 from .transfer import Transfer
 
@@ -80,3 +80,25 @@ def check_bounds(transfer: Transfer, src_sizes, dst_sizes) -> None:
         raise BoundsError(f"row {i} reads [{transfer.src_offset[i]}, {transfer.src_offset[i] + transfer.nbytes[i]}) "
                           f"of source rank {transfer.src_rank[i]} region {transfer.src_region[i]}, which holds "
                           f"{src[i]} bytes")
+
+
+def check_transfer(transfer: Transfer, src_sizes, dst_sizes, *, fingerprint: str | None = None,
+                   dst_rank: int | None = None) -> None:
+    """The gate every backend runs before a byte moves: the Transfer was lowered from
+    the plan and for the decode rank the backend was prepared for (when it knows them;
+    a hand-built Transfer has no fingerprint and passes that part), and every row lies
+    inside registered memory on both sides (`check_bounds`).
+
+    >>> t = Transfer(dst_rank=1, src_rank=[0], src_region=[0], src_offset=[0], dst_region=[0], dst_offset=[0],
+    ...              nbytes=[8], plan_fingerprint="0123456789abcdef")
+    >>> check_transfer(t, {0: [64]}, [64], fingerprint="0123456789abcdef", dst_rank=0)
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.PlanMismatchError: Transfer lowered for decode rank 1 handed to decode rank 0
+    """
+    if dst_rank is not None and transfer.dst_rank != dst_rank:
+        raise PlanMismatchError(f"Transfer lowered for decode rank {transfer.dst_rank} handed to decode rank {dst_rank}")
+    if fingerprint is not None and transfer.plan_fingerprint and transfer.plan_fingerprint != fingerprint:
+        raise PlanMismatchError(f"Transfer lowered from plan {transfer.plan_fingerprint} handed to a backend prepared "
+                                f"for plan {fingerprint}")
+    check_bounds(transfer, src_sizes, dst_sizes)

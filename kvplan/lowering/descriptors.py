@@ -157,10 +157,11 @@ def staged(transfer: Transfer) -> dict[int, Staged]:
         zeros = np.zeros(len(part), np.int64)
         pack = Transfer(dst_rank=rank, src_rank=part.src_rank, src_region=part.src_region,
                         src_offset=part.src_offset, dst_region=zeros, dst_offset=packed, nbytes=part.nbytes,
-                        src_regions=part.src_regions, dst_regions=staging)
+                        src_regions=part.src_regions, dst_regions=staging, plan_fingerprint=part.plan_fingerprint)
         unpack = Transfer(dst_rank=part.dst_rank, src_rank=np.full(len(part), part.dst_rank), src_region=zeros,
                           src_offset=packed, dst_region=part.dst_region, dst_offset=part.dst_offset,
-                          nbytes=part.nbytes, src_regions=staging, dst_regions=part.dst_regions)
+                          nbytes=part.nbytes, src_regions=staging, dst_regions=part.dst_regions,
+                          plan_fingerprint=part.plan_fingerprint)
         out[rank] = Staged(src_rank=rank, nbytes=size, pack=pack, unpack=unpack)
     return out
 

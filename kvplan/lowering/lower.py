@@ -223,7 +223,8 @@ def _lower_table(plan, table, request: RequestBlocks, src_regions, dst_regions, 
     cols = {name: frozen(np.concatenate(parts)) if len(parts) != 1 else frozen(parts[0])
             for name, parts in out.items()} if out["nbytes"] else \
         {name: frozen(np.zeros(0, np.int64)) for name in out}
-    return Transfer(dst_rank=request.dst_rank, **cols, src_regions=src_regions, dst_regions=dst_regions)
+    return Transfer(dst_rank=request.dst_rank, **cols, src_regions=src_regions, dst_regions=dst_regions,
+                    plan_fingerprint=plan.fingerprint)
 
 
 def _per_member(values: np.ndarray, row_of: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from ..errors import BoundsError
 from ..planning.rows import CopyRows
 from .addresses import bind, bind_ranked
 
@@ -21,7 +22,10 @@ class Transfer(CopyRows):
 
     `pre_steps` / `post_steps` (staged and permuted conv strategies) are Transfers whose
     both sides lie in one engine's memory: pre steps run on each `src_rank` before the
-    reads, post steps on the destination after them.
+    reads, post steps on the destination after them. `plan_fingerprint` names the plan a
+    Transfer was lowered from ("" for one built by hand), so a backend prepared for
+    another plan refuses it. Every column is refused negative at construction, and every
+    region id past the region tables given.
 
     >>> t = Transfer(dst_rank=0, src_rank=[1], src_region=[0], src_offset=[64], dst_region=[2], dst_offset=[8],
     ...              nbytes=[16])
@@ -33,6 +37,25 @@ class Transfer(CopyRows):
     dst_regions: tuple = attrs.field(default=(), kw_only=True)
     pre_steps: Transfer | None = attrs.field(default=None, kw_only=True)   # on the source ranks, before the reads
     post_steps: Transfer | None = attrs.field(default=None, kw_only=True)  # on the destination, after them
+    plan_fingerprint: str = attrs.field(default="", kw_only=True)
+
+    def __attrs_post_init__(self):
+        super().__attrs_post_init__()
+        if isinstance(self.dst_rank, bool) or not isinstance(self.dst_rank, (int, np.integer)) or self.dst_rank < 0:
+            raise BoundsError(f"Transfer.dst_rank must be an int >= 0, got {self.dst_rank!r}")
+        if not len(self):
+            return
+        for name, col in self.columns().items():
+            if col.min() < 0:
+                row = int(np.flatnonzero(col < 0)[0])
+                raise BoundsError(f"Transfer row {row} has {name} {int(col[row])}: rows name memory at offsets, "
+                                  "lengths, ranks and regions >= 0")
+        for name, regions in (("src_region", self.src_regions), ("dst_region", self.dst_regions)):
+            col = getattr(self, name)
+            if regions and col.max() >= len(regions):
+                row = int(np.flatnonzero(col >= len(regions))[0])
+                raise BoundsError(f"Transfer row {row} names {name} {int(col[row])}; its region table has "
+                                  f"{len(regions)} regions")
 
     def for_source(self, src_rank: int) -> Transfer:
         """The rows read from one source rank (one peer of the transport)."""

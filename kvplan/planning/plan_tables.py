@@ -55,6 +55,7 @@ class PlanTables:
     tables: tuple
     src_regions: tuple  # the source region table: the engine's regions, then scratch regions
     dst_regions: tuple
+    fingerprint: str  # the engines' and the strategy's (`kvplan.spec.pair_fingerprint`)
     conv_strategy: str = "direct"
     pre_tables: tuple = ()   # per dst rank: copies on source ranks before the reads (permuted)
     post_tables: tuple = ()  # per dst rank: copies on the destination after the reads

@@ -15,6 +15,7 @@ from ..errors import SpecError
 from ..layout.memory import EngineMemory, Region, engine_memory
 from ..layout.state import state_natural_bytes
 from ..spec.engine import EngineSpec
+from ..spec.fingerprint import pair_fingerprint
 from .compat import check_compatible
 from .conv import STRATEGIES, StrategyRows, apply_strategy
 from .intersect import layer_rows
@@ -85,6 +86,7 @@ def plan_tables(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direc
     return PlanTables(
         src=src, dst=dst, tables=tuple(tables), conv_strategy=conv_strategy,
         src_regions=src_mem.regions + src_scratch, dst_regions=dst_mem.regions + dst_scratch,
+        fingerprint=pair_fingerprint(src, dst, conv_strategy),
         pre_tables=tuple(pre_tables) if with_steps else (), post_tables=tuple(post_tables) if with_steps else (),
     )
 

@@ -9,6 +9,7 @@ TP-sharded axes (`layers`, `placement`), the model (`model`), layer groups
 from .components import COMPONENT_CODE, COMPONENTS, CONV_COMPONENTS
 from .dtypes import canonical_dtype, dtype_bytes
 from .engine import CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES, EngineSpec
+from .fingerprint import RULES, fingerprint, pair_fingerprint
 from .groups import LayerGroup, check_groups, default_groups
 from .layers import (LAYER_SPECS, STATE_SPECS, AttentionSpec, GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec,
                      ShortConvSpec, StatePart, conv_rows)
@@ -17,7 +18,7 @@ from .placement import Axis, Replicate, Shard, overlap, pp_layer_ranges, replica
 
 __all__ = [
     "COMPONENTS", "COMPONENT_CODE", "CONV_COMPONENTS", "CONV_LAYOUTS", "KV_LAYOUTS", "KV_STORAGES", "LAYER_SPECS",
-    "STATE_SPECS", "AttentionSpec", "Axis", "EngineSpec", "GatedDeltaNetSpec", "LayerGroup", "Mamba1Spec",
+    "RULES", "STATE_SPECS", "AttentionSpec", "Axis", "EngineSpec", "GatedDeltaNetSpec", "LayerGroup", "Mamba1Spec",
     "Mamba2Spec", "ModelSpec", "Replicate", "Shard", "ShortConvSpec", "StatePart", "canonical_dtype",
-    "check_groups", "conv_rows", "default_groups", "dtype_bytes", "overlap", "pp_layer_ranges", "replica_groups",
+    "check_groups", "conv_rows", "default_groups", "dtype_bytes", "fingerprint", "overlap", "pair_fingerprint", "pp_layer_ranges", "replica_groups",
 ]
