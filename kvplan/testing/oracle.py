@@ -11,6 +11,7 @@ cell) pairs, stored as two int64 arrays per region.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -50,10 +51,31 @@ def _fill(engine, tp_rank: int, stage: int, lists, num_blocks: int, blocks_of, k
     return out
 
 
+class _Lazy(Mapping):
+    """A mapping whose values are built on first access (only the source ranks a
+    transfer reads are filled)."""
+
+    def __init__(self, keys, build):
+        self._keys, self._build, self._built = tuple(keys), build, {}
+
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        if key not in self._built:
+            self._built[key] = self._build(key)
+        return self._built[key]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 def request_memories(src, dst, dst_rank: int, src_blocks, dst_blocks, num_blocks: int):
     """(src_mem, expected, must_write) for one decode rank and one request (exact pairing).
 
-    src_mem[rank][region] and expected[region] are (code, byte) array pairs of
+    src_mem[rank][region] (filled on first access) and expected[region] are (code, byte) array pairs of
     ``num_blocks * block_bytes``; must_write[region] marks the decode bytes the request
     has to deliver (elements of tokens both sides hold, restricted to the blocks a
     sliding window needs; states block for block).
@@ -71,11 +93,12 @@ def request_memories(src, dst, dst_rank: int, src_blocks, dst_blocks, num_blocks
             return covered // engine.group_block_tokens(group)[0]
         return count
 
-    src_mem = {}
-    for rank in range(src.world_size):
+    def source(rank):
         stage, tp_rank = divmod(rank, src.tp)
-        src_mem[rank] = _fill(src, tp_rank, stage, s_lists, num_blocks, blocks_of(src, s_lists),
-                              lambda layer, c: np.ones(c.shape, bool))
+        return _fill(src, tp_rank, stage, s_lists, num_blocks, blocks_of(src, s_lists),
+                     lambda layer, c: np.ones(c.shape, bool))
+
+    src_mem = _Lazy(range(src.world_size), source)
 
     def must_keep(layer, codes):
         group = dst.group_of(layer)
@@ -111,18 +134,29 @@ def apply(transfer, src_mem, dst_sizes, *, max_states: int = 4) -> list[tuple[np
         return {i: (np.full(r.block_bytes * max_states, -5, np.int64), np.full(r.block_bytes * max_states, -5, np.int64))
                 for i, r in enumerate(regions) if r.per_request}
 
-    src = {rank: dict(enumerate(mems)) | scratch(transfer.src_regions) for rank, mems in src_mem.items()}
+    src = _Lazy(src_mem, lambda rank: dict(enumerate(src_mem[rank])) | scratch(transfer.src_regions))
     out = {i: (np.full(n, UNTOUCHED, np.int64), np.full(n, UNTOUCHED, np.int64)) for i, n in enumerate(dst_sizes)}
     out |= scratch(transfer.dst_regions)
 
     def run(t, source_of, target_of):
-        for i in range(len(t)):
-            n = int(t.nbytes[i])
-            s_code, s_byte = source_of(int(t.src_rank[i]))[int(t.src_region[i])]
-            d_code, d_byte = target_of(int(t.src_rank[i]))[int(t.dst_region[i])]
-            so, do = int(t.src_offset[i]), int(t.dst_offset[i])
-            d_code[do:do + n] = s_code[so:so + n]
-            d_byte[do:do + n] = s_byte[so:so + n]
+        # every byte gathered before any is written: rows of one step never read what
+        # another row of it writes (transports run them concurrently), so this equals
+        # copying row by row
+        if not len(t):
+            return
+        n = t.nbytes
+        row = np.repeat(np.arange(len(t)), n)
+        within = np.arange(len(row)) - np.repeat(np.cumsum(n) - n, n)
+        src_pos, dst_pos = t.src_offset[row] + within, t.dst_offset[row] + within
+        code, byte = np.empty(len(row), np.int64), np.empty(len(row), np.int64)
+        for rank, region in set(zip(t.src_rank.tolist(), t.src_region.tolist())):
+            mine = (t.src_rank[row] == rank) & (t.src_region[row] == region)
+            s_code, s_byte = source_of(rank)[region]
+            code[mine], byte[mine] = s_code[src_pos[mine]], s_byte[src_pos[mine]]
+        for rank, region in set(zip(t.src_rank.tolist(), t.dst_region.tolist())):
+            mine = (t.src_rank[row] == rank) & (t.dst_region[row] == region)
+            d_code, d_byte = target_of(rank)[region]
+            d_code[dst_pos[mine]], d_byte[dst_pos[mine]] = code[mine], byte[mine]
 
     if transfer.pre_steps is not None:
         run(transfer.pre_steps, src.__getitem__, src.__getitem__)
