@@ -4,8 +4,9 @@
     python -m kvplan plan --model deepseek-v3 --src-tp 8 --dst-tp 2 --rank 1 --verify
     python -m kvplan models
 
-Bad input (any `KvplanError`) prints one line to stderr and exits with status 2, the
-status argparse uses for its own usage errors.
+Bad input (any `KvplanError`, and argparse's own usage errors) prints one line
+``kvplan: error: ...`` to stderr and exits with status 2, the status argparse uses for
+usage errors. Output cut short by its reader (``kvplan plan | head``) ends quietly.
 
 >>> main(["plan", "--model", "qwen2.5-7b", "--src-tp", "1", "--dst-tp", "8", "--rank", "5", "--json"])
 ... # doctest: +ELLIPSIS
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 
@@ -34,8 +36,20 @@ from .report import compare_conv_strategies
 from .spec import COMPONENTS, CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES, EngineSpec
 
 
+class _UsageError(Exception):
+    """An argparse usage error, raised instead of argparse printing the whole usage text."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors (bad choice, bad int, unknown option) come back as one line
+    like kvplan's own; sub-command parsers are of this class too."""
+
+    def error(self, message: str):
+        raise _UsageError(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kvplan", description="Plan KV-cache transfers between a prefill "
+    parser = _Parser(prog="kvplan", description="Plan KV-cache transfers between a prefill "
                                      "engine (P, source) and a decode engine (D, destination).")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list the built-in models")
@@ -160,15 +174,34 @@ def main(argv: list[str] | None = None) -> int:
     0
     >>> main(["plan", "--model", "llama-3.1-8b", "--src-tp", "8", "--dst-tp", "3"])
     2
+    >>> main(["plan", "--src-tp", "two"])     # argparse's errors too: one line on stderr, status 2
+    2
     """
-    args = _parser().parse_args(argv)
     try:
+        if argv is not None and not (isinstance(argv, (list, tuple)) and all(isinstance(a, str) for a in argv)):
+            raise _UsageError(f"arguments must be a list of strings, got {argv!r}"[:300])
+        args = _parser().parse_args(argv)
         if args.command == "models":
             _models_command()
         else:
             _plan_command(args)
-    except KvplanError as exc:
+    except (KvplanError, _UsageError) as exc:
         # one line: PlanError lists its defects on further lines
         print(f"kvplan: error: {' | '.join(str(exc).splitlines())}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
+    except SystemExit as done:  # --help, after printing it
+        return done.code if isinstance(done.code, int) else 0
     return 0
+
+
+def _quiet_stdout() -> None:
+    """The reader closed stdout (``| head``): point it at /dev/null, so the interpreter's
+    final flush does not fail again with a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file behind sys.stdout (tests)
+        pass

@@ -14,8 +14,74 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import PlanError
-from .cells import Cells, byte_codes, layer_cells
+from ..errors import PlanError, SpecError
+from ..spec.engine import EngineSpec
+from .cells import Cells, byte_codes, layer_cells, page_strides
+
+
+_PLAN_PARTS = ("src", "dst", "tables", "src_regions", "dst_regions", "pre_tables", "post_tables", "blocks_per_span",
+               "reads", "src_scratch", "dst_scratch")
+_PLAN_FIELDS = _PLAN_PARTS[:7]
+_TABLE_COLUMNS = ("src_rank", "layer", "component", "src_region", "dst_region", "src_block", "dst_block",
+                  "src_offset", "dst_offset", "nbytes")
+_REGION_FIELDS = ("layer", "slot", "block_bytes", "layers", "per_request")
+
+
+def _check_input(plan, max_problems) -> None:
+    """Refuse what is not a plan (`SpecError`) and a plan whose tables do not fit its
+    engines (`PlanError`) before reading a row."""
+    if isinstance(max_problems, bool) or not isinstance(max_problems, int) or max_problems < 1:
+        raise SpecError(f"verify(max_problems=...) must be a positive int, got {max_problems!r}")
+    # the class's methods and properties are looked up on the class: a property would run
+    missing = [name for name in _PLAN_PARTS if not hasattr(plan if name in _PLAN_FIELDS else type(plan), name)]
+    if missing or not isinstance(plan.src, EngineSpec) or not isinstance(plan.dst, EngineSpec):
+        raise SpecError(f"verify() takes a plan from kvplan.plan(), got {type(plan).__name__}"
+                        + (f" (it has no {', '.join(missing)})" if missing else ""))
+    ranks = plan.dst.world_size
+    for name in ("tables", "pre_tables", "post_tables"):
+        tables = getattr(plan, name)
+        if not isinstance(tables, (tuple, list)) or len(tables) != (ranks if name == "tables" or tables else 0):
+            raise PlanError(f"plan.{name} must hold one table per decode rank ({ranks}), got {tables!r}"[:300])
+        for rank, table in enumerate(tables):
+            columns = [getattr(table, c, None) for c in _TABLE_COLUMNS]
+            if not all(isinstance(c, np.ndarray) and c.ndim == 1 and c.dtype == np.int64 for c in columns) or \
+                    len({len(c) for c in columns}) != 1:
+                raise PlanError(f"plan.{name}[{rank}] is not a table of int64 columns {', '.join(_TABLE_COLUMNS)}: "
+                                f"{table!r}"[:300])
+    for name in ("src_regions", "dst_regions"):
+        regions = getattr(plan, name)
+        if not isinstance(regions, (tuple, list)) or not all(
+                all(hasattr(r, f) for f in _REGION_FIELDS) for r in regions):
+            raise PlanError(f"plan.{name} must be a tuple of Regions, got {regions!r}"[:300])
+
+
+class _Slots:
+    """Which slot of a layer each region id holds, for one region table: the slot, -2
+    for the layer's own per-request scratch, -1 where the region does not hold the layer
+    (an id outside the table included). Built once per verify call: a lookup per row
+    stays vectorised however many regions an engine has."""
+
+    def __init__(self, regions):
+        self.count = len(regions)
+        self.by_layer: dict[int, dict[int, int]] = {}
+        for index, region in enumerate(regions):
+            if region.per_request:
+                self.by_layer.setdefault(region.layer, {})[index] = -2
+                continue
+            for layer in region.layers:
+                self.by_layer.setdefault(layer, {})[index] = region.slot
+
+    def of(self, ids: np.ndarray, layer: int) -> np.ndarray:
+        """Slot (or -1 / -2) of `layer` held by each region id of `ids`."""
+        known = self.by_layer.get(layer, {})
+        if not len(ids):
+            return np.zeros(0, np.int64)
+        unique, inverse = np.unique(ids, return_inverse=True)
+        return np.array([known.get(int(u), -1) for u in unique], np.int64)[inverse.reshape(-1)]
+
+    def regions(self, layer: int) -> dict[int, int]:
+        """Slot -> region id of `layer` (scratch left out)."""
+        return {slot: index for index, slot in self.by_layer.get(layer, {}).items() if slot >= 0}
 
 
 def verify(plan, *, max_problems: int = 20) -> None:
@@ -24,10 +90,16 @@ def verify(plan, *, max_problems: int = 20) -> None:
     >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec, plan, verify
     >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=4, head_dim=8),) * 2)
     >>> verify(plan(EngineSpec(model=m, tp=4, kv_layout="NHD"), EngineSpec(model=m, tp=1)))
+    >>> verify(None)
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.SpecError: verify() takes a plan from kvplan.plan(), got NoneType (it has no src, dst, tables, src_regions, dst_regions, pre_tables, post_tables, blocks_per_span, reads, src_scratch, dst_scratch)
     """
+    _check_input(plan, max_problems)
     problems: list[str] = []
     seen: dict = {}
     src, dst = plan.src, plan.dst
+    slots = _Slots(plan.src_regions), _Slots(plan.dst_regions)
     for dst_rank, table in enumerate(plan.tables):
         stage, dst_tp_rank = divmod(dst_rank, dst.tp)
         start, end = dst.stage_layers[stage]
@@ -39,15 +111,20 @@ def verify(plan, *, max_problems: int = 20) -> None:
         bounds = np.searchsorted(table.layer[order], np.arange(start, end + 1))
         for layer in range(start, end):
             rows = order[bounds[layer - start]:bounds[layer - start + 1]]
-            key = _dedup_key(plan, table, rows, layer, dst_tp_rank)
+            offset = src.stage_of(layer) * src.tp
+            key = (dst.model.layers[layer], dst_tp_rank, src.layer_block_tokens(layer), dst.layer_block_tokens(layer),
+                   _rows_key(table, rows, layer, offset, *slots))
             steps = _steps(plan, dst_rank, layer)
             if steps is not None:
-                key = (key, steps[0].tobytes(), steps[1].tobytes())
+                # the simulation also depends on the local steps and the layer's scratch sizes
+                key = (key, _rows_key(plan.pre_tables[dst_rank], steps[0], layer, offset, slots[0], slots[0]),
+                       _rows_key(plan.post_tables[dst_rank], steps[1], layer, dst_rank, slots[1], slots[1]),
+                       _scratch_sizes(plan.src_regions, layer), _scratch_sizes(plan.dst_regions, layer))
             if key not in seen:
                 if steps is None:
-                    seen[key] = _check_layer(plan, table, rows, layer, dst_tp_rank)
+                    seen[key] = _check_layer(plan, table, rows, layer, dst_tp_rank, slots, max_problems)
                 else:
-                    seen[key] = _simulate_bytes(plan, dst_rank, layer, rows, *steps)
+                    seen[key] = _simulate_bytes(plan, dst_rank, layer, rows, *steps, slots)
             problems.extend(f"dst rank {dst_rank} layer {layer}: {p}" for p in seen[key])
             if len(problems) >= max_problems:
                 break
@@ -59,36 +136,23 @@ def verify(plan, *, max_problems: int = 20) -> None:
                         f"is wrong:\n  " + "\n  ".join(head), tuple(head))
 
 
-def _dedup_key(plan, table, rows, layer, dst_tp_rank):
-    # Layers with one spec, block sizes and block-relative rows give the same verdict; key
-    # on those with the layer-specific numbers (stage ranks, region ids) made relative.
-    src, dst = plan.src, plan.dst
-    src_ok = np.array([_slot(plan.src_regions, r, layer) for r in table.src_region[rows]], np.int64)
-    dst_ok = np.array([_slot(plan.dst_regions, r, layer) for r in table.dst_region[rows]], np.int64)
-    rel_rank = table.src_rank[rows] - src.stage_of(layer) * src.tp
-    body = np.stack([rel_rank, src_ok, dst_ok, table.src_block[rows], table.dst_block[rows],
+def _rows_key(table, rows, layer: int, rank_offset: int, src_slots: _Slots, dst_slots: _Slots) -> bytes:
+    # Layers with one spec, block sizes and block-relative rows give the same verdict: key
+    # on the rows with the layer-specific numbers (stage ranks, region ids) made relative.
+    body = np.stack([table.src_rank[rows] - rank_offset, src_slots.of(table.src_region[rows], layer),
+                     dst_slots.of(table.dst_region[rows], layer), table.src_block[rows], table.dst_block[rows],
                      table.src_offset[rows], table.dst_offset[rows], table.nbytes[rows]])
-    return (dst.model.layers[layer], dst_tp_rank, src.layer_block_tokens(layer), dst.layer_block_tokens(layer),
-            body.tobytes())
+    return body.tobytes()
 
 
-def _slot(regions, region: int, layer: int) -> int:
-    """Slot of `layer` held by region id `region` of a plan's region table, or -1 when
-    the region does not hold it (scratch regions hold no slot)."""
-    if not 0 <= region < len(regions):
-        return -1
-    r = regions[region]
-    return -1 if r.per_request or layer not in r.layers else r.slot
+def _scratch_sizes(regions, layer: int) -> tuple[int, ...]:
+    return tuple(r.block_bytes for r in regions if r.per_request and r.layer == layer)
 
 
-def _slot_regions(regions, layer: int) -> dict[int, int]:
-    """Slot -> region id of `layer` in a plan's region table."""
-    return {r.slot: index for index, r in enumerate(regions) if not r.per_request and layer in r.layers}
-
-
-def _check_layer(plan, table, rows, layer, dst_tp_rank) -> list[str]:
+def _check_layer(plan, table, rows, layer, dst_tp_rank, slots, limit: int) -> list[str]:
     """Check one layer's reads over one span, row checks vectorised per (source rank,
-    region slot): each row's first failing check gives its message, in row order."""
+    region slot): each row's first failing check gives its message, in row order (the
+    first `limit` rows each check flags: verify reports no more)."""
     src, dst = plan.src, plan.dst
     ns, nd = plan.blocks_per_span(dst.group_of(layer))
     want = layer_cells(dst, layer, dst_tp_rank, nd)
@@ -96,12 +160,15 @@ def _check_layer(plan, table, rows, layer, dst_tp_rank) -> list[str]:
     stage = src.stage_of(layer)
     t = {name: getattr(table, name)[rows] for name in table.column_names()}
     rank, n = t["src_rank"], t["nbytes"]
-    s_slot = _slots_of(plan.src_regions, t["src_region"], layer)
-    d_slot = _slots_of(plan.dst_regions, t["dst_region"], layer)
+    # a region table naming a slot the layer does not have holds no slot of it
+    s_slot = slots[0].of(t["src_region"], layer)
+    s_slot[s_slot >= len(page_strides(src, layer))] = -1
+    d_slot = slots[1].of(t["dst_region"], layer)
+    d_slot[d_slot >= len(want)] = -1
     found: list[tuple[int, str]] = []  # (position among rows, defect)
 
     def report(mask, text) -> np.ndarray:
-        for k in np.flatnonzero(mask):
+        for k in np.flatnonzero(mask)[:limit]:
             found.append((int(k), f"{_where(t, k)}: {text(k) if callable(text) else text}"))
         return ~mask
 
@@ -128,8 +195,13 @@ def _check_layer(plan, table, rows, layer, dst_tp_rank) -> list[str]:
             rows_d &= report(rows_d & (err != ""), lambda k: err[k])
             same = _same_elements(have, s_first, s_last, cells, d_first, d_last, rows_d)
             rows_d &= report(rows_d & ~same, "copies the wrong elements")
-            for k in np.flatnonzero(rows_d):
-                writes[d][d_first[k]:d_last[k] + 1] += 1
+            # each good row writes cells d_first..d_last once: count them with a difference array
+            k = np.flatnonzero(rows_d)
+            k = k[d_last[k] >= d_first[k]]  # a 0-byte row writes nothing
+            steps = np.zeros(len(writes[d]) + 1, np.int64)
+            np.add.at(steps, d_first[k], 1)
+            np.add.at(steps, d_last[k] + 1, -1)
+            writes[d] += np.cumsum(steps[:-1])
     problems = [text for _, text in sorted(found, key=lambda item: item[0])]
     for slot, count in enumerate(writes):
         for label, bad in (("missing", count == 0), ("written more than once", count > 1)):
@@ -138,13 +210,6 @@ def _check_layer(plan, table, rows, layer, dst_tp_rank) -> list[str]:
                 problems.append(f"slot {slot}: {int(bad.sum())} cells {label} "
                                 f"({int(want[slot].size[bad].sum())} B), first at byte {int(want[slot].offset[first])}")
     return problems
-
-
-def _slots_of(regions, region_ids: np.ndarray, layer: int) -> np.ndarray:
-    """Slot of `layer` held by each region id (-1 where the region does not hold it)."""
-    table = np.array([_slot(regions, r, layer) for r in range(len(regions))] + [-1], np.int64)
-    inside = (region_ids >= 0) & (region_ids < len(regions))
-    return table[np.where(inside, region_ids, len(regions))]
 
 
 def _where(t: dict, k: int) -> str:
@@ -209,7 +274,7 @@ def _steps(plan, dst_rank: int, layer: int):
     return pre, post
 
 
-def _simulate_bytes(plan, dst_rank: int, layer: int, read_rows, pre_rows, post_rows) -> list[str]:
+def _simulate_bytes(plan, dst_rank: int, layer: int, read_rows, pre_rows, post_rows, slots) -> list[str]:
     """Byte-level simulation of pre steps, reads and post steps for one state block."""
     src, dst = plan.src, plan.dst
     problems: list[str] = []
@@ -217,19 +282,26 @@ def _simulate_bytes(plan, dst_rank: int, layer: int, read_rows, pre_rows, post_r
     src_regions, dst_regions = plan.src_regions, plan.dst_regions
     dst_tp_rank = dst_rank % dst.tp
 
-    def memory(engine, regions, tp_rank, fill):
-        mem, slots = {}, _slot_regions(regions, layer)
+    def memory(engine, regions, lookup, tp_rank, fill):
+        mem, held = {}, lookup.regions(layer)
         for slot, cells in enumerate(layer_cells(engine, layer, tp_rank, 1)):
+            if slot not in held:
+                problems.append(f"no region holds slot {slot} of layer {layer}")
+                continue
             code, within = byte_codes(cells)
-            mem[slots[slot]] = [code, within] if fill else [np.full_like(code, -7), np.full_like(code, -7)]
+            mem[held[slot]] = [code, within] if fill else [np.full_like(code, -7), np.full_like(code, -7)]
         for index, region in enumerate(regions):
             if region.per_request and region.layer == layer:
                 size = regions[index].block_bytes
                 mem[index] = [np.full(size, -5, np.int64), np.full(size, -5, np.int64)]
         return mem
 
-    src_mem = {p: memory(src, src_regions, p % src.tp, True) for p in range(stage * src.tp, (stage + 1) * src.tp)}
-    got = memory(dst, dst_regions, dst_tp_rank, False)
+    # the stage's source ranks that rows read or step on: a rank no row names changes nothing
+    pre_table, post_table, reads = plan.pre_tables[dst_rank], plan.post_tables[dst_rank], plan.reads(dst_rank)
+    named = set(pre_table.src_rank[pre_rows].tolist()) | set(reads.src_rank[read_rows].tolist())
+    src_mem = {p: memory(src, src_regions, slots[0], p % src.tp, True)
+               for p in sorted(named) if stage * src.tp <= p < (stage + 1) * src.tp}
+    got = memory(dst, dst_regions, slots[1], dst_tp_rank, False)
     writes = {r: np.zeros(len(v[0]), np.int64) for r, v in got.items() if not dst_regions[r].per_request}
 
     def copy(table, i, source_mem, target_mem, label):
@@ -249,7 +321,6 @@ def _simulate_bytes(plan, dst_rank: int, layer: int, read_rows, pre_rows, post_r
         if target_mem is got and dreg in writes:
             writes[dreg][do:do + n] += 1
 
-    pre_table, post_table, reads = plan.pre_tables[dst_rank], plan.post_tables[dst_rank], plan.reads(dst_rank)
     for i in pre_rows:
         mem = src_mem.get(int(pre_table.src_rank[i]))
         copy(pre_table, i, mem, mem if mem is not None else {}, "pre")
@@ -257,8 +328,10 @@ def _simulate_bytes(plan, dst_rank: int, layer: int, read_rows, pre_rows, post_r
         copy(reads, i, src_mem.get(int(reads.src_rank[i])), got, "read")
     for i in post_rows:
         copy(post_table, i, got, got, "post")
-    dst_slots = _slot_regions(dst_regions, layer)
+    dst_slots = slots[1].regions(layer)
     for slot, cells in enumerate(layer_cells(dst, layer, dst_tp_rank, 1)):
+        if slot not in dst_slots:
+            continue  # reported while laying out the memory
         region = dst_slots[slot]
         want_code, want_within = byte_codes(cells)
         have_code, have_within = got[region]

@@ -145,6 +145,8 @@ class Layout:
         >>> Layout(shape=(8, 3), stride=(6, 2)).restrict(0, 4, 6)
         Layout(shape=(2, 3), stride=(6, 2), offset=24)
         """
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (index, start, stop)):
+            raise SpecError(f"restrict takes a mode and a range of ints, got {index!r}, {start!r}, {stop!r}"[:300])
         if not -len(self.shape) <= index < len(self.shape):
             raise SpecError(f"layout {self} has no mode {index}")
         index %= len(self.shape)  # a negative mode counts from the end, as `mode` does

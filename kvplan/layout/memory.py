@@ -20,6 +20,7 @@ import attrs
 
 from ..errors import SpecError
 from ..spec.engine import EngineSpec
+from ..spec.limits import MAX_PAGE_BYTES
 from .attention import attention_layout
 from .component import LayerLayout
 from .state import state_layout, state_natural_bytes
@@ -131,7 +132,6 @@ def _pool_page_bytes(engine: EngineSpec) -> int | None:
     return page
 
 
-@lru_cache(maxsize=256)
 def engine_memory(engine: EngineSpec) -> EngineMemory:
     """Lay out `engine`'s regions, checking that every page holds its layer.
 
@@ -144,11 +144,18 @@ def engine_memory(engine: EngineSpec) -> EngineMemory:
     ...
     kvplan.errors.SpecError: state page of 16 B is smaller than the layer's 24 B of state
     """
-    if not isinstance(engine, EngineSpec):
+    if not isinstance(engine, EngineSpec):  # before the cache hashes it
         raise SpecError(f"engine_memory() takes an EngineSpec, got {type(engine).__name__}")
+    return _engine_memory(engine)
+
+
+@lru_cache(maxsize=256)
+def _engine_memory(engine: EngineSpec) -> EngineMemory:
+    """`engine_memory` of a checked engine, laid out once per engine."""
     pool = _pool_page_bytes(engine)
     layers = range(engine.model.num_layers)
     if engine.pooled:
+        MAX_PAGE_BYTES.check(pool, "pooled page (bytes of one logical block)")
         slots = max(len(g.layers) for g in engine.layer_groups)
         regions = []
         for s in range(slots):
@@ -163,6 +170,8 @@ def engine_memory(engine: EngineSpec) -> EngineMemory:
         ids = []
         for slot, block in enumerate(layer_layout(engine, layer, 0, pool).block_bytes):
             suffix = ("", ".v")[slot] if slot < 2 else f".{slot}"
+            # offsets are block id x block bytes in int64: bounded pages keep them inside it
+            MAX_PAGE_BYTES.check(block, f"logical block of layer {layer} (region layers.{layer}{suffix}) in bytes")
             ids.append(len(regions))
             regions.append(Region(name=f"layers.{layer}{suffix}", layer=layer, slot=slot,
                                   stage=engine.stage_of(layer), block_bytes=block, layers=(layer,)))

@@ -12,15 +12,29 @@ import numpy as np
 from ..errors import RankError, SpecError
 
 
+def _values(values, dtype, what: str) -> np.ndarray:
+    """`values` as a 1-D array of `dtype`: integers >= 0 that it holds exactly (a float
+    would be truncated, a negative base wrap around to another address)."""
+    try:
+        given = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        given = None
+    if given is None or (given.size and (given.dtype.kind not in "iu" or given.min() < 0
+                                         or given.max() > np.iinfo(dtype).max)):
+        raise SpecError(f"{what} must be integers >= 0, got {values!r}"[:300])
+    return given.astype(dtype).reshape(-1)
+
+
 def bind(region: np.ndarray, offset: np.ndarray, bases) -> np.ndarray:
     """Absolute uint64 address of every row: ``bases[region] + offset``.
 
     >>> bind(np.array([0, 1]), np.array([16, 0]), [1000, 5000]).tolist()
     [1016, 5000]
     """
-    base = np.asarray(bases, dtype=np.uint64).reshape(-1)
-    if len(region) and region.max() >= len(base):
-        raise SpecError(f"bases of {len(base)} regions given, rows use region {int(region.max())}")
+    base = _values(bases, np.uint64, "bases")
+    if len(region) and (region.min() < 0 or region.max() >= len(base)):
+        bad = int(region.min()) if region.min() < 0 else int(region.max())
+        raise SpecError(f"bases of {len(base)} regions given, rows use region {bad}")
     return base[region] + offset.astype(np.uint64)
 
 
@@ -33,19 +47,23 @@ def per_rank(rank: np.ndarray, region: np.ndarray, values_by_rank, *, dtype=np.u
     """
     if not len(rank):
         return np.zeros(0, dtype)
-    ranks = np.flatnonzero(np.bincount(rank))
-    missing = [int(r) for r in ranks if r not in values_by_rank] if isinstance(values_by_rank, dict) else \
-        [int(r) for r in ranks if r >= len(values_by_rank)]
+    if not isinstance(values_by_rank, (dict, list, tuple, np.ndarray)):
+        raise SpecError(f"source bases (or sizes) are a dict or a sequence by rank, got {values_by_rank!r}"[:300])
+    # the ranks in use, not range(max rank): a rank id is a label, however large
+    ranks = np.unique(rank)
+    missing = [int(r) for r in ranks if int(r) not in values_by_rank] if isinstance(values_by_rank, dict) else \
+        [int(r) for r in ranks if not 0 <= r < len(values_by_rank)]
     if missing:
         raise RankError(f"no source base addresses (or sizes) for rank {missing[0]}")
-    width = max(len(values_by_rank[int(r)]) for r in ranks)
-    table = np.zeros((int(ranks.max()) + 1, width), dtype)
-    for r in ranks:
-        row = np.asarray(values_by_rank[int(r)], dtype).reshape(-1)
-        table[r, :len(row)] = row
-    if region.max() >= width:
-        raise SpecError(f"values of {width} regions given, rows use region {int(region.max())}")
-    return table[rank, region]
+    rows = [_values(values_by_rank[int(r)], dtype, f"bases (or sizes) of rank {int(r)}") for r in ranks]
+    width = max(len(row) for row in rows)
+    table = np.zeros((len(ranks), width), dtype)
+    for i, row in enumerate(rows):
+        table[i, :len(row)] = row
+    if region.min() < 0 or region.max() >= width:
+        bad = int(region.min()) if region.min() < 0 else int(region.max())
+        raise SpecError(f"values of {width} regions given, rows use region {bad}")
+    return table[np.searchsorted(ranks, rank), region]
 
 
 def bind_ranked(rank: np.ndarray, region: np.ndarray, offset: np.ndarray, bases_by_rank) -> np.ndarray:

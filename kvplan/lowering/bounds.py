@@ -15,7 +15,11 @@ from .transfer import Transfer
 
 
 def _first_outside(offset: np.ndarray, nbytes: np.ndarray, size: np.ndarray) -> int | None:
-    bad = np.flatnonzero((offset < 0) | (nbytes < 0) | (offset + nbytes > size))
+    # `offset > size - nbytes`, not `offset + nbytes > size`: the sum wraps past 2**63
+    # (an offset near 2**63 would pass); the difference cannot, for sizes >= 0 and
+    # lengths >= 0, and a negative length is refused on its own
+    with np.errstate(over="ignore"):
+        bad = np.flatnonzero((offset < 0) | (nbytes < 0) | (offset > size - nbytes))
     return int(bad[0]) if len(bad) else None
 
 
@@ -44,8 +48,8 @@ def check_descriptors(descriptors, sizes, *, side: str) -> None:
     size = _sizes(descriptors.region, sizes, side, "descriptor")
     i = _first_outside(descriptors.offset, descriptors.nbytes, size)
     if i is not None:
-        raise BoundsError(f"descriptor {i} covers [{descriptors.offset[i]}, "
-                          f"{descriptors.offset[i] + descriptors.nbytes[i]}) of {side} region "
+        raise BoundsError(f"descriptor {i} covers [{int(descriptors.offset[i])}, "
+                          f"{int(descriptors.offset[i]) + int(descriptors.nbytes[i])}) of {side} region "
                           f"{descriptors.region[i]}, which holds {size[i]} bytes")
 
 
@@ -66,7 +70,8 @@ def check_bounds(transfer: Transfer, src_sizes, dst_sizes) -> None:
     dst = _sizes(transfer.dst_region, dst_sizes, "destination")
     i = _first_outside(transfer.dst_offset, transfer.nbytes, dst)
     if i is not None:
-        raise BoundsError(f"row {i} writes [{transfer.dst_offset[i]}, {transfer.dst_offset[i] + transfer.nbytes[i]}) "
+        start, end = int(transfer.dst_offset[i]), int(transfer.dst_offset[i]) + int(transfer.nbytes[i])
+        raise BoundsError(f"row {i} writes [{start}, {end}) "
                           f"of destination region {transfer.dst_region[i]}, which holds {dst[i]} bytes")
     if transfer.src_rank.min() < 0 or transfer.src_region.min() < 0:
         raise BoundsError(f"rows name source rank {int(transfer.src_rank.min())} / region "
@@ -77,7 +82,8 @@ def check_bounds(transfer: Transfer, src_sizes, dst_sizes) -> None:
         raise BoundsError(f"rows read memory that is not registered: {error}") from None
     i = _first_outside(transfer.src_offset, transfer.nbytes, src)
     if i is not None:
-        raise BoundsError(f"row {i} reads [{transfer.src_offset[i]}, {transfer.src_offset[i] + transfer.nbytes[i]}) "
+        start, end = int(transfer.src_offset[i]), int(transfer.src_offset[i]) + int(transfer.nbytes[i])
+        raise BoundsError(f"row {i} reads [{start}, {end}) "
                           f"of source rank {transfer.src_rank[i]} region {transfer.src_region[i]}, which holds "
                           f"{src[i]} bytes")
 

@@ -23,6 +23,7 @@ from ..errors import SpecError
 from ..layout.memory import Region
 from ..planning.ranges import cut_rows
 from ..planning.rows import RowTable, column
+from ..spec.limits import check_count
 from .addresses import bind
 from .lower import request_rows
 from .transfer import Transfer
@@ -172,6 +173,7 @@ def split_ranges(src_addr, dst_addr, nbytes, max_bytes: int) -> tuple[np.ndarray
     >>> [a.tolist() for a in split_ranges([100], [900], [10], 4)]
     [[100, 104, 108], [900, 904, 908], [4, 4, 2]]
     """
+    check_count(max_bytes, "max_bytes")
     src = np.asarray(src_addr, np.uint64)
     dst = np.asarray(dst_addr, np.uint64)
     n = np.asarray(nbytes, np.int64)
@@ -189,6 +191,10 @@ def source_ranks(transfer: Transfer) -> np.ndarray:
     >>> source_ranks(t).tolist()
     [1, 3]
     """
+    if not isinstance(transfer, Transfer):
+        raise SpecError(f"source_ranks() takes a Transfer, got {type(transfer).__name__}")
     if not len(transfer):
         return np.zeros(0, np.int64)
+    if transfer.src_rank.max() > 4 * len(transfer) + 1024:  # a count would allocate up to the largest id
+        return np.unique(transfer.src_rank)
     return np.flatnonzero(np.bincount(transfer.src_rank))

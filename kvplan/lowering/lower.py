@@ -16,6 +16,7 @@ import numpy as np
 from ..planning.ranges import merged_nbytes, run_starts
 from ..planning.rows import RowTable, column, frozen
 from ..planning.tables import ReadTable
+from ..spec.limits import MAX_TRANSFER_ROWS
 from .request import RequestBlocks, request_blocks
 from .transfer import Transfer
 
@@ -107,8 +108,12 @@ def _pairings(plan, table, request: RequestBlocks, src_regions, dst_regions, src
     Regions past the engine's own are per-request scratch: their block index is the
     state block's position in the request.
     """
+    classes = _classes(plan, table, src_regions, dst_regions, src_real, dst_real)
+    # every member layer copies its rows once per span: bounded before anything is built
+    rows = sum(cls.rows.size * request.groups[cls.group].spans for cls in classes)
+    MAX_TRANSFER_ROWS.check(rows, f"rows of one request for decode rank {request.dst_rank} (before merging)")
     out = []
-    for cls in _classes(plan, table, src_regions, dst_regions, src_real, dst_real):
+    for cls in classes:
         group = request.groups[cls.group]
         ns, nd = group.blocks_per_span
         src_pad, dst_pad = group.src_ids, group.dst_ids

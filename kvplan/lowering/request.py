@@ -18,6 +18,8 @@ is what lowering and a device copy kernel index.
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Mapping, Set
 from functools import lru_cache
 
 import attrs
@@ -29,8 +31,15 @@ from ..planning.rows import frozen, readonly_int64
 PREFIX_RULES = ("exact", "tail")
 
 
-def block_ids(values, *, side: str, num_blocks: int | None) -> np.ndarray:
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def block_ids(values, *, side: str, num_blocks: int | None, block_bytes: int = 1) -> np.ndarray:
     """Validate a request's logical block ids (1-D, integer, in range).
+
+    With `num_blocks` unknown, ids are bounded by int64 instead: block `b` of a region of
+    `block_bytes`-byte blocks ends at ``(b + 1) * block_bytes``, which must fit an int64
+    offset (a larger id would wrap around onto other memory).
 
     >>> block_ids([3, 1], side="decode", num_blocks=4).tolist()
     [3, 1]
@@ -38,20 +47,36 @@ def block_ids(values, *, side: str, num_blocks: int | None) -> np.ndarray:
     Traceback (most recent call last):
     ...
     kvplan.errors.BlockError: decode block id 4 is out of range: the engine has 4 blocks
+    >>> block_ids([2**62], side="prefill", num_blocks=None, block_bytes=65536)
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.BlockError: prefill block id 4611686018427387904 is too large: blocks of 65,536 bytes need ids below 140,737,488,355,327 for their offsets to fit int64
     """
+    if isinstance(values, (str, bytes, bytearray, memoryview)):
+        raise BlockError(f"{side} block ids must be a 1-D list of integers, got {values!r}"[:300])
     try:
         array = np.asarray(values)
-    except (ValueError, TypeError):  # ragged or mixed nesting
-        raise BlockError(f"{side} block ids must be a 1-D list of integers, got {values!r}") from None
+    except (ValueError, TypeError, OverflowError):  # ragged or mixed nesting
+        raise BlockError(f"{side} block ids must be a 1-D list of integers, got {values!r}"[:300]) from None
     if array.ndim != 1:
-        raise BlockError(f"{side} block ids must be a 1-D list, got shape {array.shape}: {values!r}")
-    if array.size and (array.dtype == bool or not np.issubdtype(array.dtype, np.integer)):
-        raise BlockError(f"{side} block ids must be integers, got {array.dtype} values {array[:4].tolist()}")
+        raise BlockError(f"{side} block ids must be a 1-D list, got shape {array.shape}: {values!r}"[:300])
+    if array.size and array.dtype.kind not in "iu":
+        # bools, floats, strings, and Python ints too large for any numpy integer (object)
+        raise BlockError(f"{side} block ids must be integers, got {array.dtype} values {array[:4].tolist()}"[:300])
+    if array.size and array.dtype.kind == "u" and array.max() > _INT64_MAX:
+        raise BlockError(f"{side} block id {int(array.max())} is out of range of int64")
     array = array.astype(np.int64, copy=False)
-    if array.size and array.min() < 0:
-        raise BlockError(f"{side} block ids must be >= 0, got {int(array.min())}")
-    if num_blocks is not None and array.size and array.max() >= num_blocks:
-        raise BlockError(f"{side} block id {int(array.max())} is out of range: the engine has {num_blocks} blocks")
+    if not array.size:
+        return array
+    low, high = int(array.min()), int(array.max())
+    if low < 0:
+        raise BlockError(f"{side} block ids must be >= 0, got {low}")
+    if num_blocks is not None and high >= num_blocks:
+        raise BlockError(f"{side} block id {high} is out of range: the engine has {num_blocks} blocks")
+    bound = _INT64_MAX // block_bytes
+    if high >= bound:
+        raise BlockError(f"{side} block id {high} is too large: blocks of {block_bytes:,} bytes need ids below "
+                         f"{bound:,} for their offsets to fit int64")
     return array
 
 
@@ -118,11 +143,15 @@ def _per_group(values, groups: int, side: str) -> list:
     if isinstance(values, np.ndarray):
         flat = values.ndim == 1
     else:
+        if isinstance(values, (str, bytes, bytearray, memoryview, Mapping, Set)):
+            # these iterate as characters, byte values, keys or in no order: never as block ids
+            raise BlockError(f"{side} block ids must be a list of integers, got {type(values).__name__} "
+                             f"{values!r}"[:300])
         if not isinstance(values, (list, tuple)):
             try:
                 values = list(values)
             except TypeError:
-                raise BlockError(f"{side} block ids must be a list of integers, got {values!r}") from None
+                raise BlockError(f"{side} block ids must be a list of integers, got {values!r}"[:300]) from None
         flat = not values or not isinstance(values[0], (list, tuple, np.ndarray, range))
     if flat:
         if groups != 1:
@@ -179,6 +208,21 @@ def _check_distinct(lists: list[np.ndarray], *, pooled: bool) -> None:
                              "their pages would overwrite each other")
 
 
+# The largest block of each side's regions, per plan (weakly: the memo dies with the plan).
+_LARGEST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _largest_blocks(plan) -> tuple[int, int]:
+    """(prefill, decode) bytes of the largest logical block among the engines' regions:
+    what bounds a block id when the engine's block count is unknown (`block_ids`).
+    Scratch regions are indexed by position in the request, not by block id."""
+    found = _LARGEST.get(plan)
+    if found is None:
+        found = _LARGEST[plan] = tuple(max((r.block_bytes for r in regions if not r.per_request), default=1)
+                                       for regions in (plan.src_regions, plan.dst_regions))
+    return found
+
+
 @lru_cache(maxsize=256)
 def _windows(dst) -> tuple[tuple[int, int, int], ...]:
     """(layer, group, blocks kept) of every sliding-window layer of an engine."""
@@ -214,14 +258,15 @@ def request_blocks(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str =
     if isinstance(dst_rank, bool) or not isinstance(dst_rank, (int, np.integer)) or \
             not 0 <= dst_rank < dst.world_size:
         raise RankError(f"dst_rank {dst_rank} is outside the decode engine's {dst.world_size} ranks")
-    if prefix not in PREFIX_RULES:
+    if not isinstance(prefix, str) or prefix not in PREFIX_RULES:
         raise BlockError(f"prefix must be 'exact' or 'tail', got {prefix!r}")
     count = len(dst.layer_groups)
+    src_bytes, dst_bytes = _largest_blocks(plan)
     groups, decode_ids = [], []
     for g, (s_list, d_list) in enumerate(zip(_per_group(src_blocks, count, "prefill"),
                                              _per_group(dst_blocks, count, "decode"), strict=True)):
-        sb = block_ids(s_list, side=f"prefill group {g}", num_blocks=src.num_blocks)
-        db = block_ids(d_list, side=f"decode group {g}", num_blocks=dst.num_blocks)
+        sb = block_ids(s_list, side=f"prefill group {g}", num_blocks=src.num_blocks, block_bytes=src_bytes)
+        db = block_ids(d_list, side=f"decode group {g}", num_blocks=dst.num_blocks, block_bytes=dst_bytes)
         decode_ids.append(db)
         sb, db = _pair_group(plan, g, sb, db, prefix)
         ns, nd = plan.blocks_per_span(g)

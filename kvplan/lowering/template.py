@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import SpecError
 from ..planning.ranges import cut_rows
 from ..planning.rows import CopyRows, column
+from ..spec.limits import check_count
 from .request import RequestBlocks
 
 
@@ -54,6 +55,8 @@ def copy_template(plan, dst_rank: int, *, max_piece_bytes: int | None = None) ->
     """
     if plan.pre_tables or plan.post_tables:
         raise SpecError(f"plan with the {plan.conv_strategy!r} conv strategy has local steps; lower it on the host")
+    if max_piece_bytes is not None:
+        check_count(max_piece_bytes, "max_piece_bytes")
     table = plan.reads(dst_rank)
     group = np.array([plan.dst.group_of(int(layer)) for layer in table.layer], np.int64)
     order = np.argsort(group, kind="stable")

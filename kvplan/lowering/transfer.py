@@ -5,9 +5,26 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from ..errors import BoundsError
+from ..errors import BoundsError, RankError, SpecError
 from ..planning.rows import CopyRows
 from .addresses import bind, bind_ranked
+
+
+def _regions(value, name: str) -> tuple:
+    """A region table: a tuple or list of regions (its length is what row ids are checked against)."""
+    if not isinstance(value, (tuple, list)):
+        raise SpecError(f"Transfer.{name} must be a tuple of regions, got {value!r}"[:300])
+    return tuple(value)
+
+
+def _steps(name: str, value) -> None:
+    if value is not None and not isinstance(value, Transfer):
+        raise SpecError(f"Transfer.{name} must be a Transfer or None, got {value!r}"[:300])
+
+
+def _fingerprint(value) -> None:
+    if not isinstance(value, str):
+        raise SpecError(f"Transfer.plan_fingerprint must be a string, got {value!r}"[:300])
 
 
 @attrs.frozen(kw_only=True)
@@ -33,11 +50,13 @@ class Transfer(CopyRows):
     [[1064], [5008]]
     """
 
-    src_regions: tuple = attrs.field(default=(), kw_only=True)
-    dst_regions: tuple = attrs.field(default=(), kw_only=True)
-    pre_steps: Transfer | None = attrs.field(default=None, kw_only=True)   # on the source ranks, before the reads
-    post_steps: Transfer | None = attrs.field(default=None, kw_only=True)  # on the destination, after them
-    plan_fingerprint: str = attrs.field(default="", kw_only=True)
+    src_regions: tuple = attrs.field(default=(), kw_only=True, converter=lambda v: _regions(v, "src_regions"))
+    dst_regions: tuple = attrs.field(default=(), kw_only=True, converter=lambda v: _regions(v, "dst_regions"))
+    pre_steps: Transfer | None = attrs.field(default=None, kw_only=True,  # on the source ranks, before the reads
+                                             validator=lambda _, a, v: _steps(a.name, v))
+    post_steps: Transfer | None = attrs.field(default=None, kw_only=True,  # on the destination, after them
+                                              validator=lambda _, a, v: _steps(a.name, v))
+    plan_fingerprint: str = attrs.field(default="", kw_only=True, validator=lambda _, __, v: _fingerprint(v))
 
     def __attrs_post_init__(self):
         super().__attrs_post_init__()
@@ -59,6 +78,8 @@ class Transfer(CopyRows):
 
     def for_source(self, src_rank: int) -> Transfer:
         """The rows read from one source rank (one peer of the transport)."""
+        if isinstance(src_rank, bool) or not isinstance(src_rank, (int, np.integer)):
+            raise RankError(f"for_source takes a source rank (an int), got {src_rank!r}")
         return self.select(self.src_rank == src_rank)
 
     def bind(self, src_bases, dst_bases) -> tuple[np.ndarray, np.ndarray]:

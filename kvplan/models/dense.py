@@ -9,6 +9,7 @@ beside each entry names the values it rests on.
 from __future__ import annotations
 
 from ..spec.layers import AttentionSpec
+from ..spec.limits import MAX_LAYERS, check_count
 from ..spec.model import ModelSpec
 
 # vLLM's default KV-cache dtype is the model dtype ("auto"); every model below is
@@ -24,6 +25,7 @@ def dense(name: str, num_layers: int, num_kv_heads: int, head_dim: int, *,
     1024
     """
     layer = AttentionSpec(num_kv_heads=num_kv_heads, head_dim=head_dim, dtype=dtype)
+    check_count(num_layers, "num_layers", MAX_LAYERS)
     return ModelSpec(name=name, layers=(layer,) * num_layers)
 
 
@@ -37,7 +39,10 @@ def mla(name: str, num_layers: int, kv_lora_rank: int, qk_rope_head_dim: int, *,
     >>> mla("toy-mla", 3, 512, 64).layers[0].bytes_per_token
     1152
     """
+    check_count(kv_lora_rank, "kv_lora_rank")
+    check_count(qk_rope_head_dim, "qk_rope_head_dim")
     layer = AttentionSpec(num_kv_heads=1, head_dim=kv_lora_rank + qk_rope_head_dim, dtype=dtype, mla=True)
+    check_count(num_layers, "num_layers", MAX_LAYERS)
     return ModelSpec(name=name, layers=(layer,) * num_layers)
 
 
@@ -54,6 +59,8 @@ def interleaved_sliding(name: str, num_layers: int, num_kv_heads: int, head_dim:
     """
     sliding = AttentionSpec(num_kv_heads=num_kv_heads, head_dim=head_dim, dtype=dtype, sliding_window=window_tokens)
     full = AttentionSpec(num_kv_heads=num_kv_heads, head_dim=head_dim, dtype=dtype)
+    check_count(num_layers, "num_layers", MAX_LAYERS)
+    check_count(global_every, "global_every")
     layers = tuple(full if (i + 1) % global_every == 0 else sliding for i in range(num_layers))
     return ModelSpec(name=name, layers=layers)
 

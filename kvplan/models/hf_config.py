@@ -29,11 +29,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from ..spec.dtypes import canonical_dtype
 from ..errors import SpecError
-from ..spec.layers import AttentionSpec
+from ..spec.dtypes import canonical_dtype
+from ..spec.layers import AttentionSpec, GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec
+from ..spec.limits import MAX_LAYERS
 from ..spec.model import ModelSpec
-from ..spec.layers import GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec
 
 _DEFAULT_MODEL_DTYPE = "bfloat16"
 
@@ -76,13 +76,18 @@ class _Config:
             value = self.defaults.get(key, default)
         return value
 
-    def first(self, *keys: str, default=None):
-        """The value of the first of `keys` present (a family's current name, then legacy ones)."""
+    def find(self, *keys: str, default=None) -> tuple[str, object]:
+        """(key, value) of the first of `keys` present (a family's current name, then
+        legacy ones), else (the first key, `default`)."""
         for key in keys:
             value = self.get(key)
             if value is not None:
-                return value
-        return default
+                return key, value
+        return keys[0], default
+
+    def first(self, *keys: str, default=None):
+        """The value of the first of `keys` present (see `find`)."""
+        return self.find(*keys, default=default)[1]
 
     def require(self, *keys: str):
         value = self.first(*keys)
@@ -91,8 +96,39 @@ class _Config:
             raise SpecError(f"{self.model_type} config is missing required key {names}")
         return value
 
-    def invalid(self, what: str, value) -> SpecError:
-        return SpecError(f"{self.model_type} config has {what} {value!r}")
+    def integer(self, *keys: str, default: int | None = None, minimum: int = 1) -> int | None:
+        """The int of the first of `keys` present (or `default`), at least `minimum`.
+        JSON numbers come as ints; a string, float or bool is a broken config, not a count."""
+        key, value = self.find(*keys, default=default)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise self.invalid(key, value, f"an int >= {minimum}")
+        return value
+
+    def required_int(self, *keys: str, minimum: int = 1) -> int:
+        self.require(*keys)
+        return self.integer(*keys, minimum=minimum)
+
+    def flag(self, key: str, default: bool) -> bool:
+        """A JSON boolean: the string "false" is truthy in Python and would flip the meaning."""
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            raise self.invalid(key, value, "true or false")
+        return value
+
+    def names(self, *keys: str) -> list[str] | None:
+        """A list of strings (per-layer type names), or None when absent."""
+        key, value = self.find(*keys)
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise self.invalid(key, value, "a list of strings")
+        MAX_LAYERS.check(len(value), f"{self.model_type} config {key} length")
+        return list(value)
+
+    def invalid(self, what: str, value, expected: str | None = None) -> SpecError:
+        """The error for a config value: the family, the key (or what), the value."""
+        wanted = "" if expected is None else f"; expected {expected}"
+        return SpecError(f"{self.model_type} config has {what} {value!r}"[:300] + wanted)
 
     @property
     def dtype(self) -> str:
@@ -105,11 +141,14 @@ class _Config:
 
     def num_layers(self, layer_list_length: int | None = None) -> int:
         """``num_hidden_layers``, checked against a per-layer list when there is one."""
-        declared = self.get("num_hidden_layers")
+        declared = self.integer("num_hidden_layers")
+        if declared is not None:  # checked before any per-layer list is built
+            MAX_LAYERS.check(declared, f"{self.model_type} config num_hidden_layers")
         if layer_list_length is None:
             if declared is None:
                 raise SpecError(f"{self.model_type} config is missing required key 'num_hidden_layers'")
             return declared
+        MAX_LAYERS.check(layer_list_length, f"{self.model_type} config layer list length")
         if declared is not None and declared != layer_list_length:
             raise SpecError(
                 f"{self.model_type} config has num_hidden_layers {declared} but its layer list "
@@ -122,14 +161,14 @@ def _attention(cfg: _Config, *, sliding_window: int | None = None, num_kv_heads:
                head_dim: int | None = None) -> AttentionSpec:
     """An attention layer with the config's KV heads (default: one per query head) and
     head_dim (default: hidden_size // num_attention_heads)."""
-    num_heads = cfg.require("num_attention_heads")
+    num_heads = cfg.required_int("num_attention_heads")
     if num_kv_heads is None:
-        num_kv_heads = cfg.get("num_key_value_heads", num_heads)
+        num_kv_heads = cfg.integer("num_key_value_heads", default=num_heads)
     if head_dim is None:
-        head_dim = cfg.get("head_dim")
+        head_dim = cfg.integer("head_dim")
     if head_dim is None:
-        hidden = cfg.require("hidden_size")
-        if not isinstance(num_heads, int) or num_heads <= 0 or hidden % num_heads:
+        hidden = cfg.required_int("hidden_size")
+        if hidden % num_heads:
             raise SpecError(
                 f"{cfg.model_type} config has no head_dim and hidden_size {hidden!r} is not a multiple "
                 f"of num_attention_heads {num_heads!r}"
@@ -150,36 +189,36 @@ def _windowed_attention_layers(cfg: _Config, layer_types, default_is_sliding: Ca
             raise cfg.invalid("unsupported layer_types", unknown)
         sliding = [kind in _SLIDING_TYPES for kind in layer_types]
     full = _attention(cfg)
-    windowed = _attention(cfg, sliding_window=cfg.require("sliding_window")) if any(sliding) else None
+    windowed = _attention(cfg, sliding_window=cfg.required_int("sliding_window")) if any(sliding) else None
     return tuple(windowed if is_sliding else full for is_sliding in sliding)
 
 
 def _llama(cfg: _Config) -> tuple:
-    return _windowed_attention_layers(cfg, cfg.get("layer_types"), lambda i: False)
+    return _windowed_attention_layers(cfg, cfg.names("layer_types"), lambda i: False)
 
 
 def _mistral(cfg: _Config) -> tuple:
     # Mistral-7B-v0.1 declares sliding_window 4096 (every layer); v0.2+ sets it to null.
-    has_window = cfg.get("sliding_window") is not None
-    return _windowed_attention_layers(cfg, cfg.get("layer_types"), lambda i: has_window)
+    has_window = cfg.integer("sliding_window") is not None
+    return _windowed_attention_layers(cfg, cfg.names("layer_types"), lambda i: has_window)
 
 
 def _qwen2(cfg: _Config) -> tuple:
     # Qwen2Config: the window applies from layer max_window_layers on, only when
     # use_sliding_window is true (Qwen2.5 ships sliding_window 131072 with it false).
-    use_window = bool(cfg.get("use_sliding_window", False)) and cfg.get("sliding_window") is not None
-    first_windowed = cfg.get("max_window_layers", 28)
-    return _windowed_attention_layers(cfg, cfg.get("layer_types"), lambda i: use_window and i >= first_windowed)
+    use_window = cfg.flag("use_sliding_window", False) and cfg.integer("sliding_window") is not None
+    first_windowed = cfg.integer("max_window_layers", default=28, minimum=0)
+    return _windowed_attention_layers(cfg, cfg.names("layer_types"), lambda i: use_window and i >= first_windowed)
 
 
 def _gemma3(cfg: _Config) -> tuple:
     # Without layer_types, layer i is global when (i + 1) % sliding_window_pattern == 0.
-    pattern = cfg.require("sliding_window_pattern")
-    return _windowed_attention_layers(cfg, cfg.get("layer_types"), lambda i: (i + 1) % pattern != 0)
+    pattern = cfg.required_int("sliding_window_pattern")
+    return _windowed_attention_layers(cfg, cfg.names("layer_types"), lambda i: (i + 1) % pattern != 0)
 
 
 def _gemma4(cfg: _Config) -> tuple:
-    layer_types = cfg.get("layer_types")
+    layer_types = cfg.names("layer_types")
     if layer_types is None:  # Gemma4TextConfig: 5 sliding : 1 full
         layer_types = ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(cfg.num_layers())]
     # Gemma4TextConfig forces the last layer to full attention (with a warning), and
@@ -188,11 +227,13 @@ def _gemma4(cfg: _Config) -> tuple:
     layers = _windowed_attention_layers(cfg, layer_types, lambda i: False)
     # Full layers: global_head_dim, and num_global_key_value_heads when attention_k_eq_v
     # (the 26B / 31B checkpoints; the value is the key, but V is still stored).
-    global_kv_heads = cfg.get("num_global_key_value_heads") if cfg.get("attention_k_eq_v") else None
-    full = _attention(cfg, head_dim=cfg.require("global_head_dim"), num_kv_heads=global_kv_heads)
+    global_kv_heads = cfg.integer("num_global_key_value_heads") if cfg.flag("attention_k_eq_v", False) else None
+    full = _attention(cfg, head_dim=cfg.required_int("global_head_dim"), num_kv_heads=global_kv_heads)
     layers = tuple(full if layer.sliding_window is None else layer for layer in layers)
     # The last num_kv_shared_layers layers read earlier layers' KV and hold none (E2B/E4B).
-    shared = cfg.get("num_kv_shared_layers", 0)
+    shared = cfg.integer("num_kv_shared_layers", default=0, minimum=0)
+    if shared >= len(layers):
+        raise cfg.invalid("num_kv_shared_layers", shared, f"fewer than its {len(layers)} layers")
     return layers[: len(layers) - shared]
 
 
@@ -200,7 +241,7 @@ def _deepseek_v3(cfg: _Config) -> tuple:
     # MLA: one latent per token = compressed KV (kv_lora_rank) + shared RoPE key
     # (qk_rope_head_dim), replicated on every rank. MTP layers (num_nextn_predict_layers)
     # run as vLLM's separate draft model and are not part of this spec.
-    latent = cfg.require("kv_lora_rank") + cfg.require("qk_rope_head_dim")
+    latent = cfg.required_int("kv_lora_rank") + cfg.required_int("qk_rope_head_dim")
     layer = AttentionSpec(num_kv_heads=1, head_dim=latent, dtype=cfg.dtype, mla=True)
     return (layer,) * cfg.num_layers()
 
@@ -208,19 +249,22 @@ def _deepseek_v3(cfg: _Config) -> tuple:
 def _mamba2(cfg: _Config, *, heads: tuple, head_dim: tuple, n_groups: tuple, d_state: tuple,
             conv: tuple, ssm_dtype: str | None = None, intermediate_size: int | None = None) -> Mamba2Spec:
     """A Mamba2 layer from the family's key names (each a tuple: current name, then legacy)."""
-    num_heads = cfg.require(*heads)
+    num_heads = cfg.required_int(*heads)
     # Granite / Falcon-H1 may leave the head dim "auto": the intermediate size split over
     # the heads (their configs refuse sizes that do not divide).
-    per_head = cfg.require(*head_dim) if intermediate_size is None else cfg.first(*head_dim, default="auto")
-    if per_head == "auto":
-        if not isinstance(num_heads, int) or num_heads <= 0 or intermediate_size % num_heads:
+    given = cfg.first(*head_dim, default="auto")
+    auto = intermediate_size is not None and isinstance(given, str) and given == "auto"
+    if auto:
+        if intermediate_size % num_heads:
             raise SpecError(
                 f"{cfg.model_type} config has {head_dim[0]} 'auto' and a Mamba intermediate size "
                 f"{intermediate_size!r} that {heads[0]} {num_heads!r} does not divide"
             )
         per_head = intermediate_size // num_heads
-    return Mamba2Spec(num_heads=num_heads, head_dim=per_head, n_groups=cfg.require(*n_groups),
-                      d_state=cfg.require(*d_state), conv_kernel=cfg.require(*conv),
+    else:
+        per_head = cfg.required_int(*head_dim)
+    return Mamba2Spec(num_heads=num_heads, head_dim=per_head, n_groups=cfg.required_int(*n_groups),
+                      d_state=cfg.required_int(*d_state), conv_kernel=cfg.required_int(*conv),
                       conv_dtype=cfg.dtype, ssm_dtype=ssm_dtype or cfg.dtype)
 
 
@@ -249,14 +293,18 @@ def _assemble(cfg: _Config, kinds: list[str], state) -> tuple:
 
 def _nemotron_h(cfg: _Config) -> tuple:
     pattern = cfg.get("hybrid_override_pattern")
+    if pattern is not None and not isinstance(pattern, str):
+        raise cfg.invalid("hybrid_override_pattern", pattern, "a string such as 'M*ME'")
     if pattern is not None:
+        MAX_LAYERS.check(len(pattern), f"{cfg.model_type} config hybrid_override_pattern length")
         symbols = {"M": "mamba", "*": "attention", "E": "moe", "-": "mlp"}
         unknown = sorted(set(pattern) - set(symbols))
         if unknown:
             raise cfg.invalid("unsupported hybrid_override_pattern symbols", unknown)
         kinds = _pattern_kinds(cfg, [symbols[symbol] for symbol in pattern], "hybrid_override_pattern")
     else:
-        kinds = _pattern_kinds(cfg, cfg.require("layers_block_type", "layer_types"), "layers_block_type")
+        cfg.require("layers_block_type", "layer_types")
+        kinds = _pattern_kinds(cfg, cfg.names("layers_block_type", "layer_types"), "layers_block_type")
     cfg.num_layers(len(kinds))
     # vLLM's NemotronHForCausalLMConfig: SSM cache dtype from the config, float32 if absent.
     mamba = _mamba2(cfg, heads=("mamba_num_heads",), head_dim=("mamba_head_dim",),
@@ -272,46 +320,49 @@ def _granite_mamba2(cfg: _Config, intermediate_size: int) -> Mamba2Spec:
 
 
 def _granitemoehybrid(cfg: _Config) -> tuple:
-    layer_types = cfg.get("layer_types")
+    layer_types = cfg.names("layer_types")
     if layer_types is None:  # GraniteMoeHybridConfig.layers_block_type: all mamba
         layer_types = ["mamba"] * cfg.num_layers()
     kinds = _pattern_kinds(cfg, layer_types, "layer_types")
     cfg.num_layers(len(kinds))
-    mamba = _granite_mamba2(cfg, cfg.get("mamba_expand", 2) * cfg.require("hidden_size"))
+    mamba = _granite_mamba2(cfg, cfg.integer("mamba_expand", default=2) * cfg.required_int("hidden_size"))
     return _assemble(cfg, kinds, mamba)
 
 
 def _falcon_h1(cfg: _Config) -> tuple:
     # Every decoder layer runs attention and Mamba2 in parallel; mamba_d_ssm (if set)
     # replaces mamba_expand * hidden_size as the Mamba intermediate size.
-    intermediate = cfg.get("mamba_d_ssm")
+    intermediate = cfg.integer("mamba_d_ssm")
     if intermediate is None:
-        intermediate = cfg.get("mamba_expand", 2) * cfg.require("hidden_size")
+        intermediate = cfg.integer("mamba_expand", default=2) * cfg.required_int("hidden_size")
     return (_attention(cfg), _granite_mamba2(cfg, intermediate)) * cfg.num_layers()
 
 
 def _qwen3_next(cfg: _Config) -> tuple:
-    layer_types = cfg.get("layer_types")
+    layer_types = cfg.names("layer_types")
     if layer_types is None:  # Qwen3NextConfig: full attention every full_attention_interval
-        interval = cfg.get("full_attention_interval", 4)
+        interval = cfg.integer("full_attention_interval", default=4)
         layer_types = ["full_attention" if (i + 1) % interval == 0 else "linear_attention"
                        for i in range(cfg.num_layers())]
     kinds = _pattern_kinds(cfg, layer_types, "layer_types")
     cfg.num_layers(len(kinds))
     gdn = GatedDeltaNetSpec(
-        num_k_heads=cfg.require("linear_num_key_heads"), num_v_heads=cfg.require("linear_num_value_heads"),
-        head_k_dim=cfg.require("linear_key_head_dim"), head_v_dim=cfg.require("linear_value_head_dim"),
-        conv_kernel=cfg.require("linear_conv_kernel_dim"), conv_dtype=cfg.dtype, ssm_dtype=cfg.dtype,
+        num_k_heads=cfg.required_int("linear_num_key_heads"), num_v_heads=cfg.required_int("linear_num_value_heads"),
+        head_k_dim=cfg.required_int("linear_key_head_dim"), head_v_dim=cfg.required_int("linear_value_head_dim"),
+        conv_kernel=cfg.required_int("linear_conv_kernel_dim"), conv_dtype=cfg.dtype, ssm_dtype=cfg.dtype,
     )
     return _assemble(cfg, kinds, gdn)
 
 
 def _jamba(cfg: _Config) -> tuple:
     # JambaConfig.layers_block_type: attention where i % attn_layer_period == attn_layer_offset.
-    period, offset = cfg.get("attn_layer_period", 8), cfg.get("attn_layer_offset", 4)
+    period = cfg.integer("attn_layer_period", default=8)
+    offset = cfg.integer("attn_layer_offset", default=4, minimum=0)
+    if offset >= period:  # JambaConfig refuses it too: no layer would be attention
+        raise cfg.invalid("attn_layer_offset", offset, f"less than attn_layer_period {period}")
     kinds = ["attention" if i % period == offset else "state" for i in range(cfg.num_layers())]
-    mamba = Mamba1Spec(intermediate_size=cfg.get("mamba_expand", 2) * cfg.require("hidden_size"),
-                       d_state=cfg.get("mamba_d_state", 16), conv_kernel=cfg.get("mamba_d_conv", 4),
+    mamba = Mamba1Spec(intermediate_size=cfg.integer("mamba_expand", default=2) * cfg.required_int("hidden_size"),
+                       d_state=cfg.integer("mamba_d_state", default=16), conv_kernel=cfg.integer("mamba_d_conv", default=4),
                        conv_dtype=cfg.dtype, ssm_dtype=cfg.dtype)
     return _assemble(cfg, kinds, mamba)
 
@@ -354,7 +405,7 @@ def from_hf_config(config: Mapping, *, name: str | None = None) -> ModelSpec:
     if not isinstance(config, Mapping):
         raise SpecError(f"config must be a dict read from config.json, got {type(config).__name__}")
     model_type = config.get("model_type")
-    if model_type not in _FAMILIES:
+    if not isinstance(model_type, str) or model_type not in _FAMILIES:
         raise SpecError(f"unsupported model_type {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
     reader, text_defaults = _FAMILIES[model_type]
     if text_defaults is None:

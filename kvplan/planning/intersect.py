@@ -68,9 +68,13 @@ def cell_pairs(dst: ComponentLayout, src: ComponentLayout, lo: int, hi: int, spa
             (("src_block", s_blk), ("src_offset", s_off), ("dst_block", d_blk), ("dst_offset", d_off))}
 
 
-def layer_rows(src: EngineMemory, dst: EngineMemory, layer: int, dst_tp_rank: int) -> TemplateRows:
+def layer_rows(src: EngineMemory, dst: EngineMemory, layer: int, dst_tp_rank: int, *,
+               src_memo: dict | None = None) -> TemplateRows:
     """Rows (block-relative, coalesced) that destination TP rank `dst_tp_rank` reads
     for `layer`, source ranks counted within the layer's stage.
+
+    `src_memo` (a dict the caller keeps per source layout of the layer) holds what every
+    destination rank asks of the source ranks, worked out once instead of once per rank.
 
     >>> from kvplan.layout import engine_memory
     >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
@@ -81,14 +85,18 @@ def layer_rows(src: EngineMemory, dst: EngineMemory, layer: int, dst_tp_rank: in
     """
     src_engine, dst_engine = src.engine, dst.engine
     dst_layout = dst.layer_layout(layer, dst_tp_rank)
-    src_layouts = [src.layer_layout(layer, p) for p in range(src_engine.tp)]
+    memo = {} if src_memo is None else src_memo
     preferred = preferred_sources(dst_tp_rank, dst_engine.tp, src_engine.tp)
     src_block, dst_block = src_engine.layer_block_tokens(layer)[0], dst_engine.layer_block_tokens(layer)[0]
     span = math.lcm(src_block, dst_block)
     pieces = []
     for fd in dst_layout.components:
-        src_components = [lay.component(fd.component) for lay in src_layouts]
-        holders = [(p, c.held[0], c.held[1]) for p, c in enumerate(src_components)]
+        if fd.component not in memo:
+            if "layouts" not in memo:
+                memo["layouts"] = [src.layer_layout(layer, p) for p in range(src_engine.tp)]
+            found = [lay.component(fd.component) for lay in memo["layouts"]]
+            memo[fd.component] = found, [(p, c.held[0], c.held[1]) for p, c in enumerate(found)]
+        src_components, holders = memo[fd.component]
         for p, lo, hi in source_runs(*fd.held, holders, preferred):
             fs = src_components[p]
             cells = cell_pairs(fd, fs, lo, hi, span, dst_block, src_block)

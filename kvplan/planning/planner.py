@@ -16,6 +16,7 @@ from ..layout.memory import EngineMemory, Region, engine_memory
 from ..layout.state import state_natural_bytes
 from ..spec.engine import EngineSpec
 from ..spec.fingerprint import pair_fingerprint
+from .budget import check_budget, check_rows
 from .compat import check_compatible
 from .conv import STRATEGIES, StrategyRows, apply_strategy
 from .intersect import layer_rows
@@ -34,12 +35,15 @@ def plan_tables(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direc
     """
     if not isinstance(src, EngineSpec) or not isinstance(dst, EngineSpec):
         raise SpecError(f"plan() takes two EngineSpec, got {type(src).__name__} and {type(dst).__name__}")
-    if conv_strategy not in STRATEGIES:
+    if not isinstance(conv_strategy, str) or conv_strategy not in STRATEGIES:
         raise SpecError(f"conv_strategy must be one of {', '.join(STRATEGIES)}, got {conv_strategy!r}")
     check_compatible(src, dst)
     src_mem, dst_mem = engine_memory(src), engine_memory(dst)
+    check_budget(src_mem, dst_mem, conv_strategy)  # before any array is allocated
     layer_parts: dict[tuple[int, int], StrategyRows] = {}
     templates: dict = {}
+    src_memos: dict = {}  # per source layout of a layer: what every decode rank asks of the sources
+    planned_rows = 0
     src_scratch_bytes: dict[int, int] = {}
     dst_scratch_bytes: dict[int, int] = {}
     for dst_rank in range(dst.world_size):
@@ -49,7 +53,8 @@ def plan_tables(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direc
             key = (spec, dst_tp_rank, src_mem.layer_layout(layer, 0), dst_mem.layer_layout(layer, dst_tp_rank),
                    src.layer_block_tokens(layer), dst.layer_block_tokens(layer))
             if key not in templates:
-                direct = layer_rows(src_mem, dst_mem, layer, dst_tp_rank)
+                memo = src_memos.setdefault((spec, key[2], key[4]), {})
+                direct = layer_rows(src_mem, dst_mem, layer, dst_tp_rank, src_memo=memo)
                 if spec.holds_tokens:
                     templates[key] = apply_strategy("direct", direct, 0, 0, dst_tp_rank, dst.tp)
                 else:
@@ -57,6 +62,8 @@ def plan_tables(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direc
                     dst_conv = state_natural_bytes(spec, dst.tp, dst.num_speculative_tokens)[0]
                     templates[key] = apply_strategy(conv_strategy, direct, src_conv, dst_conv, dst_tp_rank, dst.tp)
             rows = layer_parts[dst_rank, layer] = templates[key]
+            planned_rows += len(rows.reads) + len(rows.pre) + len(rows.post)
+            check_rows(planned_rows)  # as it grows: the binding below copies them all
             if rows.src_scratch_bytes:
                 src_scratch_bytes[layer] = max(src_scratch_bytes.get(layer, 0), rows.src_scratch_bytes)
             if rows.dst_scratch_bytes:

@@ -43,9 +43,31 @@ def readonly_int64(value) -> np.ndarray:
     """
     if isinstance(value, np.ndarray) and value.dtype == np.int64 and value.ndim == 1 and not value.flags.writeable:
         return value
-    array = np.array(value, dtype=np.int64, copy=True).reshape(-1)
+    try:
+        given = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):  # ragged nesting, unconvertible objects
+        given = None
+    # columns hold integers: int64 would truncate 1.5, wrap large unsigned values and turn
+    # strings into numbers without a word, so only values int64 holds exactly are taken
+    if given is None or (given.size and not _exact_int64(given)):
+        raise SpecError(f"row columns hold int64 values (offsets, lengths, ranks, regions, blocks), got "
+                        f"{value!r}"[:300])
+    array = np.array(given, dtype=np.int64, copy=True).reshape(-1)
     array.setflags(write=False)
     return array
+
+
+def _exact_int64(array: np.ndarray) -> bool:
+    """Every value is an integer int64 holds exactly (whole floats such as 8.0 included)."""
+    kind = array.dtype.kind
+    if kind == "i":
+        return True
+    if kind == "u":
+        return bool(array.max() <= np.iinfo(np.int64).max)
+    if kind == "f":
+        finite = np.isfinite(array).all() and (np.abs(array) < 2.0**63).all()
+        return bool(finite and (array == np.round(array)).all())
+    return False
 
 
 def frozen(array: np.ndarray) -> np.ndarray:
@@ -104,7 +126,12 @@ class RowTable:
 
     def select(self, rows):
         """The rows `rows` (an index array or a boolean mask), other fields kept."""
-        return attrs.evolve(self, **{name: col[rows] for name, col in self.columns().items()})
+        try:
+            picked = {name: col[rows] for name, col in self.columns().items()}
+        except (IndexError, TypeError, ValueError) as error:
+            raise SpecError(f"{type(self).__name__}.select takes row indices or a boolean mask of "
+                            f"{len(self)} rows: {error}") from None
+        return attrs.evolve(self, **picked)
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, np.ndarray], **fields):

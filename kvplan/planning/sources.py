@@ -58,8 +58,11 @@ def source_runs(lo: int, hi: int, holders: list[tuple[int, int, int]], preferred
     [(1, 0, 2)]
     """
     missing, claimed = [(lo, hi)], []
+    ordered = sorted(holders)
     for pick in (lambda rank: rank in preferred, lambda rank: True):
-        for rank, a, b in sorted(holders):
+        for rank, a, b in ordered:
+            if not missing:  # everything claimed: the remaining holders cannot change the runs
+                break
             if not pick(rank):
                 continue
             left = []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ..errors import SpecError
 from ..spec.groups import LayerGroup
+from ..spec.model import ModelSpec
 
 
 def hma_groups(model) -> tuple[LayerGroup, ...]:
@@ -18,6 +20,8 @@ def hma_groups(model) -> tuple[LayerGroup, ...]:
     >>> [g.layers for g in hma_groups(ModelSpec(name="h", layers=(m, m, a, m, m, m, a)))]
     [(0, 4), (1, 5), (3, None), (2, 6)]
     """
+    if not isinstance(model, ModelSpec):
+        raise SpecError(f"hma_groups() takes a ModelSpec, got {type(model).__name__}")
     buckets: dict = {}
     for index, spec in enumerate(model.layers):
         buckets.setdefault(spec, []).append(index)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import attrs
 
 from ..errors import SpecError
+from ..spec.limits import MAX_BLOCK_TOKENS, check_count
 
 
 @attrs.frozen(kw_only=True)
@@ -54,7 +55,7 @@ def backend_kernel_blocks(backend: str) -> KernelBlocks:
     >>> backend_kernel_blocks("flashmla")
     KernelBlocks(fixed=(64,), multiple_of=None, mla_only=True)
     """
-    if backend not in BACKENDS:
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise SpecError(f"unknown attention backend {backend!r}; known backends: {', '.join(sorted(BACKENDS))}")
     return BACKENDS[backend]
 
@@ -74,8 +75,11 @@ def select_kernel_block_tokens(block_tokens: int, backends=("flashinfer",)) -> i
     ...
     kvplan.errors.SpecError: no kernel block size of backends ('flashmla',) divides a 40-token logical block (fixed sizes offered: [64])
     """
+    check_count(block_tokens, "block_tokens", MAX_BLOCK_TOKENS)
     if isinstance(backends, str):
         backends = (backends,)
+    if not isinstance(backends, (tuple, list)) or not backends:
+        raise SpecError(f"backends must be a backend name or a tuple of them, got {backends!r}"[:300])
     kinds = [backend_kernel_blocks(b) for b in backends]
     if all(k.accepts(block_tokens) for k in kinds):
         return block_tokens

@@ -58,6 +58,7 @@ from ..layout.state import state_natural_bytes
 from ..models.registry import get_model
 from ..spec.engine import EngineSpec
 from ..spec.groups import LayerGroup
+from ..spec.limits import MAX_BLOCK_TOKENS, MAX_PP, MAX_SPECULATIVE_TOKENS, MAX_TP, check_count
 from ..spec.model import ModelSpec
 from .hma import hma_groups
 from .kernels import DEFAULT_BLOCK_TOKENS, backend_kernel_blocks, select_kernel_block_tokens
@@ -99,6 +100,16 @@ class VllmMemory:
     pooled: bool
 
 
+def _check_vllm_args(model, tp, block_size, num_speculative_tokens) -> None:
+    """The arguments vLLM's block arithmetic divides by or sizes with, checked first."""
+    if not isinstance(model, ModelSpec):
+        raise SpecError(f"vllm_engine() takes a ModelSpec, got {type(model).__name__}")
+    check_count(tp, "tp", MAX_TP)
+    check_count(num_speculative_tokens, "num_speculative_tokens", MAX_SPECULATIVE_TOKENS, minimum=0)
+    if block_size is not None:
+        check_count(block_size, "block_size", MAX_BLOCK_TOKENS)
+
+
 def _is_mla_model(model: ModelSpec) -> bool:
     return any(s.holds_tokens and s.mla for s in model.layers)
 
@@ -111,6 +122,7 @@ def hybrid_block_tokens(model: ModelSpec, tp: int, backend: str = "flashinfer", 
     >>> [hybrid_block_tokens(HYBRID_MODELS["nemotron-3-nano-30b-a3b"], tp)[0] for tp in (1, 2, 4, 8)]
     [2096, 2096, 1056, 528]
     """
+    _check_vllm_args(model, tp, block_size, num_speculative_tokens)
     kernels = backend_kernel_blocks(backend)
     attention = [s for s in model.layers if s.holds_tokens]
     states = [s for s in model.layers if not s.holds_tokens]
@@ -142,13 +154,10 @@ def vllm_memory(model: ModelSpec, tp: int = 1, *, backend: str = "flashinfer", b
     >>> [(grp.layers, grp.block_tokens, grp.kernel_block_tokens) for grp in g.groups], g.page_bytes
     ([((0,), 16, 16), ((1,), 32, 32)], 65536)
     """
-    if not isinstance(model, ModelSpec):
-        raise SpecError(f"vllm_engine() takes a ModelSpec, got {type(model).__name__}")
+    _check_vllm_args(model, tp, block_size, num_speculative_tokens)
     kernels = backend_kernel_blocks(backend)
     if kernels.mla_only and not all(s.mla for s in model.layers if s.holds_tokens):
         raise SpecError(f"backend {backend!r} runs MLA layers only; model {model.name!r} has non-MLA attention")
-    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size <= 0):
-        raise SpecError(f"block_size must be a positive int, got {block_size!r}")
     has_state = any(not s.holds_tokens for s in model.layers)
     attention = [s for s in model.layers if s.holds_tokens]
     if not attention:
@@ -218,6 +227,7 @@ def vllm_engine(model, tp: int = 1, *, backend: str = "flashinfer", block_size: 
     """
     if isinstance(model, str):
         model = get_model(model)
+    check_count(pp, "pp", MAX_PP)
     memory = vllm_memory(model, tp, backend=backend, block_size=block_size,
                          num_speculative_tokens=num_speculative_tokens)
     if memory.pooled and pp != 1:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from ..errors import RankError
+from ..errors import RankError, SpecError
 from ..planning.conv import STRATEGIES
+from ..planning.plan_tables import PlanTables
 from ..planning.planner import plan_tables
 
 
@@ -40,6 +41,18 @@ class PlanCost:
                 f"{self.scratch_bytes:,} |")
 
 
+def check_plan(plan) -> None:
+    """Raise `SpecError` unless `plan` is a plan (`kvplan.plan`'s, or planning's tables).
+
+    >>> check_plan("plan.json")
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.SpecError: expected a plan from kvplan.plan(), got str
+    """
+    if not isinstance(plan, PlanTables):
+        raise SpecError(f"expected a plan from kvplan.plan(), got {type(plan).__name__}")
+
+
 HEADER = ("| conv strategy | attention descriptors/span | attention bytes/span | state descriptors/block | "
           "state bytes/block | local copies | local bytes | scratch bytes |\n|---|---|---|---|---|---|---|---|")
 
@@ -54,6 +67,7 @@ def plan_cost(plan, dst_rank: int | None = None) -> PlanCost:
     >>> c.attention_descriptors, c.attention_bytes, c.state_descriptors    # 2 layers x 4 source pages
     (8, 65536, 0)
     """
+    check_plan(plan)
     ranks = range(len(plan.tables)) if dst_rank is None else [dst_rank]
     if dst_rank is not None and (isinstance(dst_rank, bool) or not isinstance(dst_rank, (int, np.integer))
                                  or not 0 <= dst_rank < len(plan.tables)):

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..layout.memory import engine_memory
 from ..spec.components import COMPONENTS
-from .cost import plan_cost
+from .cost import check_plan, plan_cost
 
 
 def _ranges(values) -> str:
@@ -53,6 +53,7 @@ def describe(plan) -> str:
     D rank 1 <- P rank 0: 80 layers, 80 reads/span, 655,360 B/span
       layer 0     KV: P r0 reg 0 blk 0 +8192 -> reg 0 blk 0 +0  8192 B
     """
+    check_plan(plan)
     src, dst = plan.src, plan.dst
     lines = [
         f"model {dst.model.name}: {dst.model.num_layers} layers",

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Mapping, Set
+
 from ..errors import SpecError
+from .limits import Limit, check_count
+
+
+def _name(instance, attribute) -> str:
+    return f"{type(instance).__name__}.{attribute.name}"
 
 
 def positive(instance, attribute, value) -> None:
     """A positive int (bool refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SpecError(f"{type(instance).__name__}.{attribute.name} must be a positive int, got {value!r}")
+    check_count(value, _name(instance, attribute))
 
 
 def optional_positive(instance, attribute, value) -> None:
@@ -19,17 +26,62 @@ def optional_positive(instance, attribute, value) -> None:
 
 def non_negative(instance, attribute, value) -> None:
     """An int >= 0 (bool refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SpecError(f"{type(instance).__name__}.{attribute.name} must be an int >= 0, got {value!r}")
+    check_count(value, _name(instance, attribute), minimum=0)
+
+
+def at_most(limit, check=positive):
+    """`check` (positive by default), then no larger than `limit` (a `kvplan.spec.limits.Limit`)."""
+
+    def validate(instance, attribute, value) -> None:
+        check(instance, attribute, value)
+        if value is not None:
+            limit.check(value, _name(instance, attribute))
+
+    return validate
+
+
+def boolean(instance, attribute, value) -> None:
+    """True or False only: a string such as "False" is truthy and would flip the meaning."""
+    if not isinstance(value, bool):
+        raise SpecError(f"{_name(instance, attribute)} must be True or False, got {value!r}"[:300])
 
 
 def one_of(*choices: str):
     """One of `choices` (the message lists them)."""
 
     def check(instance, attribute, value) -> None:
-        if value not in choices:
+        if not isinstance(value, str) or value not in choices:
             raise SpecError(
-                f"{type(instance).__name__}.{attribute.name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                f"{_name(instance, attribute)} must be one of {', '.join(map(repr, choices))}, got {value!r}"[:300]
             )
 
     return check
+
+
+def bounded_tuple(value, limit: Limit, what: str) -> tuple:
+    """`value` (any iterable but a string or a mapping) as a tuple of at most `limit`
+    items; reads one past the limit and no further, so an endless iterator cannot hang.
+
+    >>> three = Limit("THREE", 3, "an example")
+    >>> bounded_tuple(range(3), three, "layers")
+    (0, 1, 2)
+    >>> bounded_tuple(iter(int, 1), three, "layers")     # endless
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.SpecError: layers is at least 4, over kvplan's limit THREE = 3 (an example)
+    >>> bounded_tuple("abc", three, "layers")
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.SpecError: layers must be a sequence, got 'abc'
+    """
+    if isinstance(value, (str, bytes, bytearray, Mapping, Set)) or not isinstance(value, Iterable):
+        # strings and mappings iterate as something else; sets have no order
+        raise SpecError(f"{what} must be a sequence, got {value!r}"[:300])
+    try:
+        items = tuple(itertools.islice(value, limit.value + 1))
+    except TypeError as error:
+        raise SpecError(f"{what} must be a sequence, got {type(value).__name__}: {error}") from None
+    if len(items) > limit.value:
+        sized = hasattr(value, "__len__")
+        raise limit.error(len(value) if sized else len(items), what, at_least=not sized)
+    return items

@@ -9,13 +9,16 @@ implies (regions, page sizes, padding) is laid out by `kvplan.layout.engine_memo
 
 from __future__ import annotations
 
+import bisect
 from functools import cached_property
 
 import attrs
 
 from ..errors import SpecError
-from ._validators import non_negative, one_of, optional_positive, positive
+from ._validators import at_most, boolean, bounded_tuple, non_negative, one_of, optional_positive
 from .groups import LayerGroup, check_groups, default_groups
+from .limits import (MAX_BLOCK_TOKENS, MAX_LAYERS, MAX_NUM_BLOCKS, MAX_PAGE_BYTES, MAX_PP, MAX_SPECULATIVE_TOKENS,
+                     MAX_TP)
 from .model import ModelSpec
 from .placement import pp_layer_ranges
 
@@ -30,7 +33,7 @@ def _is_model(value) -> None:
 
 
 def _groups(value):
-    return None if value is None else tuple(value)
+    return None if value is None else bounded_tuple(value, MAX_LAYERS, "EngineSpec.groups")
 
 
 @attrs.frozen(kw_only=True, cache_hash=True)
@@ -60,18 +63,18 @@ class EngineSpec:
     """
 
     model: ModelSpec = attrs.field(validator=lambda _, __, value: _is_model(value))
-    tp: int = attrs.field(default=1, validator=positive)
-    pp: int = attrs.field(default=1, validator=positive)
-    block_tokens: int = attrs.field(default=16, validator=positive)
-    kernel_block_tokens: int | None = attrs.field(default=None, validator=optional_positive)
+    tp: int = attrs.field(default=1, validator=at_most(MAX_TP))
+    pp: int = attrs.field(default=1, validator=at_most(MAX_PP))
+    block_tokens: int = attrs.field(default=16, validator=at_most(MAX_BLOCK_TOKENS))
+    kernel_block_tokens: int | None = attrs.field(default=None, validator=at_most(MAX_BLOCK_TOKENS, optional_positive))
     kv_layout: str = attrs.field(default="HND", validator=one_of(*KV_LAYOUTS))
     kv_storage: str = attrs.field(default="packed", validator=one_of(*KV_STORAGES))
     conv_layout: str = attrs.field(default="DS", validator=one_of(*CONV_LAYOUTS))
-    num_speculative_tokens: int = attrs.field(default=0, validator=non_negative)
+    num_speculative_tokens: int = attrs.field(default=0, validator=at_most(MAX_SPECULATIVE_TOKENS, non_negative))
     groups: tuple | None = attrs.field(default=None, converter=_groups)
-    pooled: bool = False
-    page_bytes: int | None = attrs.field(default=None, validator=optional_positive)
-    num_blocks: int | None = attrs.field(default=None, validator=optional_positive)
+    pooled: bool = attrs.field(default=False, validator=boolean)
+    page_bytes: int | None = attrs.field(default=None, validator=at_most(MAX_PAGE_BYTES, optional_positive))
+    num_blocks: int | None = attrs.field(default=None, validator=at_most(MAX_NUM_BLOCKS, optional_positive))
 
     def __attrs_post_init__(self):
         if self.groups is not None:
@@ -145,7 +148,11 @@ class EngineSpec:
         return pp_layer_ranges(self.model.num_layers, self.pp)
 
     def stage_of(self, layer: int) -> int:
-        for stage, (start, end) in enumerate(self.stage_layers):
-            if start <= layer < end:
-                return stage
-        raise SpecError(f"layer {layer} is outside the model's {self.model.num_layers} layers")
+        if not 0 <= layer < self.model.num_layers:
+            raise SpecError(f"layer {layer} is outside the model's {self.model.num_layers} layers")
+        # stages are consecutive windows: the last one starting at or before the layer
+        return bisect.bisect_right(self._stage_starts, layer) - 1
+
+    @cached_property
+    def _stage_starts(self) -> tuple[int, ...]:
+        return tuple(start for start, _ in self.stage_layers)

@@ -13,14 +13,26 @@ in region s, and a block id belongs to one group at a time:
 
 from __future__ import annotations
 
+import numbers
+
 import attrs
 
 from ..errors import SpecError
-from ._validators import optional_positive
+from ._validators import at_most, bounded_tuple, optional_positive
+from .limits import MAX_BLOCK_TOKENS, MAX_LAYERS
+
+
+def _layer_id(value):
+    """A slot's layer: None (an unused slot) or an integral layer index, never truncated."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SpecError(f"LayerGroup.layers must hold layer indices (ints) or None, got {value!r}")
+    return int(value)
 
 
 def _to_layers(value) -> tuple:
-    return tuple(None if v is None else int(v) for v in value)
+    return tuple(_layer_id(v) for v in bounded_tuple(value, MAX_LAYERS, "LayerGroup.layers"))
 
 
 @attrs.frozen
@@ -35,8 +47,11 @@ class LayerGroup:
     """
 
     layers: tuple = attrs.field(converter=_to_layers)
-    block_tokens: int | None = attrs.field(default=None, validator=optional_positive, kw_only=True)
-    kernel_block_tokens: int | None = attrs.field(default=None, validator=optional_positive, kw_only=True)
+    block_tokens: int | None = attrs.field(default=None, validator=at_most(MAX_BLOCK_TOKENS, optional_positive),
+                                           kw_only=True)
+    kernel_block_tokens: int | None = attrs.field(default=None,
+                                                  validator=at_most(MAX_BLOCK_TOKENS, optional_positive),
+                                                  kw_only=True)
 
     def __attrs_post_init__(self):
         real = [layer for layer in self.layers if layer is not None]

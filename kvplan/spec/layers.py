@@ -29,8 +29,9 @@ import math
 import attrs
 
 from ..errors import SpecError
-from ._validators import optional_positive, positive
+from ._validators import at_most, boolean, optional_positive
 from .dtypes import canonical_dtype, dtype_bytes
+from .limits import MAX_CONV_CHANNELS, MAX_CONV_KERNEL, MAX_HEAD_DIM, MAX_HEADS, MAX_WINDOW_TOKENS
 from .placement import Axis, Replicate, Shard
 
 
@@ -47,12 +48,14 @@ class AttentionSpec:
     a request (`kept_blocks`).
     """
 
-    num_kv_heads: int = attrs.field(validator=positive)
-    head_dim: int = attrs.field(validator=positive)
-    head_dim_v: int | None = attrs.field(default=None, validator=optional_positive, kw_only=True)
+    num_kv_heads: int = attrs.field(validator=at_most(MAX_HEADS))
+    head_dim: int = attrs.field(validator=at_most(MAX_HEAD_DIM))
+    head_dim_v: int | None = attrs.field(default=None, validator=at_most(MAX_HEAD_DIM, optional_positive),
+                                         kw_only=True)
     dtype: str = attrs.field(default="bfloat16", converter=canonical_dtype, kw_only=True)
-    mla: bool = attrs.field(default=False, kw_only=True)
-    sliding_window: int | None = attrs.field(default=None, validator=optional_positive, kw_only=True)
+    mla: bool = attrs.field(default=False, validator=boolean, kw_only=True)
+    sliding_window: int | None = attrs.field(default=None, validator=at_most(MAX_WINDOW_TOKENS, optional_positive),
+                                             kw_only=True)
 
     holds_tokens = True
 
@@ -136,11 +139,34 @@ def _sharded(what: str, extent: int) -> Axis:
     return Axis(what=what, extent=extent, placement=Shard(replicate_excess=False))
 
 
+def _heads():
+    return attrs.field(validator=at_most(MAX_HEADS))
+
+
+def _dim():
+    return attrs.field(validator=at_most(MAX_HEAD_DIM))
+
+
+def _channels():
+    return attrs.field(validator=at_most(MAX_CONV_CHANNELS))
+
+
+def _conv_kernel():
+    return attrs.field(validator=at_most(MAX_CONV_KERNEL))
+
+
 class _StateLayer:
     """The protocol shared by state layers (mixed into the frozen specs below)."""
 
     __slots__ = ()  # keeps the attrs subclasses slotted
     holds_tokens = False
+
+    def __attrs_post_init__(self):
+        # each field is bounded on its own; a sub-projection's channels are a product
+        for part in self.parts():
+            if part.component != "ssm":
+                MAX_CONV_CHANNELS.check(part.axis.extent * part.width,
+                                        f"{type(self).__name__} {part.component} channels")
 
     def parts(self) -> tuple[StatePart, ...]:
         raise NotImplementedError
@@ -162,11 +188,11 @@ class Mamba2Spec(_StateLayer):
     (6144, 32768)
     """
 
-    num_heads: int = attrs.field(validator=positive)
-    head_dim: int = attrs.field(validator=positive)
-    n_groups: int = attrs.field(validator=positive)
-    d_state: int = attrs.field(validator=positive)
-    conv_kernel: int = attrs.field(validator=positive)
+    num_heads: int = _heads()
+    head_dim: int = _dim()
+    n_groups: int = _heads()
+    d_state: int = _dim()
+    conv_kernel: int = _conv_kernel()
     conv_dtype: str = _conv_dtype()
     ssm_dtype: str = _ssm_dtype()
 
@@ -175,6 +201,7 @@ class Mamba2Spec(_StateLayer):
     def __attrs_post_init__(self):
         if self.num_heads % self.n_groups:
             raise SpecError(f"Mamba2 num_heads {self.num_heads} is not a multiple of n_groups {self.n_groups}")
+        super().__attrs_post_init__()
 
     @property
     def ssm_bytes_per_head(self) -> int:
@@ -198,9 +225,9 @@ class Mamba1Spec(_StateLayer):
     8192
     """
 
-    intermediate_size: int = attrs.field(validator=positive)
-    d_state: int = attrs.field(validator=positive)
-    conv_kernel: int = attrs.field(validator=positive)
+    intermediate_size: int = _channels()
+    d_state: int = _dim()
+    conv_kernel: int = _conv_kernel()
     conv_dtype: str = _conv_dtype()
     ssm_dtype: str = _ssm_dtype()
 
@@ -221,11 +248,11 @@ class GatedDeltaNetSpec(_StateLayer):
     8192
     """
 
-    num_k_heads: int = attrs.field(validator=positive)
-    num_v_heads: int = attrs.field(validator=positive)
-    head_k_dim: int = attrs.field(validator=positive)
-    head_v_dim: int = attrs.field(validator=positive)
-    conv_kernel: int = attrs.field(validator=positive)
+    num_k_heads: int = _heads()
+    num_v_heads: int = _heads()
+    head_k_dim: int = _dim()
+    head_v_dim: int = _dim()
+    conv_kernel: int = _conv_kernel()
     conv_dtype: str = _conv_dtype()
     ssm_dtype: str = _ssm_dtype()
 
@@ -249,8 +276,8 @@ class ShortConvSpec(_StateLayer):
     2048
     """
 
-    conv_dim: int = attrs.field(validator=positive)
-    conv_kernel: int = attrs.field(validator=positive)
+    conv_dim: int = _channels()
+    conv_kernel: int = _conv_kernel()
     conv_dtype: str = _conv_dtype()
 
     kind = "short_conv"

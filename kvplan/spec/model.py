@@ -11,10 +11,17 @@ from __future__ import annotations
 import attrs
 
 from ..errors import SpecError
+from ._validators import bounded_tuple
+from .limits import MAX_LAYERS
 
 
 def _to_layers(value) -> tuple:
-    return tuple(value)
+    return bounded_tuple(value, MAX_LAYERS, "ModelSpec.layers")
+
+
+def _is_name(_instance, _attribute, value) -> None:
+    if not isinstance(value, str):
+        raise SpecError(f"ModelSpec.name must be a string, got {value!r}")
 
 
 @attrs.frozen(cache_hash=True)
@@ -27,7 +34,7 @@ class ModelSpec:
     4
     """
 
-    name: str
+    name: str = attrs.field(validator=_is_name)
     layers: tuple = attrs.field(converter=_to_layers)
 
     def __attrs_post_init__(self):

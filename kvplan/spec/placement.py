@@ -28,6 +28,15 @@ from __future__ import annotations
 import attrs
 
 from ..errors import ShardingError
+from .limits import MAX_TP
+
+
+def _check_rank(tp, rank) -> None:
+    """TP rank `rank` of `tp` ranks: ints with 0 <= rank < tp <= MAX_TP."""
+    if isinstance(tp, bool) or not isinstance(tp, int) or not 1 <= tp <= MAX_TP.value:
+        raise ShardingError(f"TP must be an int from 1 to {MAX_TP.value:,}, got {tp!r}"[:300])
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < tp:
+        raise ShardingError(f"rank must be an int from 0 to {tp - 1}, got {rank!r}"[:300])
 
 
 @attrs.frozen
@@ -50,6 +59,7 @@ class Shard:
         >>> Shard().interval(8, 2, 1), Shard().interval(2, 4, 3)
         ((4, 8), (1, 2))
         """
+        _check_rank(tp, rank)
         if tp <= extent or not self.replicate_excess:
             if extent % tp:
                 raise ShardingError(f"{extent} {what} cannot be split over TP {tp}: {extent} % {tp} = {extent % tp}")
@@ -72,6 +82,7 @@ class Replicate:
     """
 
     def interval(self, extent: int, tp: int, rank: int, *, what: str = "indices") -> tuple[int, int]:
+        _check_rank(tp, rank)
         return 0, extent
 
 
@@ -108,6 +119,7 @@ def replica_groups(axis: Axis, tp: int) -> tuple[tuple[int, ...], ...]:
     >>> replica_groups(Axis(what="latent", extent=1, placement=Replicate()), 2)
     ((0,), (1,))
     """
+    _check_rank(tp, 0)
     lows = [axis.interval(tp, rank)[0] for rank in range(tp)]
     copies = lows.count(0)  # every group holds index 0 exactly once
     return tuple(tuple(rank for rank in range(tp) if rank % copies == group) for group in range(copies))
@@ -132,8 +144,10 @@ def pp_layer_ranges(num_layers: int, pp: int) -> tuple[tuple[int, int], ...]:
     >>> pp_layer_ranges(62, 4)
     ((0, 15), (15, 31), (31, 47), (47, 62))
     """
-    if pp < 1:
-        raise ShardingError(f"PP must be >= 1 stage, got {pp}")
+    if isinstance(pp, bool) or not isinstance(pp, int) or pp < 1:
+        raise ShardingError(f"PP must be >= 1 stage, got {pp!r}")
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ShardingError(f"num_layers must be a positive int, got {num_layers!r}")
     if pp > num_layers:
         raise ShardingError(f"PP {pp} exceeds the model's {num_layers} layers")
     sizes = [num_layers // pp] * pp

@@ -147,3 +147,14 @@ def test_check_descriptors_raises_exactly_when_a_descriptor_leaves_its_region(si
             check_descriptors(d, sizes, side="local")
     else:
         check_descriptors(d, sizes, side="local")
+
+
+@pytest.mark.parametrize(("offset", "nbytes"), [(2**63 - 8, 16), (2**63 - 1, 2), (2**62, 2**62 + 1)])
+def test_a_range_whose_end_passes_int64_is_refused(offset, nbytes):
+    """offset + nbytes would wrap to a small number and pass a naive comparison."""
+    t = Transfer(dst_rank=0, src_rank=[0], src_region=[0], src_offset=[0], dst_region=[0], dst_offset=[offset],
+                 nbytes=[nbytes])
+    with pytest.raises(BoundsError, match=f"writes \\[{offset}, {offset + nbytes}\\)"):
+        check_bounds(t, {0: [64]}, [64])
+    with pytest.raises(BoundsError, match=f"covers \\[{offset}, {offset + nbytes}\\)"):
+        check_descriptors(DescriptorList(region=[0], offset=[offset], nbytes=[nbytes]), [64], side="local")

@@ -8,14 +8,19 @@ they stay visible and turn into failures once fixed without updating this file.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import attrs
 import numpy as np
 import pytest
 
-from kvplan import (AttentionSpec, BlockError, EngineSpec, ModelMismatchError, ModelSpec, PlanError, RankError,
-                    ShardingError, SpecError, plan, verify)
+from kvplan import (AttentionSpec, BlockError, BoundsError, EngineSpec, LayerGroup, ModelMismatchError, ModelSpec,
+                    PlanError, RankError, ShardingError, SpecError, Transfer, engine_memory, from_hf_config, plan,
+                    verify, vllm_engine)
 from kvplan.cli import main
 from kvplan.models import get_model
+from kvplan.report import plan_cost
 from kvplan.spec import pp_layer_ranges
 
 A = AttentionSpec
@@ -38,6 +43,13 @@ def pair(src_m=M4, dst_m=M4, **dst_kw):
 
 # P TP 2 -> D TP 4, 10 / 20 blocks: D rank r reads heads 2r, 2r+1 from P rank r // 2
 PLAN = plan(engine(tp=2, num_blocks=10), engine(tp=4, num_blocks=20))
+UNBOUNDED = plan(engine(), engine())  # num_blocks unknown: ids bounded by int64 offsets
+TINY = model(A(1, 1, dtype="int8"))   # small pages, so only the span is too large
+WIDE = model(A(64, 1, dtype="int8"))  # 64 heads: a long span makes too many cells
+LLAMA = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 256, "num_attention_heads": 4}
+QWEN2 = dict(LLAMA, model_type="qwen2", sliding_window=64, use_sliding_window=True, max_window_layers=1)
+JAMBA = dict(LLAMA, model_type="jamba", num_hidden_layers=8)
+GEMMA4 = {"model_type": "gemma4_text", "num_hidden_layers": 6}
 
 
 def case(name, action, error, quoted, xfail=None):
@@ -112,6 +124,83 @@ CASES = [
     case("bind-short-dst-bases", lambda: PLAN.lower(3, [1], [2]).bind({1: [0] * 4}, [0]), SpecError,
          ["1 regions", "region 3"]),
     case("pp-ranges-zero-stages", lambda: pp_layer_ranges(4, 0), ShardingError, ["0"]),
+    # -- sizes that cannot be real: a SpecError naming the limit, before any allocation ----
+    case("src-tp-2-to-the-40", lambda: engine(tp=2**40), SpecError, ["EngineSpec.tp", "1,099,511,627,776", "MAX_TP"]),
+    case("dst-tp-a-million", lambda: pair(tp=1_000_000), SpecError, ["1,000,000", "MAX_TP = 1,024"]),
+    case("block-a-trillion-tokens", lambda: engine(block_tokens=10**12), SpecError,
+         ["block_tokens", "1,000,000,000,000", "MAX_BLOCK_TOKENS"]),
+    case("lcm-span-of-17-and-1000003", lambda: plan(engine(TINY, block_tokens=17), engine(TINY, block_tokens=1000003)),
+         SpecError, ["17,000,051", "MAX_SPAN_TOKENS", "lcm"]),
+    case("speculative-tokens-a-billion", lambda: engine(num_speculative_tokens=10**9), SpecError,
+         ["num_speculative_tokens", "1,000,000,000", "MAX_SPECULATIVE_TOKENS"]),
+    case("vllm-speculative-tokens-a-billion", lambda: vllm_engine("nemotron-3-nano-30b-a3b", num_speculative_tokens=10**9),
+         SpecError, ["num_speculative_tokens", "MAX_SPECULATIVE_TOKENS"]),
+    case("ten-million-layers", lambda: ModelSpec(name="m", layers=(A(1, 8),) * 10**7), SpecError,
+         ["ModelSpec.layers", "10,000,000", "MAX_LAYERS"]),
+    case("hf-config-a-trillion-layers", lambda: from_hf_config(dict(LLAMA, num_hidden_layers=10**12)), SpecError,
+         ["num_hidden_layers", "1,000,000,000,000", "MAX_LAYERS"]),
+    case("head-dim-2-to-the-63", lambda: A(8, 2**63), SpecError, ["head_dim", "9,223,372,036,854,775,808", "MAX_HEAD_DIM"]),
+    case("page-over-a-gibibyte", lambda: engine_memory(engine(model(A(64, 8192)), block_tokens=2**14)), SpecError,
+         ["logical block of layer 0", "MAX_PAGE_BYTES"]),
+    case("cells-of-one-layer", lambda: plan(engine(WIDE, block_tokens=2**16), engine(WIDE, block_tokens=2**15)),
+         SpecError, ["cells of layer 0", "MAX_LAYER_CELLS"]),
+    case("templates-of-4096-distinct-layers", lambda: plan(
+        engine(model(*(A(8, 1 + i) for i in range(4096)))), engine(model(*(A(8, 1 + i) for i in range(4096))), tp=8)),
+         SpecError, ["decode TP 8 x 4096 distinct layers", "MAX_TEMPLATES"]),
+    # -- block ids whose offsets do not fit int64 (num_blocks unset) ----------------------------
+    case("block-id-2-to-the-51-wraps-below-the-buffer", lambda: UNBOUNDED.lower(0, [2**51 - 1], [1]), BlockError,
+         ["2251799813685247", "int64"]),
+    case("block-id-2-to-the-62-wraps-to-block-0", lambda: UNBOUNDED.lower(0, [1], [2**62]), BlockError,
+         ["4611686018427387904", "int64"]),
+    case("block-id-past-int64", lambda: UNBOUNDED.lower(0, [2**64], [1]), BlockError, ["integers"]),
+    # -- wrong types: a KvplanError, never a TypeError / ZeroDivisionError / AttributeError --------
+    case("vllm-engine-tp-0", lambda: vllm_engine("llama-3.1-8b", tp=0), SpecError, ["tp", "got 0"]),
+    case("vllm-engine-backend-list", lambda: vllm_engine("llama-3.1-8b", backend=["flashinfer"]), SpecError,
+         ["['flashinfer']"]),
+    case("lower-rank-none", lambda: PLAN.lower(None, [1], [2]), RankError, ["dst_rank None"]),
+    case("lower-blocks-an-int", lambda: PLAN.lower(0, 5, [1]), BlockError, ["got 5"]),
+    case("model-layers-none", lambda: ModelSpec(name="m", layers=None), SpecError, ["ModelSpec.layers", "None"]),
+    case("model-name-a-list", lambda: ModelSpec(name=["m"], layers=(A(1, 8),)), SpecError, ["ModelSpec.name", "['m']"]),
+    case("engine-groups-an-int", lambda: engine(groups=5), SpecError, ["EngineSpec.groups", "5"]),
+    case("verify-none", lambda: verify(None), SpecError, ["verify()", "NoneType"]),
+    case("verify-tables-junk", lambda: verify(attrs.evolve(PLAN, tables=(1, 2))), PlanError, ["plan.tables"]),
+    case("jamba-attn-layer-period-0", lambda: from_hf_config(dict(JAMBA, attn_layer_period=0)), SpecError,
+         ["jamba", "attn_layer_period 0"]),
+    case("hf-config-a-path", lambda: from_hf_config("config.json"), SpecError, ["dict", "str"]),
+    case("hf-model-type-a-list", lambda: from_hf_config({"model_type": ["llama"]}), SpecError, ["['llama']"]),
+    case("conv-strategy-an-array", lambda: plan(engine(), engine(), conv_strategy=np.array([])), SpecError,
+         ["conv_strategy"]),
+    case("cost-of-a-string", lambda: plan_cost("plan.json"), SpecError, ["str"]),
+    case("transfer-float-offset", lambda: Transfer(dst_rank=0, src_rank=[0], src_region=[0], src_offset=[1.5],
+                                                   dst_region=[0], dst_offset=[0], nbytes=[8]), SpecError, ["1.5"]),
+    case("transfer-string-rank", lambda: Transfer(dst_rank=0, src_rank=["a"], src_region=[0], src_offset=[0],
+                                                  dst_region=[0], dst_offset=[0], nbytes=[8]), SpecError, ["'a'"]),
+    case("transfer-regions-an-int", lambda: Transfer(dst_rank=0, src_rank=[0], src_region=[0], src_offset=[0],
+                                                     dst_region=[0], dst_offset=[0], nbytes=[8], dst_regions=5),
+         SpecError, ["dst_regions", "5"]),
+    case("transfer-negative-offset", lambda: Transfer(dst_rank=0, src_rank=[0], src_region=[0], src_offset=[-8],
+                                                      dst_region=[0], dst_offset=[0], nbytes=[8]), BoundsError,
+         ["src_offset -8"]),
+    case("bind-negative-base", lambda: PLAN.lower(0, [1], [2]).bind({0: [-1] * 4}, [0] * 4), SpecError,
+         ["integers >= 0", "-1"]),
+    case("bind-huge-rank-ids", lambda: Transfer(dst_rank=0, src_rank=[2**40], src_region=[0], src_offset=[0],
+                                                dst_region=[0], dst_offset=[0], nbytes=[8]).bind({}, [0]), RankError,
+         ["rank 1099511627776"]),
+    # -- silently accepted before: now refused, naming the value ----------------------------------
+    case("mla-a-string", lambda: A(1, 576, mla="False"), SpecError, ["mla", "'False'"]),
+    case("pooled-a-string", lambda: engine(pooled="no"), SpecError, ["pooled", "'no'"]),
+    case("group-layers-floats", lambda: LayerGroup(layers=(0.9, 1.5)), SpecError, ["LayerGroup.layers", "0.9"]),
+    case("block-ids-bytes", lambda: PLAN.lower(0, b"\x01\x02", [1, 2]), BlockError, ["bytes"]),
+    case("block-ids-a-set", lambda: PLAN.lower(0, {1, 2}, [1, 2]), BlockError, ["set"]),
+    case("block-ids-a-dict", lambda: PLAN.lower(0, {1: 2}, [1]), BlockError, ["dict"]),
+    case("block-ids-a-string", lambda: PLAN.lower(0, "12", [1, 2]), BlockError, ["str", "'12'"]),
+    case("hf-use-sliding-window-a-string", lambda: from_hf_config(dict(QWEN2, use_sliding_window="false")),
+         SpecError, ["use_sliding_window", "'false'"]),
+    case("hf-kv-shared-layers-negative", lambda: from_hf_config(GEMMA4 | {"num_kv_shared_layers": -2}), SpecError,
+         ["num_kv_shared_layers", "-2"]),
+    case("hf-head-dim-a-string", lambda: from_hf_config(dict(LLAMA, head_dim="128")), SpecError, ["head_dim", "'128'"]),
+    case("hf-layer-types-unhashable", lambda: from_hf_config(dict(LLAMA, layer_types=[["full_attention"]] * 2)),
+         SpecError, ["layer_types"]),
 ]
 
 
@@ -190,6 +279,20 @@ def test_verify_rejects_corrupted_plan(corrupted, quoted):
     (["plan", "--dst-block", "0"], ["block_tokens", "0"]),
     (["plan", "--rank", "9"], ["dst_rank 9"]),
     (["plan", "--kv-dtype", "int3"], ["'int3'"]),
+    # argparse's own errors: one line too, not the whole usage text
+    (["plan", "--src-tp", "two"], ["--src-tp", "invalid int value", "'two'"]),
+    (["plan", "--bogus"], ["unrecognized arguments", "--bogus"]),
+    (["plan", "--src-layout", "XYZ"], ["--src-layout", "invalid choice", "'XYZ'"]),
+    ([], ["required", "command"]),
+    (["nope"], ["invalid choice", "'nope'"]),
+    # sizes that cannot be real
+    (["plan", "--src-tp", "1099511627776"], ["1,099,511,627,776", "MAX_TP"]),
+    (["plan", "--dst-tp", "1000000"], ["1,000,000", "MAX_TP"]),
+    (["plan", "--src-block", "17", "--dst-block", "1000003", "--verify"], ["MAX_"]),
+    (["plan", "--src-block", "1000000000000"], ["MAX_BLOCK_TOKENS"]),
+    (["plan", "--spec-tokens", "1000000000"], ["MAX_SPECULATIVE_TOKENS"]),
+    (["plan", "--model", "nemotron-3-nano-30b-a3b", "--vllm", "--spec-tokens", "1000000000"],
+     ["MAX_SPECULATIVE_TOKENS"]),
 ])
 def test_cli_error_is_one_line_exit_2(capsys, argv, quoted):
     assert main(argv) == 2
@@ -197,3 +300,14 @@ def test_cli_error_is_one_line_exit_2(capsys, argv, quoted):
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("kvplan: error: ")
     assert all(q in err for q in quoted), err
+
+
+def test_cli_output_cut_short_by_its_reader_ends_without_a_traceback():
+    """`kvplan plan ... | head -1`: the reader closes the pipe early; kvplan stops quietly."""
+    command = [sys.executable, "-m", "kvplan", "plan", "--model", "llama-3.1-70b", "--dst-tp", "16", "--json"]  # ~190 KB
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        process.stdout.readline()
+        process.stdout.close()  # like `head -1` exiting
+        err = process.stderr.read().decode()
+        status = process.wait(timeout=120)
+    assert err == "" and status == 1, (status, err)
