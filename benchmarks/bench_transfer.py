@@ -13,6 +13,9 @@ Backends run through the transport protocol (`kvplan.transport.Transport`): plai
 `execute(transfer)` of the lowered request, and `prepare(plan, 0)` once then
 `execute(prepared, src_blocks, dst_blocks)` (cupy: the copy template on the GPU; nixl:
 descriptor lists prepared once; ucx: both sides lower the request from its block ids).
+Integrity mode, cupy: `cupy_check_request_GBps` is a prepared request with
+``check=digests`` (copy, then one kernel digesting the destination ranges, compared with
+the sources' digests), `cupy_digest_GBps` the digest kernel alone over those ranges.
 The prefill process is the test suite's harness, `tests/backends/_pairing.py`.
 
     PYTHONUNBUFFERED=1 python3 benchmarks/bench_transfer.py --backends cupy,nixl --json out.json
@@ -191,6 +194,23 @@ def case(model, layout, tps, backends, rng) -> dict:
         row["cupy_host_us"] = 1e3 * host_ms(lambda: b.execute(t, request="bench"), stream)
         row["cupy_request_host_us"] = 1e3 * host_ms(
             lambda: b.execute(prepared, src_blocks, dst_blocks, request="bench-template"), stream)
+        # integrity mode: the sources' digests (one launch per prefill rank), then the request
+        # with check= (the copy, then one launch digesting the destination ranges, compared)
+        digesters = {r: load_backend("cupy") for r in t.source_ranks}
+        digests = {}
+        for r, d in digesters.items():
+            d.register(src_bufs[r])
+            done = d.serve(d.prepare(p, 0), src_blocks, dst_blocks, rank=r, request="digest", check=True)
+            digests.update(done.digests)
+        row["cupy_check_request_GBps"] = gbs(t.total_bytes, wall_ms(
+            lambda: b.execute(prepared, src_blocks, dst_blocks, request="bench-check", check=digests)))
+        row["cupy_check_ok"] = same(out, reference)
+        with cp.cuda.Device(DST):
+            dst_addr = t.bind({r: describe(src_bufs[r]).bases for r in t.source_ranks}, describe(out).bases)[1]
+        row["cupy_digest_GBps"] = gbs(t.total_bytes, wall_ms(
+            lambda: _gpucopy.digest_ranges(cp, DST, dst_addr, t.nbytes, stream)))
+        for d in digesters.values():
+            d.close()
         b.close()
         del out
     for kind in ("nixl", "ucx"):

@@ -1,4 +1,5 @@
-"""One CUDA kernel launch that copies many byte ranges (CuPy RawKernel).
+"""One CUDA kernel launch that copies many byte ranges (CuPy RawKernel), and one that
+digests them (integrity mode).
 
 Each thread block copies one range (ranges longer than `PIECE_BYTES` are cut first by
 `kvplan.lowering.split_ranges`, so large runs spread over many blocks). Inside a
@@ -6,6 +7,12 @@ range: a byte head up to the destination's 16-byte boundary, then 16-byte vector
 loads four at a time when the source is equally aligned, then a byte tail; ranges
 whose source and destination disagree modulo 16 take the byte path. Launched on the
 destination's device it reads peer memory over NVLink (peer access enabled first).
+
+`digest_ranges` evaluates `kvplan.lowering.range_digests`' formula in one launch:
+ranges are cut into `DIGEST_PIECE_BYTES` pieces (`digest_pieces`), each thread block
+sums ``mix(256 * position + byte)`` over a piece, warps reduce with shuffles and add
+into their row's digest with a 64-bit atomic add (the sum wraps mod 2**64, so the
+order of the additions does not matter).
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from kvplan.lowering import split_ranges
+from kvplan.planning.ranges import cut_rows
 
 PIECE_BYTES = 256 << 10
 TEMPLATE_PIECE_BYTES = 64 << 10  # a warp copies one template piece
+DIGEST_PIECE_BYTES = 64 << 10  # a thread block digests one piece
 THREADS = 256
 BLOCKS_PER_SM = 16
 
@@ -80,6 +89,35 @@ extern "C" __global__ void copy_template(
     if (s_id < 0 || d_id < 0 || di < first_kept[layer[e]]) continue;
     copy_range((const unsigned char*)(sbase[e] + s_id * sstride[e] + soff[e]),
                (unsigned char*)(dbase[e] + d_id * dstride[e] + doff[e]), lens[e], lane, 32);
+  }
+}
+
+// kvplan.lowering.integrity: digest(row) = sum_i mix(256 * i + byte_i) mod 2**64, i the
+// byte's position in its row; mix = splitmix64's finaliser of x + golden ratio.
+__device__ __forceinline__ unsigned long long kvplan_mix(unsigned long long x) {
+  unsigned long long z = x + 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+// Piece p: `len[p]` bytes at `addr[p]`, which are positions start[p].. of row `row[p]`.
+// Blocks stride over pieces (the loop bound is uniform in a block, so every lane of a
+// warp reaches the shuffles); out[] must be zeroed before the launch.
+extern "C" __global__ void digest_ranges(const unsigned long long* __restrict__ addr,
+    const long long* __restrict__ start, const long long* __restrict__ len, const long long* __restrict__ row,
+    long long n, unsigned long long* __restrict__ out) {
+  for (long long p = blockIdx.x; p < n; p += gridDim.x) {
+    const unsigned char* s = (const unsigned char*)addr[p];
+    const unsigned long long base = (unsigned long long)start[p];
+    const long long count = len[p];
+    unsigned long long acc = 0ULL;
+    for (long long i = threadIdx.x; i < count; i += blockDim.x)
+      acc += kvplan_mix(((base + (unsigned long long)i) << 8) | (unsigned long long)s[i]);
+    for (int offset = 16; offset > 0; offset >>= 1)
+      acc += __shfl_down_sync(0xffffffffu, acc, offset);
+    if ((threadIdx.x & 31) == 0 && acc != 0ULL)
+      atomicAdd(out + row[p], acc);
   }
 }
 """
@@ -201,3 +239,39 @@ def launch_template(cp, device: int, uploaded: tuple, template, blocks, stream) 
                                              (*cols, request, np.int64(groups), np.int64(len(blocks.first_kept)),
                                               np.int64(copies)))
     return copies
+
+
+def digest_pieces(addr, nbytes, piece_bytes: int = DIGEST_PIECE_BYTES) -> tuple[np.ndarray, ...]:
+    """The digest kernel's pieces of ranges at `addr`: (address, position in its row,
+    length, row) of every non-empty piece of at most `piece_bytes` bytes.
+
+    >>> [a.tolist() for a in digest_pieces([1000, 5000, 9000], [10, 0, 3], 4)]
+    [[1000, 1004, 1008, 9000], [0, 4, 8, 0], [4, 4, 2, 3], [0, 0, 0, 2]]
+    """
+    n = np.asarray(nbytes, np.int64).reshape(-1)
+    row, within, size = cut_rows(n, piece_bytes)
+    keep = size > 0
+    row, within, size = row[keep], within[keep], size[keep]
+    return np.asarray(addr, np.uint64).reshape(-1)[row] + within.astype(np.uint64), within, size, row
+
+
+def digest_ranges(cp, device: int, addr, nbytes, stream) -> np.ndarray:
+    """`kvplan.lowering.range_digests` of ranges at device addresses `addr` on `device`,
+    in one launch on `stream` (ordered after the copies enqueued there); returns the
+    digests on the host (this waits for the stream)."""
+    n = len(np.asarray(nbytes).reshape(-1))
+    if not n:
+        return np.zeros(0, np.uint64)
+    piece_addr, start, size, row = digest_pieces(addr, nbytes)
+    with cp.cuda.Device(device), stream:
+        out = cp.zeros(n, cp.uint64)
+        if len(row):
+            table = cp.asarray(np.stack([piece_addr, start.astype(np.uint64), size.astype(np.uint64),
+                                         row.astype(np.uint64)]))
+            _kernel(cp, device, "digest_ranges")((_grid(cp, device, len(row)),), (THREADS,),
+                                                 (table[0], table[1].view(cp.int64), table[2].view(cp.int64),
+                                                  table[3].view(cp.int64), np.int64(len(row)), out))
+        host = np.empty(n, np.uint64)
+        out.get(stream=stream, out=host)
+    stream.synchronize()
+    return host

@@ -1,13 +1,40 @@
-"""Registered memory of one rank: base address, size and device of each buffer.
+"""Registered memory of one rank: base address, size and device of each buffer, and the
+process-wide registry of live registrations.
 
 Buffers are anything exposing ``__cuda_array_interface__`` (CuPy, torch CUDA tensors:
 device memory) or the buffer protocol / ``__array_interface__`` (NumPy: host memory).
-Reading a pointer is all this module does; offsets come from the core.
+Reading a pointer is all `describe` does; offsets come from the core.
+
+A `Registration` owns the buffer objects a backend registered (so their memory lives as
+long as it does) and is listed in this process's registry under a random token that
+the backend's metadata carries, with this process's id. A peer in the same process
+holds the `Registration` itself, not base addresses: it reads only while the
+registration is open (`Registration.use`), and `Registration.close` waits for such
+reads before the owner lets go of the memory.
+
+>>> import numpy as np
+>>> reg = Registration([np.zeros(8, np.uint8)])
+>>> live(PROCESS, reg.token) is reg, reg.memory.sizes
+(True, (8,))
+>>> with reg.use("rank 1") as buffers:
+...     len(buffers)
+1
+>>> reg.close(), live(PROCESS, reg.token) is None
+(True, True)
+>>> with reg.use("rank 1"):
+...     pass
+Traceback (most recent call last):
+...
+kvplan.transport.TransportError: rank 1 closed its registration: its memory may be gone
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import uuid
+import weakref
 from typing import Sequence
 
 import attrs
@@ -16,6 +43,8 @@ import numpy as np
 from kvplan.transport import TransportError
 
 HOST = -1  # device id of host memory
+PROCESS = uuid.uuid4().hex  # this process, in metadata (pids repeat across hosts and containers)
+_LIVE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # token -> open Registration
 
 
 @attrs.frozen
@@ -71,6 +100,56 @@ def describe(buffers: Sequence[object | None]) -> Memory:
     """`Memory` of `buffers` (one per region; None for a region the rank does not hold)."""
     parts = [_one(b) for b in buffers]
     return Memory(tuple(p[0] for p in parts), tuple(p[1] for p in parts), tuple(p[2] for p in parts))
+
+
+class Registration:
+    """The buffers one backend registered: kept alive while it is open, reachable from
+    this process by `token` (see the module docstring)."""
+
+    def __init__(self, buffers: Sequence[object | None]):
+        self.memory = describe(buffers)
+        self.buffers = list(buffers)
+        self.token = uuid.uuid4().hex
+        self.closed = False
+        self._users = 0
+        self._cond = threading.Condition()
+        _LIVE[self.token] = self
+
+    @contextlib.contextmanager
+    def use(self, who: str, *, peer: str | None = None, request: str | None = None):
+        """The buffers, held open until the block ends; `TransportError` (naming `who`,
+        `peer`, `request`) once closed."""
+        with self._cond:
+            if self.closed:
+                raise TransportError(f"{who} closed its registration: its memory may be gone", peer=peer,
+                                     request=request)
+            self._users += 1
+            buffers = self.buffers  # a reference of our own: alive whatever close() does
+        try:
+            yield buffers
+        finally:
+            with self._cond:
+                self._users -= 1
+                self._cond.notify_all()
+
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Refuse new users, wait up to `timeout_s` for those in flight; True when none
+        is left (the owner may release the memory), False when some still read it."""
+        with self._cond:
+            self.closed = True
+            _LIVE.pop(self.token, None)
+            idle = self._cond.wait_for(lambda: self._users == 0, timeout_s)
+            if idle:
+                self.buffers = []
+            return idle
+
+
+def live(process: str | None, token: str | None) -> Registration | None:
+    """The open registration `token` of this process, or None (another process's, or
+    closed)."""
+    if process != PROCESS or token is None:
+        return None
+    return _LIVE.get(token)
 
 
 def pack_metadata(kind: str, memory: Memory, **fields) -> bytes:

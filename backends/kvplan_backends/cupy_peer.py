@@ -15,18 +15,25 @@ enqueued and later work on that stream sees the bytes.
   with local steps, engines without `num_blocks` and ``peer_access=False`` lower
   per request instead.
 
+Every request passes the gate first (`kvplan.lowering.check_transfer`; the template
+is checked once against every engine's last block, block ids per request). Sources
+are held by their live registration, so a closed source is refused. Integrity mode
+digests ranges with one kernel launch (`_gpucopy.digest_ranges`, the formula of
+`kvplan.lowering.range_digests`): the source's rows before the copy (``serve(...,
+check=True)``, or here with ``check=True``), the destination's after it, on the copy's
+stream.
+
 Usage (needs two GPUs; `tests/backends/test_gpu.py` runs it)::
 
     decode = CupyPeerBackend()
-    decode.register(buffers_on_gpu_1)
+    decode.register(buffers_on_gpu_1, rank=0)
     decode.add_peer(0, prefill_on_gpu_0.metadata())
     prepared = decode.prepare(plan, 0)
     decode.execute(prepared, [7, 8], [40, 41], request="r1")   # decode.route == "template"
+    decode.execute(prepared, [7, 8], [40, 41], request="r2", check=True)   # + digests, both sides
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 
@@ -59,16 +66,16 @@ class CupyPeerBackend(BackendBase):
         self.stream, self.blocking, self.peer_access = stream, blocking, peer_access
         self.last_launch = {"ranges": 0, "pieces": 0, "path": None}
 
-    def register(self, buffers) -> None:
-        super().register(buffers)
-        devices = {d for d, s in zip(self.memory.devices, self.memory.sizes) if s}
+    def _check_memory(self, memory) -> None:
+        devices = {d for d, s in zip(memory.devices, memory.sizes) if s}
         if len(devices) != 1 or -1 in devices:
             raise TransportError(f"cupy backend needs every buffer on one GPU, got devices {sorted(devices)}")
 
     def _connect(self, rank: int, info: dict, blob: bytes) -> None:
-        if info["pid"] != os.getpid():
-            raise TransportError("cupy backend pairs ranks of one process; use nixl or ucx across processes",
-                                 peer=f"rank {rank}")
+        self._in_process(rank, info)
+
+    def _stream(self):
+        return self._current()
 
     def _current(self):
         with self._cp.cuda.Device(self.memory.device):
@@ -85,7 +92,7 @@ class CupyPeerBackend(BackendBase):
         src, dst = self._bind_remote(transfer)
         self._launch(src, dst, transfer, self._peer_access(source_ranks(transfer).tolist()))
 
-    def copy_local(self, transfer) -> None:
+    def _copy_local(self, transfer) -> None:
         src, dst = self._bind_local(transfer)
         self._launch(src, dst, transfer, True)
 
@@ -108,18 +115,22 @@ class CupyPeerBackend(BackendBase):
             stream.synchronize()
 
     # -- a Prepared: the copy template, uploaded once ----------------------------------
-    def _execute_prepared(self, prepared, src_blocks, dst_blocks, prefix: str, request: str) -> None:
+    def _execute_prepared(self, prepared, src_blocks, dst_blocks, prefix: str, request: str, check=False) -> None:
         uploaded = self._fast_state(prepared)
         if uploaded is None:
-            super()._execute_prepared(prepared, src_blocks, dst_blocks, prefix, request)
+            super()._execute_prepared(prepared, src_blocks, dst_blocks, prefix, request, check)
             return
         self.route = "template"
         template, columns = uploaded
         blocks = request_blocks(prepared.plan, prepared.dst_rank, src_blocks, dst_blocks, prefix=prefix)
-        stream = self._current()
-        copies = self._gpu.launch_template(self._cp, self.memory.device, columns, template, blocks, stream)
-        self.last_launch = {"ranges": copies, "pieces": copies, "path": "template"}
-        self._finish(stream)
+
+        def move():
+            stream = self._current()
+            copies = self._gpu.launch_template(self._cp, self.memory.device, columns, template, blocks, stream)
+            self.last_launch = {"ranges": copies, "pieces": copies, "path": "template"}
+            self._finish(stream)
+
+        self._fast_route(prepared, src_blocks, dst_blocks, prefix, request, check, move)
 
     def _build_fast(self, prepared):
         """(template, its device columns) of a block-relative plan whose sources this

@@ -12,8 +12,12 @@ agent metadata). The decode rank reads; prefill ranks only run their local steps
   whole-page indices. Plans with local steps, engines without `num_blocks` and
   ``prefix="tail"`` are lowered per request instead.
 
-Completion is polled until `timeout_s`; failures raise `TransportError` /
-`TransportTimeout` naming the peer and request, after releasing every handle.
+Completion is polled until `timeout_s`; failures (a peer that died reads as NIXL's
+REMOTE_DISCONNECT) raise `TransportError` / `TransportTimeout` naming the peer, the
+request and the rows, after releasing every handle; the agent stays usable, and
+``add_peer`` of the same rank replaces a dead peer. Calls into one agent are serialised
+(threads may call `execute` concurrently). A peer in this process is held by its live
+registration, so its memory is not deregistered while this agent reads it.
 
 >>> import logging, numpy as np
 >>> from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
@@ -21,8 +25,8 @@ Completion is polled until `timeout_s`; failures raise `TransportError` /
 >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=1, head_dim=2, dtype="float16"),))
 >>> p = plan(EngineSpec(model=m, block_tokens=1, num_blocks=2), EngineSpec(model=m, block_tokens=1, num_blocks=2))
 >>> prefill, decode = NixlBackend(), NixlBackend()
->>> prefill.register([np.arange(16, dtype=np.uint8)])      # 2 blocks of 8 bytes
->>> decode.register([out := np.zeros(16, np.uint8)])
+>>> prefill.register([np.arange(16, dtype=np.uint8)], rank=0)      # 2 blocks of 8 bytes
+>>> decode.register([out := np.zeros(16, np.uint8)], rank=0)
 >>> decode.add_peer(0, prefill.metadata())
 >>> prepared = decode.prepare(p, 0)
 >>> decode.execute(prepared, [1], [0], request="r1"); decode.execute(prepared, [0], [1], request="r2")
@@ -70,15 +74,20 @@ class NixlBackend(BackendBase):
         self.telemetry = telemetry
         self.remote_names: dict[int, str] = {}
         self.last_stats: dict[int, dict] = {}
-        self._registration = None
+        self._nixl_memory = None
 
     # -- memory and peers -------------------------------------------------------------
-    def register(self, buffers) -> None:
-        super().register(buffers)
+    def register(self, buffers, *, rank: int | None = None) -> None:
+        super().register(buffers, rank=rank)
         m = self.memory
         present = np.array([s > 0 for s in m.sizes])
         table = np.array([m.bases, m.sizes, np.maximum(m.devices, 0)], np.int64).T[present]
-        self._registration = self._call(lambda: self.agent.register_memory(table, _mem_type(m)), "register_memory")
+        try:
+            self._nixl_memory = self._call(lambda: self.agent.register_memory(table, _mem_type(m)),
+                                           "register_memory")
+        except BaseException:
+            self.close()
+            raise
 
     def _metadata_fields(self) -> dict:
         return {"blob": self.agent.get_agent_metadata(), "agent": self.agent_name}
@@ -87,21 +96,27 @@ class NixlBackend(BackendBase):
         name = self._call(lambda: self.agent.add_remote_agent(blob), "add_remote_agent", peer=f"rank {rank}")
         self.remote_names[rank] = name.decode() if isinstance(name, bytes) else name
 
+    def _disconnect(self, rank: int) -> None:
+        name = self.remote_names.pop(rank, None)
+        if name is not None:
+            self._call(lambda: self.agent.remove_remote_agent(name), "remove_remote_agent", peer=f"rank {rank}")
+
     def _peer(self, rank: int) -> str:
         if rank == -1:
             return f"self (agent {self.agent_name!r})"
         return f"rank {rank} (agent {self.remote_names.get(rank, '?')!r})"
 
-    def _call(self, fn, what: str, *, peer: str | None = None, request: str | None = None):
+    def _call(self, fn, what: str, *, peer: str | None = None, request: str | None = None, rows=None):
         try:
             out = fn()
         except TransportError:
             raise
         except Exception as error:  # NIXL raises its own typed exceptions (nixlInvalidParamError, ...)
             raise TransportError(f"NIXL {what} failed: {type(error).__name__}: {error}", peer=peer,
-                                 request=request) from error
+                                 request=request, rows=rows) from error
         if out is None and what in ("get_xfer_descs", "register_memory"):
-            raise TransportError(f"NIXL {what} rejected its input (see NIXL's log)", peer=peer, request=request)
+            raise TransportError(f"NIXL {what} rejected its input (see NIXL's log)", peer=peer, request=request,
+                                 rows=rows)
         return out
 
     # -- reads of a Transfer: one-shot descriptor lists --------------------------------
@@ -109,28 +124,31 @@ class NixlBackend(BackendBase):
         if not len(transfer):
             return
         src, dst = self._bind_remote(transfer)
-        handles = {}
-        try:
-            for rank in transfer.source_ranks:
-                rows = transfer.src_rank == rank
-                handles[rank] = self._initialize(rank, self.remote_names[rank], self.peers[rank], src[rows], dst[rows],
-                                                 transfer, rows, request)
-            self._run(handles, request)
-        finally:
-            self._release(handles)
+        handles, rows_of = {}, {}
+        with self._lock:
+            try:
+                for rank in transfer.source_ranks:
+                    rows = transfer.src_rank == rank
+                    rows_of[rank] = np.flatnonzero(rows)
+                    handles[rank] = self._initialize(rank, self.remote_names[rank], self.peers[rank], src[rows],
+                                                     dst[rows], transfer, rows, request)
+                self._run(handles, request, rows_of)
+            finally:
+                self._release_handles(handles)
 
-    def copy_local(self, transfer) -> None:
+    def _copy_local(self, transfer) -> None:
         """Local steps as a loopback READ of this agent's own registered memory."""
         if not len(transfer):
             return
         src, dst = self._bind_local(transfer)
         rows = np.ones(len(transfer), bool)
         handles = {}
-        try:
-            handles[-1] = self._initialize(-1, self.agent_name, self.memory, src, dst, transfer, rows, "local")
-            self._run(handles, "local")
-        finally:
-            self._release(handles)
+        with self._lock:
+            try:
+                handles[-1] = self._initialize(-1, self.agent_name, self.memory, src, dst, transfer, rows, "local")
+                self._run(handles, "local", {-1: np.arange(len(transfer))})
+            finally:
+                self._release_handles(handles)
 
     def _initialize(self, rank, agent, peer, src, dst, transfer, rows, request):
         own, nbytes = self.memory, transfer.nbytes[rows]
@@ -146,24 +164,30 @@ class NixlBackend(BackendBase):
                           "initialize_xfer", **where)
 
     # -- requests of a Prepared: descriptor lists prepared once -----------------------
-    def _execute_prepared(self, prepared, src_blocks, dst_blocks, prefix: str, request: str) -> None:
+    def _execute_prepared(self, prepared, src_blocks, dst_blocks, prefix: str, request: str, check=False) -> None:
         # PreparedLists.indices pairs blocks by the exact rule only: other prefix rules lower
         fast = self._fast_state(prepared) if prefix == "exact" else None
         if fast is None:
-            super()._execute_prepared(prepared, src_blocks, dst_blocks, prefix, request)
+            super()._execute_prepared(prepared, src_blocks, dst_blocks, prefix, request, check)
             return
         self.route = "prepared lists"
         lists, prepped = fast
-        handles = {}
-        try:
-            for rank, (local_idx, remote_idx) in lists.indices(prepared.plan, src_blocks, dst_blocks).items():
-                handles[rank] = self._call(lambda: self.agent.make_prepped_xfer(
-                    "READ", prepped[None], local_idx, prepped[rank], remote_idx, request.encode()),
-                    "make_prepped_xfer", peer=self._peer(rank), request=request)
-                self.last_stats[rank] = {"descriptors_in": len(local_idx)}
-            self._run(handles, request)
-        finally:
-            self._release(handles)
+        indices = lists.indices(prepared.plan, src_blocks, dst_blocks)  # BlockError before anything moves
+
+        def move():
+            handles = {}
+            with self._lock:
+                try:
+                    for rank, (local_idx, remote_idx) in indices.items():
+                        handles[rank] = self._call(lambda: self.agent.make_prepped_xfer(
+                            "READ", prepped[None], local_idx, prepped[rank], remote_idx, request.encode()),
+                            "make_prepped_xfer", peer=self._peer(rank), request=request)
+                        self.last_stats[rank] = {"descriptors_in": len(local_idx)}
+                    self._run(handles, request)
+                finally:
+                    self._release_handles(handles)
+
+        self._fast_route(prepared, src_blocks, dst_blocks, prefix, request, check, move)
 
     def _build_fast(self, prepared):
         """(lists, NIXL handles by peer; None = this rank) for every read the decode rank
@@ -198,22 +222,25 @@ class NixlBackend(BackendBase):
                 self.agent.release_dlist_handle(handle)
 
     # -- completion -------------------------------------------------------------------
-    def _run(self, handles: dict, request: str) -> None:
+    def _run(self, handles: dict, request: str, rows_of: dict | None = None) -> None:
+        rows_of = rows_of or {}
         pending = {}
         for rank, handle in handles.items():
-            state = self._call(lambda: self.agent.transfer(handle), "transfer", peer=self._peer(rank), request=request)
+            state = self._call(lambda: self.agent.transfer(handle), "transfer", peer=self._peer(rank), request=request,
+                               rows=rows_of.get(rank))
             pending[rank] = state
         deadline = time.monotonic() + self.timeout_s
         while True:
             for rank, state in list(pending.items()):
                 if state == "PROC":
                     state = self._call(lambda: self.agent.check_xfer_state(handles[rank]), "check_xfer_state",
-                                       peer=self._peer(rank), request=request)
+                                       peer=self._peer(rank), request=request, rows=rows_of.get(rank))
                 if state == "DONE":
                     del pending[rank]
                     self._record(rank, handles[rank])
                 elif state != "PROC":
-                    raise TransportError(f"NIXL READ ended in state {state!r}", peer=self._peer(rank), request=request)
+                    raise TransportError(f"NIXL READ ended in state {state!r}", peer=self._peer(rank), request=request,
+                                         rows=rows_of.get(rank))
                 else:
                     pending[rank] = state
             if not pending:
@@ -221,14 +248,14 @@ class NixlBackend(BackendBase):
             if time.monotonic() > deadline:
                 rank = next(iter(pending))
                 raise TransportTimeout(f"NIXL READ not done after {self.timeout_s} s", peer=self._peer(rank),
-                                       request=request)
+                                       request=request, rows=rows_of.get(rank))
 
     def _record(self, rank: int, handle) -> None:
         if self.telemetry:
             t = self.agent.get_xfer_telemetry(handle)
             self.last_stats[rank].update(descriptors=t.descCount, post_us=t.postDuration, xfer_us=t.xferDuration)
 
-    def _release(self, handles: dict) -> None:
+    def _release_handles(self, handles: dict) -> None:
         """Release every handle; one that cannot be aborted stays in NIXL's leak list."""
         errors = []
         for handle in handles.values():
@@ -239,11 +266,9 @@ class NixlBackend(BackendBase):
         if errors:
             raise TransportError(f"NIXL could not release {len(errors)} transfer handle(s): {errors[0]}")
 
-    def close(self) -> None:
-        super().close()  # releases the prepared lists' handles
-        for name in self.remote_names.values():
-            self.agent.remove_remote_agent(name)
-        self.remote_names.clear()
-        if self._registration is not None:
-            self.agent.deregister_memory(self._registration)
-            self._registration = None
+    def _release(self, idle: bool) -> None:
+        """After the prepared lists and peers (`BackendBase.close`): deregister this
+        rank's memory, unless a read of it in this process is still in flight."""
+        if self._nixl_memory is not None and idle:
+            memory, self._nixl_memory = self._nixl_memory, None
+            self._call(lambda: self.agent.deregister_memory(memory), "deregister_memory")

@@ -80,7 +80,7 @@ class LocalSources:
         try:
             for rank in ranks:
                 self.backends[rank] = load_backend(kind, **(options or {}))
-                self.backends[rank].register(allocate(engine, rank, device, extra=extra))
+                self.backends[rank].register(allocate(engine, rank, device, extra=extra), rank=rank)
         except BaseException:
             self.close()
             raise
@@ -94,12 +94,17 @@ class LocalSources:
     def prepare(self, p, dst_rank: int) -> None:
         self._prepared = {rank: b.prepare(p, dst_rank) for rank, b in self.backends.items()}
 
-    def serve(self, src_blocks, dst_blocks, *, request: str = "") -> None:
-        self._done = [b.serve(self._prepared[r], src_blocks, dst_blocks, rank=r, request=request)
+    def serve(self, src_blocks, dst_blocks, *, request: str = "", check: bool = False):
+        self._done = [b.serve(self._prepared[r], src_blocks, dst_blocks, rank=r, request=request, check=check)
                       for r, b in self.backends.items()]
+        return self._digests(check)
 
-    def serve_transfer(self, transfer, *, request: str = "") -> None:
-        self._done = [b.serve(transfer, rank=r, request=request) for r, b in self.backends.items()]
+    def serve_transfer(self, transfer, *, request: str = "", check: bool = False):
+        self._done = [b.serve(transfer, rank=r, request=request, check=check) for r, b in self.backends.items()]
+        return self._digests(check)
+
+    def _digests(self, check: bool):
+        return {r: d for c in self._done for r, d in (c.digests or {}).items()} if check else None
 
     def wait(self) -> None:
         for completion in self._done:
@@ -147,7 +152,7 @@ def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = Fa
     ranks = serving_ranks(p, dst_rank)
     result = Run([], [], [], [])
     try:
-        dst.register(out)
+        dst.register(out, rank=dst_rank)
         if apart:
             sources = SourceProcess(kind, p.src, device=src_device, ranks=ranks, options=OPTIONS.get(kind),
                                     extra=src_extra, timeout_s=60)

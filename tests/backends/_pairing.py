@@ -73,7 +73,7 @@ def _child(conn, kind: str, options: dict, engine, ranks, device: int, extra: tu
     backends, prepared = {}, {}
     for rank in ranks:
         backends[rank] = load_backend(kind, **options)
-        backends[rank].register(allocate(engine, rank, device, extra=extra))
+        backends[rank].register(allocate(engine, rank, device, extra=extra), rank=rank)
     conn.send({rank: b.metadata() for rank, b in backends.items()})
     while True:
         message = conn.recv()
@@ -87,20 +87,21 @@ def _child(conn, kind: str, options: dict, engine, ranks, device: int, extra: tu
             except Exception as error:
                 conn.send(("error", repr(error)))
         elif message[0] in ("serve", "serve_transfer"):
-            # ("serve", src_blocks, dst_blocks, request): each rank lowers what it needs itself
-            # ("serve_transfer", transfer, request): a lowered Transfer, sent whole
+            # ("serve", src_blocks, dst_blocks, request, check): each rank lowers what it needs itself
+            # ("serve_transfer", transfer, request, check): a lowered Transfer, sent whole
             try:
                 if message[0] == "serve":
-                    _, src_blocks, dst_blocks, request = message
-                    done = [b.serve(prepared[r], src_blocks, dst_blocks, rank=r, request=request)
+                    _, src_blocks, dst_blocks, request, check = message
+                    done = [b.serve(prepared[r], src_blocks, dst_blocks, rank=r, request=request, check=check)
                             for r, b in backends.items()]
                 else:
-                    _, transfer, request = message
-                    done = [b.serve(transfer, rank=r, request=request) for r, b in backends.items()]
+                    _, transfer, request, check = message
+                    done = [b.serve(transfer, rank=r, request=request, check=check) for r, b in backends.items()]
             except Exception as error:
                 conn.send(("error", repr(error)))
                 continue
-            conn.send(("ready", None))  # pre steps done, sends posted: the reads may start
+            digests = {r: d for c in done for r, d in (c.digests or {}).items()} if check else None
+            conn.send(("ready", digests))  # pre steps done, sends posted: the reads may start
             try:
                 for completion in done:
                     completion.wait()
@@ -129,9 +130,21 @@ class SourceProcess:
         self.metadata = self._recv()
 
     def _recv(self):
-        if not self._conn.poll(self.timeout_s):
-            raise TimeoutError(f"source process sent nothing for {self.timeout_s} s")
-        return self._conn.recv()
+        try:
+            if not self._conn.poll(self.timeout_s):
+                raise TimeoutError(f"source process sent nothing for {self.timeout_s} s")
+            return self._conn.recv()
+        except (EOFError, OSError) as error:  # the child died: say so, not EOFError / ConnectionResetError
+            self.process.join(1)
+            raise RuntimeError(f"source process is gone (exit code {self.process.exitcode}): "
+                               f"{type(error).__name__}") from None
+
+    def _send(self, message) -> None:
+        try:
+            self._conn.send(message)
+        except OSError:  # BrokenPipeError, ConnectionResetError: the child died
+            self.process.join(1)
+            raise RuntimeError(f"source process is gone (exit code {self.process.exitcode})") from None
 
     def _expect(self, wanted: str):
         status, detail = self._recv()
@@ -140,37 +153,49 @@ class SourceProcess:
         return detail
 
     def connect(self, dst_rank: int, metadata: bytes) -> None:
-        self._conn.send(("connect", dst_rank, metadata))
+        self._send(("connect", dst_rank, metadata))
 
     def prepare(self, plan, dst_rank: int) -> None:
         """Every source rank's backend prepares `plan` for `dst_rank` (sent once)."""
-        self._conn.send(("prepare", plan, dst_rank))
+        self._send(("prepare", plan, dst_rank))
         self._expect("ok")
 
-    def serve(self, src_blocks, dst_blocks, *, request: str = "") -> None:
+    def serve(self, src_blocks, dst_blocks, *, request: str = "", check: bool = False):
         """The sources serve one request of the prepared plan; only block ids travel.
 
-        Returns once their pre steps ran and two-sided sends are posted."""
-        self._conn.send(("serve", src_blocks, dst_blocks, request))
-        self._expect("ready")
+        Returns once their pre steps ran and two-sided sends are posted; with `check`,
+        the sources' digests ({rank: digests}, for ``execute(..., check=...)``)."""
+        self._send(("serve", src_blocks, dst_blocks, request, check))
+        return self._expect("ready")
 
-    def serve_transfer(self, transfer, *, request: str = "") -> None:
+    def serve_transfer(self, transfer, *, request: str = "", check: bool = False):
         """Like `serve`, for a lowered `Transfer` sent whole (fine for small ones)."""
-        self._conn.send(("serve_transfer", transfer, request))
-        self._expect("ready")
+        self._send(("serve_transfer", transfer, request, check))
+        return self._expect("ready")
 
     def wait(self) -> dict:
         """Wait until the sources served the last request; their backends' `last_stats`."""
         return self._expect("ok")
 
+    def kill(self) -> None:
+        """End the child at once (SIGKILL): a peer dying mid-transfer."""
+        self.process.kill()
+        self.process.join(self.timeout_s)
+
     def close(self) -> None:
-        if self.process.is_alive():
-            self._conn.send(("exit",))
-            if self._conn.poll(self.timeout_s):
-                self._conn.recv()
-            self.process.join(self.timeout_s)
+        """Let the child close its backends and exit; a child already gone is fine."""
+        try:
+            if self.process.is_alive():
+                self._conn.send(("exit",))
+                if self._conn.poll(self.timeout_s):
+                    self._conn.recv()
+                self.process.join(self.timeout_s)
+        except (EOFError, OSError):
+            pass
         if self.process.is_alive():
             self.process.kill()
+            self.process.join(self.timeout_s)
+        self._conn.close()
 
     def __enter__(self):
         return self

@@ -1,6 +1,7 @@
 """GPU runs: cupy peer copy in one process (prefill GPU 0, decode GPU 1, or both engines
 on GPU 0 of a one-GPU host); nixl and ucx with the prefill ranks in a second process
-(UCX uses CUDA IPC only across processes).
+(UCX uses CUDA IPC only across processes); integrity mode's digest kernel against
+`kvplan.lowering.range_digests`, and cupy catching a byte flipped in flight.
 
 Every test drives the protocol as `_fabric.run` does on the CPU: each rank prepares the
 plan once, several requests run with the same `Prepared`, then (on zeroed decode
@@ -15,11 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvplan import Transfer
+from kvplan import AttentionSpec, EngineSpec, ModelSpec, Transfer, TransferIntegrityError, plan
+from kvplan.lowering import range_digests
 from kvplan.planning import STRATEGIES
 
-from _fabric import hybrid_sessions, run, same, same_each, sessions
+from _fabric import copy_rows, hybrid_sessions, run, same, same_each, sessions, sliced
+from _inject import flip_after_digest
 from _need import gpu_pair, need
+from _pairing import SourceProcess, allocate
 
 
 def _check(got, case) -> None:
@@ -113,3 +117,118 @@ def test_two_process_local_steps_on_gpus(kind, conv_strategy, data):
     need(kind)
     case = data.draw(hybrid_sessions(conv_strategy), label="session")
     _check(run(kind, *case, apart=True, tag=f"gpu-hybrid-2proc-{kind}", **gpu_pair()), case)
+
+
+@pytest.mark.gpu
+def test_digest_kernel_matches_the_reference():
+    """One launch digests ranges of every length and alignment (empty, one byte, across
+    the 64 KiB piece boundary, 1 MiB) exactly as range_digests does on the host; one
+    flipped byte changes its row's digest and no other."""
+    need("cupy")
+    import cupy
+
+    from kvplan_backends import _gpucopy
+
+    rng = np.random.default_rng(11)
+    size = 4 << 20
+    host = rng.integers(0, 256, size, dtype=np.uint8)
+    n = 400
+    lengths = rng.choice([0, 1, 3, 16, 31, 255, 4096, 65535, 65536, 65537, 200_001, 1 << 20], n)
+    offsets = rng.integers(0, size - lengths)
+    with cupy.cuda.Device(0):
+        gpu = cupy.asarray(host)
+        stream = cupy.cuda.Stream(non_blocking=True)
+        addr = np.uint64(gpu.data.ptr) + offsets.astype(np.uint64)
+        want = range_digests([host], np.zeros(n, np.int64), offsets, lengths)
+        got = _gpucopy.digest_ranges(cupy, 0, addr, lengths, stream)
+        assert got.dtype == np.uint64 and np.array_equal(got, want)
+        k = int(np.flatnonzero(lengths == 65537)[0])
+        at = int(offsets[k]) + 65536  # the last byte: the second piece of its row
+        gpu[at:at + 1] ^= 1
+        changed = _gpucopy.digest_ranges(cupy, 0, addr, lengths, stream) != want
+        covers = (offsets <= at) & (at < offsets + lengths)
+        assert changed[k] and np.array_equal(changed, covers)
+
+
+@pytest.mark.gpu
+def test_cupy_integrity_catches_a_byte_flipped_in_flight(monkeypatch):
+    """The template route with the source's digests (serve(check=True) -> execute(check=
+    digests)), and a lowered Transfer with check=True (the destination digests the
+    source GPU itself): a byte flipped after the digest is caught, its row named; clean
+    requests pass and hold the source's bytes."""
+    need("cupy")
+    from kvplan.transport import load_backend
+
+    devices = gpu_pair()
+    model = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=4, head_dim=64),) * 2)
+    p = plan(EngineSpec(model=model, num_blocks=8), EngineSpec(model=model, tp=2, num_blocks=8))
+    src_buffers = allocate(p.src, 0, device=devices["src_device"])
+    out = allocate(p.dst, 1, device=devices["dst_device"], fill=False)
+    src, dst = load_backend("cupy"), load_backend("cupy")
+    try:
+        src.register(src_buffers, rank=0)
+        dst.register(out, rank=1)
+        dst.add_peer(0, src.metadata())
+        prepared, serving = dst.prepare(p, 1), src.prepare(p, 1)
+        request = ([1, 2, 5], [3, 4, 0])
+        injected = flip_after_digest(monkeypatch, row=1)
+        done = src.serve(serving, *request, rank=0, request="g1", check=True)
+        assert injected.flipped and len(done.digests[0]) == len(p.lower(1, *request))
+        with pytest.raises(TransferIntegrityError) as info:
+            dst.execute(prepared, *request, request="g1", check=done.digests)
+        assert info.value.rows == (1,) and dst.route == "template"
+        done = src.serve(serving, *request, rank=0, request="g2", check=True)
+        dst.execute(prepared, *request, request="g2", check=done.digests)
+        want = [b.get() for b in out]
+        copy_rows(p.lower(1, *request), lambda r: [b.get() for b in src_buffers], want)
+        assert same([b.get() for b in out], want)
+        injected.armed = True
+        t = p.lower(1, [6], [7])
+        with pytest.raises(TransferIntegrityError) as info:
+            dst.execute(t, request="g3", check=True)
+        assert info.value.rows == (1,)
+        dst.execute(t, request="g4", check=True)
+    finally:
+        dst.close()
+        src.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["nixl", "ucx"])
+def test_two_process_vram_integrity(kind):
+    """Prefill ranks on one GPU in a second process digest their rows (one launch each)
+    and ship the digests (ucx: also in the message); the decode GPU checks after the
+    copy. Clean requests pass with the host's bytes; a digest that disagrees names its row."""
+    need(kind)
+    from kvplan.transport import load_backend
+
+    devices = gpu_pair()
+    model = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=4, head_dim=64),) * 2)
+    p = plan(EngineSpec(model=model, tp=2, num_blocks=8), EngineSpec(model=model, num_blocks=8))
+    request = ([1, 2, 5], [3, 4, 0])
+    out = allocate(p.dst, 0, device=devices["dst_device"], fill=False)
+    dst = load_backend(kind)
+    dst.register(out, rank=0)
+    try:
+        with SourceProcess(kind, p.src, device=devices["src_device"], ranks=p.reads(0).source_ranks,
+                           timeout_s=120) as sources:
+            for rank, md in sources.metadata.items():
+                dst.add_peer(rank, md)
+            sources.connect(0, dst.metadata())
+            sources.prepare(p, 0)
+            prepared = dst.prepare(p, 0)
+            digests = sources.serve(*request, request="vram-check", check=True)
+            dst.execute(prepared, *request, request="vram-check", check=True if kind == "ucx" else digests)
+            sources.wait()
+            assert same([b.get() for b in out], sliced(p, 0, [request])[-1])
+            digests = sources.serve(*request, request="vram-bad", check=True)
+            wrong = {r: d.copy() for r, d in digests.items()}
+            rank = min(wrong)
+            wrong[rank][0] ^= np.uint64(1)
+            with pytest.raises(TransferIntegrityError) as info:
+                dst.execute(prepared, *request, request="vram-bad", check=wrong)
+            sources.wait()
+            t = p.lower(0, *request)
+            assert info.value.rows == (int(np.flatnonzero(t.src_rank == rank)[0]),)
+    finally:
+        dst.close()
