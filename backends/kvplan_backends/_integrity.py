@@ -58,9 +58,16 @@ def source_digests(registration: Registration, rows, stream=None) -> np.ndarray:
 
 
 def merge(check) -> dict[int, np.ndarray]:
-    """`execute(..., check=...)`'s digests: one mapping {source rank: digests}, or a
-    sequence of mappings / Completions (their ``digests``), merged."""
-    parts = [check] if isinstance(check, Mapping) else list(check)
+    """`execute(..., check=...)`'s digests: one mapping {source rank: digests} or one
+    Completion (its ``digests``), or a sequence of them, merged."""
+    if isinstance(check, Mapping) or hasattr(check, "digests"):
+        parts = [check]
+    else:
+        try:
+            parts = list(check)
+        except TypeError:
+            raise SpecError(f"check= takes True, or the digests of serve(..., check=True) (a mapping from source "
+                            f"rank to digests, or Completions): got {type(check).__name__}") from None
     out: dict[int, np.ndarray] = {}
     for part in parts:
         part = getattr(part, "digests", part)

@@ -182,3 +182,17 @@ def test_digest_kernel_pieces_add_up_to_the_reference(data):
     piece = data.draw(st.sampled_from([1, 3, 64, 1000, 1 << 16]), label="piece")
     want = range_digests([buffer], np.zeros(n, np.int64), offsets, nbytes)
     assert np.array_equal(_emulate_kernel(buffer, offsets, nbytes, piece), want)
+
+
+def test_check_takes_one_completion_and_refuses_anything_else():
+    """`check=` a single Completion works like its digests; junk is a SpecError."""
+    r = Rig("host")
+    try:
+        done = r.src.serve(r.serving, SRC_BLOCKS, DST_BLOCKS, rank=0, request="one", check=True)
+        r.dst.execute(r.prepared, SRC_BLOCKS, DST_BLOCKS, request="one", check=done)
+        assert _same(r)
+        for junk in (5, 1.5, object()):
+            with pytest.raises(SpecError, match="check= takes"):
+                r.dst.execute(r.prepared, SRC_BLOCKS, DST_BLOCKS, request="junk", check=junk)
+    finally:
+        r.close()
