@@ -44,11 +44,15 @@ class EngineTransferPlan(PlanTables):
         return describe(self)
 
 
-def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct") -> EngineTransferPlan:
+def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct",
+         transfer_strategy: str = "direct") -> EngineTransferPlan:
     """Plan every decode rank's reads from the prefill engine.
 
     `conv_strategy` picks how conv state crosses a TP change ("direct", "staged",
     "permuted"; see `kvplan.planning.conv`); attention and SSM state are always direct.
+    `transfer_strategy` "bounce" packs what each decode rank needs on every source rank
+    into staging, copies it in one row per (layer, source rank) and unpacks it on the
+    destination (`kvplan.planning.bounce`): for transports that pay per descriptor.
 
     >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec
     >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
@@ -57,5 +61,5 @@ def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct") -> 
     >>> [(int(t.src_rank[0]), int(t.src_offset[0]), int(t.nbytes[0]))]
     [(1, 16384, 16384)]
     """
-    tables = plan_tables(src, dst, conv_strategy=conv_strategy)
+    tables = plan_tables(src, dst, conv_strategy=conv_strategy, transfer_strategy=transfer_strategy)
     return EngineTransferPlan(**{f.name: getattr(tables, f.name) for f in attrs.fields(PlanTables)})

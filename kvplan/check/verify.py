@@ -56,9 +56,10 @@ def _check_input(plan, max_problems) -> None:
 
 
 class _Slots:
-    """Which slot of a layer each region id holds, for one region table: the slot, -2
-    for the layer's own per-request scratch, -1 where the region does not hold the layer
-    (an id outside the table included). Built once per verify call: a lookup per row
+    """Which slot of a layer each region id holds, for one region table: the slot,
+    -2, -3, ... for the layer's own per-request scratch areas (slot -1, -2, ... of a
+    strategy), -1 where the region does not hold the layer (an id outside the table
+    included). Built once per verify call: a lookup per row
     stays vectorised however many regions an engine has."""
 
     def __init__(self, regions):
@@ -66,7 +67,7 @@ class _Slots:
         self.by_layer: dict[int, dict[int, int]] = {}
         for index, region in enumerate(regions):
             if region.per_request:
-                self.by_layer.setdefault(region.layer, {})[index] = -2
+                self.by_layer.setdefault(region.layer, {})[index] = region.slot - 1
                 continue
             for layer in region.layers:
                 self.by_layer.setdefault(layer, {})[index] = region.slot
@@ -275,33 +276,38 @@ def _steps(plan, dst_rank: int, layer: int):
 
 
 def _simulate_bytes(plan, dst_rank: int, layer: int, read_rows, pre_rows, post_rows, slots) -> list[str]:
-    """Byte-level simulation of pre steps, reads and post steps for one state block."""
+    """Byte-level simulation of pre steps, reads and post steps over one span of blocks
+    (one state block for state layers). A row of a page region copies from or to block
+    `src_block` / `dst_block` of the span; a per-request scratch area holds the span
+    alone, so its rows' offsets are from its start."""
     src, dst = plan.src, plan.dst
     problems: list[str] = []
     stage = src.stage_of(layer)
     src_regions, dst_regions = plan.src_regions, plan.dst_regions
     dst_tp_rank = dst_rank % dst.tp
+    ns, nd = plan.blocks_per_span(dst.group_of(layer))
 
-    def memory(engine, regions, lookup, tp_rank, fill):
+    def memory(engine, regions, lookup, tp_rank, fill, blocks):
         mem, held = {}, lookup.regions(layer)
-        for slot, cells in enumerate(layer_cells(engine, layer, tp_rank, 1)):
+        for slot, cells in enumerate(layer_cells(engine, layer, tp_rank, blocks)):
             if slot not in held:
                 problems.append(f"no region holds slot {slot} of layer {layer}")
                 continue
             code, within = byte_codes(cells)
-            mem[held[slot]] = [code, within] if fill else [np.full_like(code, -7), np.full_like(code, -7)]
+            mem[held[slot]] = [code, within, len(code) // blocks] if fill else \
+                [np.full_like(code, -7), np.full_like(code, -7), len(code) // blocks]
         for index, region in enumerate(regions):
             if region.per_request and region.layer == layer:
                 size = regions[index].block_bytes
-                mem[index] = [np.full(size, -5, np.int64), np.full(size, -5, np.int64)]
+                mem[index] = [np.full(size, -5, np.int64), np.full(size, -5, np.int64), None]
         return mem
 
     # the stage's source ranks that rows read or step on: a rank no row names changes nothing
     pre_table, post_table, reads = plan.pre_tables[dst_rank], plan.post_tables[dst_rank], plan.reads(dst_rank)
     named = set(pre_table.src_rank[pre_rows].tolist()) | set(reads.src_rank[read_rows].tolist())
-    src_mem = {p: memory(src, src_regions, slots[0], p % src.tp, True)
+    src_mem = {p: memory(src, src_regions, slots[0], p % src.tp, True, ns)
                for p in sorted(named) if stage * src.tp <= p < (stage + 1) * src.tp}
-    got = memory(dst, dst_regions, slots[1], dst_tp_rank, False)
+    got = memory(dst, dst_regions, slots[1], dst_tp_rank, False, nd)
     writes = {r: np.zeros(len(v[0]), np.int64) for r, v in got.items() if not dst_regions[r].per_request}
 
     def copy(table, i, source_mem, target_mem, label):
@@ -311,11 +317,19 @@ def _simulate_bytes(plan, dst_rank: int, layer: int, read_rows, pre_rows, post_r
         if source_mem is None or sreg not in source_mem or dreg not in target_mem:
             problems.append(f"{where}: region or rank does not hold layer {layer}")
             return
-        s_code, s_within = source_mem[sreg]
-        d_code, d_within = target_mem[dreg]
-        if so < 0 or do < 0 or n <= 0 or so + n > len(s_code) or do + n > len(d_code):
-            problems.append(f"{where}: outside the page ({len(s_code)} -> {len(d_code)} B)")
+        s_code, s_within, s_block = source_mem[sreg]
+        d_code, d_within, d_block = target_mem[dreg]
+        # a page row must stay inside its block; scratch holds the span (block ignored)
+        s_room = len(s_code) if s_block is None else s_block
+        d_room = len(d_code) if d_block is None else d_block
+        sb, db = int(table.src_block[i]), int(table.dst_block[i])
+        if so < 0 or do < 0 or n <= 0 or so + n > s_room or do + n > d_room or \
+                (s_block is not None and not 0 <= sb < len(s_code) // s_block) or \
+                (d_block is not None and not 0 <= db < len(d_code) // d_block):
+            problems.append(f"{where}: outside the page ({s_room} -> {d_room} B)")
             return
+        so += 0 if s_block is None else sb * s_block
+        do += 0 if d_block is None else db * d_block
         d_code[do:do + n] = s_code[so:so + n]
         d_within[do:do + n] = s_within[so:so + n]
         if target_mem is got and dreg in writes:
@@ -329,12 +343,12 @@ def _simulate_bytes(plan, dst_rank: int, layer: int, read_rows, pre_rows, post_r
     for i in post_rows:
         copy(post_table, i, got, got, "post")
     dst_slots = slots[1].regions(layer)
-    for slot, cells in enumerate(layer_cells(dst, layer, dst_tp_rank, 1)):
+    for slot, cells in enumerate(layer_cells(dst, layer, dst_tp_rank, nd)):
         if slot not in dst_slots:
             continue  # reported while laying out the memory
         region = dst_slots[slot]
         want_code, want_within = byte_codes(cells)
-        have_code, have_within = got[region]
+        have_code, have_within, _ = got[region]
         real = want_code != -1
         count = writes[region]
         for label, bad in (("missing", real & (count == 0)), ("written more than once", real & (count > 1)),

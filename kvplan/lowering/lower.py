@@ -127,6 +127,10 @@ def _pairings(plan, table, request: RequestBlocks, src_regions, dst_regions, src
         d_blk = dst_pad[None, :, None] if nd == 1 else dst_pad[d_idx]
         keep = (s_blk >= 0) & (d_blk >= 0) if group.partial else None
         s_scr, d_scr = table.src_region[rep] >= src_real, table.dst_region[rep] >= dst_real
+        if keep is not None and (s_scr & d_scr).any():
+            # scratch to scratch (a bounce copy): made for every span of the request,
+            # however many of the span's blocks it has (`kvplan.planning.bounce`)
+            keep = keep | (s_scr & d_scr)[None, None, :]
         if s_scr.any():
             s_blk = np.where(s_scr[None, None, :], span_ids, s_blk)
         if d_scr.any():

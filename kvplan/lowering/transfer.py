@@ -88,6 +88,37 @@ class Transfer(CopyRows):
         return (bind_ranked(self.src_rank, self.src_region, self.src_offset, src_bases),
                 bind(self.dst_region, self.dst_offset, dst_bases))
 
+    def scratch_bytes(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Bytes of each per-request scratch region this request uses: (source side,
+        destination side), by region id; what a rank's scratch buffers must hold at
+        least (bounce staging grows with the request; the gate refuses smaller ones).
+
+        >>> from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
+        >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+        >>> p = plan(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4), transfer_strategy="bounce")
+        >>> p.lower(3, [7, 8, 9], [40, 41, 2]).scratch_bytes()   # 3 blocks x 2 heads x 8 KiB each side
+        ({4: 49152}, {2: 49152})
+        """
+        def extents(parts) -> dict[int, int]:
+            out: dict[int, int] = {}
+            for regions, region, offset, nbytes in parts:
+                scratch = np.array([r.per_request for r in regions], bool)
+                if not len(region) or not scratch.any():
+                    continue
+                rows = scratch[region]
+                ends = np.zeros(len(regions), np.int64)
+                np.maximum.at(ends, region[rows], offset[rows] + nbytes[rows])
+                for i in np.flatnonzero(ends):
+                    out[int(i)] = max(out.get(int(i), 0), int(ends[i]))
+            return out
+
+        def sides(t, *names) -> list:
+            return [] if t is None else [(getattr(t, f"{n}_regions"), getattr(t, f"{n}_region"),
+                                          getattr(t, f"{n}_offset"), t.nbytes) for n in names]
+
+        return (extents(sides(self, "src") + sides(self.pre_steps, "src", "dst")),
+                extents(sides(self, "dst") + sides(self.post_steps, "src", "dst")))
+
     def __str__(self) -> str:
         lines = [f"Transfer(dst_rank={self.dst_rank}, rows={len(self)}, bytes={self.total_bytes}, "
                  f"sources={list(self.source_ranks)})"]

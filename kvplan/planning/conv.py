@@ -21,28 +21,13 @@ scratch area of that side.
 
 from __future__ import annotations
 
-import attrs
 import numpy as np
 
 from ..spec.components import COMPONENT_CODE, CONV_COMPONENTS
-from .tables import SCRATCH, TemplateRows
+from .tables import SCRATCH, StrategyRows, TemplateRows, direct
 
 STRATEGIES = ("direct", "staged", "permuted")
 _CONV = np.array(sorted(COMPONENT_CODE[c] for c in CONV_COMPONENTS))
-
-
-@attrs.frozen(kw_only=True)
-class StrategyRows:
-    """A state layer's rows under a strategy: `reads`, `pre` (local copies on the
-    source ranks, before the reads), `post` (on the destination, after them) and the
-    scratch each side needs per state block of a request (0 when unused); see
-    `apply_strategy` for an example."""
-
-    reads: TemplateRows
-    pre: TemplateRows
-    post: TemplateRows
-    src_scratch_bytes: int = 0
-    dst_scratch_bytes: int = 0
 
 
 def _rows(entries: list[tuple]) -> TemplateRows:
@@ -62,11 +47,11 @@ def apply_strategy(strategy: str, template: TemplateRows, src_conv_bytes: int, d
     >>> t = _rows([(0, x, 0, 0, 0, 0, 8, 0, 4), (0, b, 0, 0, 0, 0, 20, 4, 2)])
     >>> s = apply_strategy("staged", t, 24, 6, 0, 1)
     >>> s.reads.src_offset.tolist(), s.reads.nbytes.tolist(), s.post.src_offset.tolist(), s.dst_scratch_bytes
-    ([0], [24], [8, 20], 24)
+    ([0], [24], [8, 20], (24,))
     """
-    empty = _rows([])
     if strategy == "direct":
-        return StrategyRows(reads=template, pre=empty, post=empty)
+        return direct(template)
+    empty = _rows([])
     is_conv = np.isin(template.component, _CONV)
     conv, other = template.select(is_conv), template.select(~is_conv)
     sources = [int(p) for p in np.unique(conv.src_rank)]
@@ -79,7 +64,7 @@ def apply_strategy(strategy: str, template: TemplateRows, src_conv_bytes: int, d
             post.append((int(conv.src_rank[i]), int(conv.component[i]), SCRATCH, 0, 0, 0,
                          k * src_conv_bytes + int(conv.src_offset[i]), int(conv.dst_offset[i]), int(conv.nbytes[i])))
         return StrategyRows(reads=TemplateRows.concat([_rows(reads), other]), pre=empty, post=_rows(post),
-                            dst_scratch_bytes=len(sources) * src_conv_bytes)
+                            dst_scratch_bytes=(len(sources) * src_conv_bytes,))
     # permuted: this rank's chunk sits at dst_tp_rank * dst_conv_bytes in each source's scratch
     scratch_used = 0
     for k, p in enumerate(sources):
@@ -102,4 +87,5 @@ def apply_strategy(strategy: str, template: TemplateRows, src_conv_bytes: int, d
                          int(conv.nbytes[i])))
         scratch_used = len(sources) * dst_conv_bytes
     return StrategyRows(reads=TemplateRows.concat([_rows(reads), other]), pre=_rows(pre), post=_rows(post),
-                        src_scratch_bytes=dst_tp * dst_conv_bytes if sources else 0, dst_scratch_bytes=scratch_used)
+                        src_scratch_bytes=(dst_tp * dst_conv_bytes,) if sources else (),
+                       dst_scratch_bytes=(scratch_used,) if scratch_used else ())

@@ -57,6 +57,7 @@ class PlanTables:
     dst_regions: tuple
     fingerprint: str  # the engines' and the strategy's (`kvplan.spec.pair_fingerprint`)
     conv_strategy: str = "direct"
+    transfer_strategy: str = "direct"  # "bounce": reads through staging (`kvplan.planning.bounce`)
     pre_tables: tuple = ()   # per dst rank: copies on source ranks before the reads (permuted)
     post_tables: tuple = ()  # per dst rank: copies on the destination after the reads
 

@@ -9,7 +9,8 @@ import numpy as np
 from ..spec.components import COMPONENTS
 from .rows import CopyRows, RowTable, column
 
-# A template slot of -1 is the per-request scratch area of that side (conv strategies).
+# A template slot of -1 is the per-request scratch area of that side (conv strategies);
+# a strategy with several scratch areas per layer uses -1, -2, ... (`planning.bounce`).
 SCRATCH = -1
 
 
@@ -67,3 +68,23 @@ class TemplateRows(RowTable):
     src_offset: np.ndarray = column()
     dst_offset: np.ndarray = column()
     nbytes: np.ndarray = column()
+
+
+@attrs.frozen(kw_only=True)
+class StrategyRows:
+    """A layer's rows under a strategy: `reads`, `pre` (local copies on the source ranks,
+    before the reads), `post` (on the destination, after them) and the bytes per block
+    (per span, for token layers) of each per-request scratch area a side needs:
+    `src_scratch_bytes[k]` for slot ``-1 - k``, 0 where a slot is unused."""
+
+    reads: TemplateRows
+    pre: TemplateRows
+    post: TemplateRows
+    src_scratch_bytes: tuple = ()
+    dst_scratch_bytes: tuple = ()
+
+
+def direct(template: TemplateRows) -> StrategyRows:
+    """The rows as they are: no local steps, no scratch."""
+    empty = TemplateRows.concat([])
+    return StrategyRows(reads=template, pre=empty, post=empty)

@@ -127,16 +127,18 @@ def apply(transfer, src_mem, dst_sizes, *, max_states: int = 4) -> list[tuple[np
     """Execute `transfer` (pre steps, reads, post steps) on numpy memories.
 
     Returns the decode regions' (code, byte) arrays. Per-request scratch regions are
-    allocated for `max_states` state blocks, filled with -5 so a read of scratch that
-    nothing wrote shows up as a wrong byte.
+    allocated for `max_states` state blocks (or what the request uses, if more), filled
+    with -5 so a read of scratch that nothing wrote shows up as a wrong byte.
     """
-    def scratch(regions):
-        return {i: (np.full(r.block_bytes * max_states, -5, np.int64), np.full(r.block_bytes * max_states, -5, np.int64))
-                for i, r in enumerate(regions) if r.per_request}
+    used = transfer.scratch_bytes()
 
-    src = _Lazy(src_mem, lambda rank: dict(enumerate(src_mem[rank])) | scratch(transfer.src_regions))
+    def scratch(regions, used):
+        sizes = {i: max(r.block_bytes * max_states, used.get(i, 0)) for i, r in enumerate(regions) if r.per_request}
+        return {i: (np.full(n, -5, np.int64), np.full(n, -5, np.int64)) for i, n in sizes.items()}
+
+    src = _Lazy(src_mem, lambda rank: dict(enumerate(src_mem[rank])) | scratch(transfer.src_regions, used[0]))
     out = {i: (np.full(n, UNTOUCHED, np.int64), np.full(n, UNTOUCHED, np.int64)) for i, n in enumerate(dst_sizes)}
-    out |= scratch(transfer.dst_regions)
+    out |= scratch(transfer.dst_regions, used[1])
 
     def run(t, source_of, target_of):
         # every byte gathered before any is written: rows of one step never read what

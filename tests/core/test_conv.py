@@ -35,9 +35,9 @@ def simulate(rows: StrategyRows, src_pages: dict[int, np.ndarray], dst_page_byte
     """The destination page after pre steps, reads and post steps; each side's scratch is
     an array of exactly the size `rows` states, filled with STALE."""
     pages = {p: page.copy() for p, page in src_pages.items()}
-    src_scratch = {p: np.full(rows.src_scratch_bytes, STALE, np.int64) for p in pages}
+    src_scratch = {p: np.full(sum(rows.src_scratch_bytes), STALE, np.int64) for p in pages}
     dst = np.full(dst_page_bytes, UNWRITTEN, np.int64)
-    dst_scratch = np.full(rows.dst_scratch_bytes, STALE, np.int64)
+    dst_scratch = np.full(sum(rows.dst_scratch_bytes), STALE, np.int64)
 
     def on_source(p, slot):
         return src_scratch[p] if slot == SCRATCH else pages[p]
@@ -98,22 +98,22 @@ def test_scratch_sizes_and_descriptor_counts_are_as_documented(case):
 
     direct = apply_strategy("direct", template, src_conv, dst_conv, rank, dst_tp)
     assert direct.reads == template and len(direct.pre) == len(direct.post) == 0
-    assert direct.src_scratch_bytes == direct.dst_scratch_bytes == 0
+    assert sum(direct.src_scratch_bytes) == sum(direct.dst_scratch_bytes) == 0
 
     staged = apply_strategy("staged", template, src_conv, dst_conv, rank, dst_tp)
     conv_reads = staged.reads.select(staged.reads.component == COMPONENT_CODE["conv"])
     assert sorted(conv_reads.src_rank.tolist()) == sources and (conv_reads.nbytes == src_conv).all()
     assert staged.reads.select(staged.reads.component != COMPONENT_CODE["conv"]) == others
     assert len(staged.pre) == 0 and len(staged.post) == int(is_conv.sum())
-    assert (staged.src_scratch_bytes, staged.dst_scratch_bytes) == (0, len(sources) * src_conv)
+    assert (sum(staged.src_scratch_bytes), sum(staged.dst_scratch_bytes)) == (0, len(sources) * src_conv)
 
     permuted = apply_strategy("permuted", template, src_conv, dst_conv, rank, dst_tp)
     conv_reads = permuted.reads.select(permuted.reads.component == COMPONENT_CODE["conv"])
     assert sorted(conv_reads.src_rank.tolist()) == sources
     assert permuted.reads.select(permuted.reads.component != COMPONENT_CODE["conv"]) == others
     assert len(permuted.pre) == int(is_conv.sum())
-    assert permuted.src_scratch_bytes == (dst_tp * dst_conv if sources else 0)  # 0 when unused
-    assert permuted.dst_scratch_bytes == (len(sources) * dst_conv if len(permuted.post) else 0)
+    assert sum(permuted.src_scratch_bytes) == (dst_tp * dst_conv if sources else 0)  # 0 when unused
+    assert sum(permuted.dst_scratch_bytes) == (len(sources) * dst_conv if len(permuted.post) else 0)
 
 
 def _template(entries) -> TemplateRows:
@@ -129,18 +129,18 @@ def test_degenerate_templates(strategy):
     """No rows at all, and a conv run already contiguous at the destination (permuted
     reads it straight into place: no post step, no destination scratch)."""
     empty = apply_strategy(strategy, _template([]), 8, 8, 0, 1)
-    assert len(empty.reads) == len(empty.pre) == len(empty.post) == 0 and empty.dst_scratch_bytes == 0
+    assert len(empty.reads) == len(empty.pre) == len(empty.post) == 0 and sum(empty.dst_scratch_bytes) == 0
     # source 0 holds x at 0..4 and B at 10..14; the destination wants them back to back
     t = _template([(0, X, 0, 0, 0, 0, 0, 0, 4), (0, B, 0, 0, 0, 0, 10, 4, 4)])
     pages = {0: np.arange(16, dtype=np.int64)}
     rows = apply_strategy(strategy, t, 16, 8, 0, 1)
     assert np.array_equal(simulate(rows, pages, 8), np.r_[0:4, 10:14])
     if strategy == "permuted":
-        assert len(rows.post) == 0 and rows.dst_scratch_bytes == 0 and len(rows.reads) == 1
+        assert len(rows.post) == 0 and sum(rows.dst_scratch_bytes) == 0 and len(rows.reads) == 1
 
 
 def test_permuted_without_conv_rows_needs_no_source_scratch():
     """An SSM-only template has nothing to permute: no steps and no scratch."""
     rows = apply_strategy("permuted", _template([(0, SSM, 0, 0, 0, 0, 0, 0, 8)]), 16, 8, 0, 2)
     assert len(rows.pre) == len(rows.post) == 0
-    assert rows.src_scratch_bytes == rows.dst_scratch_bytes == 0
+    assert sum(rows.src_scratch_bytes) == sum(rows.dst_scratch_bytes) == 0
