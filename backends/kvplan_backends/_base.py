@@ -418,8 +418,9 @@ class BackendBase:
             self._copy_local(transfer.post_steps)
 
     def _copy_local(self, transfer) -> None:
-        """`copy_local` inside a call that holds this rank's memory (transports override
-        it: a NIXL loopback READ, one kernel)."""
+        """`copy_local` inside a call that holds this rank's memory: one memmove pass on
+        the host, one kernel launch on a GPU, for every transport (a NIXL loopback READ
+        would post a descriptor per row, which is what bounce packing exists to avoid)."""
         src, dst = self._bind_local(transfer)
         _local.copy_ranges(self._own().device, src, dst, transfer.nbytes)
 

@@ -136,20 +136,6 @@ class NixlBackend(BackendBase):
             finally:
                 self._release_handles(handles)
 
-    def _copy_local(self, transfer) -> None:
-        """Local steps as a loopback READ of this agent's own registered memory."""
-        if not len(transfer):
-            return
-        src, dst = self._bind_local(transfer)
-        rows = np.ones(len(transfer), bool)
-        handles = {}
-        with self._lock:
-            try:
-                handles[-1] = self._initialize(-1, self.agent_name, self.memory, src, dst, transfer, rows, "local")
-                self._run(handles, "local", {-1: np.arange(len(transfer))})
-            finally:
-                self._release_handles(handles)
-
     def _initialize(self, rank, agent, peer, src, dst, transfer, rows, request):
         own, nbytes = self.memory, transfer.nbytes[rows]
         where = {"peer": self._peer(rank), "request": request}

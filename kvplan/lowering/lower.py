@@ -56,6 +56,7 @@ class _Paired:
     src_blk: np.ndarray = attrs.field(eq=False)
     dst_blk: np.ndarray = attrs.field(eq=False)
     keep: np.ndarray | None = attrs.field(eq=False)
+    copies_staging: bool = False  # some rows copy scratch to scratch (bounce)
 
 
 # Classes are a pure function of a plan's table, worked out once and lowered many
@@ -138,7 +139,7 @@ def _pairings(plan, table, request: RequestBlocks, src_regions, dst_regions, src
         if request.windowed:
             window = d_idx >= request.first_kept[table.layer[rep]][None, None, :]
             keep = window if keep is None else keep & window
-        out.append(_Paired(cls, s_blk, d_blk, keep))
+        out.append(_Paired(cls, s_blk, d_blk, keep, bool((s_scr & d_scr).any())))
     return out
 
 
@@ -217,6 +218,11 @@ def _lower_table(plan, table, request: RequestBlocks, src_regions, dst_regions, 
         if pr.keep is not None:
             kept = np.broadcast_to(pr.keep, (1, len(s_off) // length, length)).reshape(-1)
             s_off, d_off, row_of = s_off[kept], d_off[kept], row_of[kept]
+        if pr.copies_staging:
+            # bounce copies: a row's spans follow each other in staging, so order by row
+            # (then span) for them to merge into one copy per row
+            by_row = np.argsort(row_of, kind="stable")
+            s_off, d_off, row_of = s_off[by_row], d_off[by_row], row_of[by_row]
         nbytes = table.nbytes[rep][row_of]
         keys = [table.src_rank[rep][row_of], table.src_region[rep][row_of], table.dst_region[rep][row_of]]
         starts = run_starts(keys, s_off, d_off, nbytes)

@@ -34,24 +34,42 @@ def sessions(draw):
 
 
 @st.composite
-def hybrid_sessions(draw, conv_strategy: str):
-    """A hybrid model's session, planned with `conv_strategy`."""
+def bounce_sessions(draw):
+    """An attention model's session planned with the bounce transfer strategy."""
+    p, dst_rank, reqs = draw(sessions())
+    return plan(p.src, p.dst, transfer_strategy="bounce"), dst_rank, reqs
+
+
+@st.composite
+def hybrid_sessions(draw, conv_strategy: str, transfer_strategy: str = "direct"):
+    """A hybrid model's session, planned with `conv_strategy` (and `transfer_strategy`)."""
     p, dst_rank, src_blocks, dst_blocks = draw(hybrid_exchanges())
-    p = plan(p.src, p.dst, conv_strategy=conv_strategy)
+    p = plan(p.src, p.dst, conv_strategy=conv_strategy, transfer_strategy=transfer_strategy)
     more = [draw(group_requests(p.src, p.dst, num_blocks=BLOCKS)) for _ in range(REQUESTS - 1)]
     return p, dst_rank, [(src_blocks, dst_blocks), *more]
 
 
-def scratch(p, reqs) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def scratch(p, reqs, dst_rank: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Sizes of the per-request scratch buffers (prefill side, decode side): a scratch
-    region holds block_bytes per state block of the largest request."""
+    region holds block_bytes per state block of the largest request, or (bounce staging,
+    `dst_rank` given) what the largest request of `dst_rank` uses."""
     def states(src_blocks) -> int:
         nested = bool(src_blocks) and isinstance(src_blocks[0], (list, tuple))
         return max((len(b) for g, b in enumerate(src_blocks) if not p.src.group_is_token(g)), default=0) \
             if nested else 0
 
     most = max(states(src_blocks) for src_blocks, _ in reqs)
-    return (tuple(r.block_bytes * most for r in p.src_scratch), tuple(r.block_bytes * most for r in p.dst_scratch))
+    src = [r.block_bytes * most for r in p.src_scratch]
+    dst = [r.block_bytes * most for r in p.dst_scratch]
+    if dst_rank is not None:
+        first_src, first_dst = len(p.src_regions) - len(src), len(p.dst_regions) - len(dst)
+        for req in reqs:
+            used_src, used_dst = p.lower(dst_rank, *req).scratch_bytes()
+            for region, size in used_src.items():
+                src[region - first_src] = max(src[region - first_src], size)
+            for region, size in used_dst.items():
+                dst[region - first_dst] = max(dst[region - first_dst], size)
+    return tuple(src), tuple(dst)
 
 
 def serving_ranks(p, dst_rank: int) -> list[int]:
@@ -146,7 +164,7 @@ def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = Fa
     """The session through backend `kind` (see the module docstring): prefill ranks in
     this process, or with `apart` in a spawned one; buffers on the given devices."""
     options = OPTIONS.get(kind, {}) if options is None else options
-    src_extra, dst_extra = scratch(p, reqs)
+    src_extra, dst_extra = scratch(p, reqs, dst_rank)
     out = allocate(p.dst, dst_rank, dst_device, fill=False, extra=dst_extra)
     dst = load_backend(kind, **options)
     ranks = serving_ranks(p, dst_rank)
@@ -188,7 +206,7 @@ def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = Fa
 def sliced(p, dst_rank: int, reqs) -> list:
     """The reference: each request's rows copied by plain slicing, pre steps on the
     prefill ranks first, post steps on the decode rank last; memory after each request."""
-    src_extra, dst_extra = scratch(p, reqs)
+    src_extra, dst_extra = scratch(p, reqs, dst_rank)
     src = {r: allocate(p.src, r, extra=src_extra) for r in range(p.src.world_size)}
     out = allocate(p.dst, dst_rank, fill=False, extra=dst_extra)
     after = []
