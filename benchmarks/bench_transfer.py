@@ -233,9 +233,11 @@ def staging(p, t) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def bounce(backends, src_engine, dst_engine, src_blocks, dst_blocks, reference, stream) -> dict:
     """The same request planned with transfer_strategy="bounce": pack on the prefill GPU
-    (one kernel per source rank), one copy per (layer, source rank), unpack on the decode
-    GPU (one kernel). Timed end to end (pack, copies, unpack) by wall clock, each call
-    finished before the next; bytes checked against the direct reference."""
+    (one step-template kernel per source rank), one copy per (layer, source rank), unpack
+    on the decode GPU (one kernel), through the serving loop (`serve` / `execute` of a
+    `Prepared`: block ids only); nixl and ucx also with the request lowered once
+    (`*_bounce_transfer_GBps`: steps as uploaded rows). Timed end to end by wall clock,
+    each call finished before the next; bytes checked against the direct reference."""
     p = plan(src_engine, dst_engine, transfer_strategy="bounce")
     start = time.perf_counter()
     t = p.lower(0, src_blocks, dst_blocks)
@@ -256,10 +258,13 @@ def bounce(backends, src_engine, dst_engine, src_blocks, dst_blocks, reference, 
             sources[r].register(allocate(p.src, r, device=SRC, extra=src_extra), rank=r)
             dst.add_peer(r, sources[r].metadata())
 
-        def once():
+        served = {r: b.prepare(p, 0) for r, b in sources.items()}
+        prepared = dst.prepare(p, 0)
+
+        def once():  # the serving loop: pack and unpack from step templates, block ids only
             for r, b in sources.items():
-                b.serve(t, rank=r, request="bounce")
-            dst.execute(t, request="bounce")
+                b.serve(served[r], src_blocks, dst_blocks, rank=r, request="bounce")
+            dst.execute(prepared, src_blocks, dst_blocks, request="bounce")
             stream.synchronize()
 
         row["cupy_bounce_GBps"] = gbs(delivered, wall_ms(once))
@@ -285,6 +290,7 @@ def bounce(backends, src_engine, dst_engine, src_blocks, dst_blocks, reference, 
                 sources.wait()
 
             row[f"{kind}_bounce_GBps"] = gbs(delivered, wall_ms(once))
+            row[f"{kind}_bounce_route"] = dst.route
             row[f"{kind}_bounce_ok"] = same(out[:own], reference)
 
             def lowered():  # the request lowered once, then pull: serve (pack) + execute

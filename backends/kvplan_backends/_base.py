@@ -62,7 +62,7 @@ from kvplan.errors import PlanMismatchError, SpecError
 from kvplan.lowering import DescriptorList, check_descriptors, check_transfer, lower, request_blocks, source_ranks
 from kvplan.transport import Prepared, TransportError
 
-from . import _integrity, _local
+from . import _integrity, _local, _steps
 from ._memory import PROCESS, Memory, Registration, live, pack_metadata, unpack_metadata
 from ._prepared import Ticket, check_work
 
@@ -97,6 +97,7 @@ class BackendBase:
         self._fingerprints: set[str] = set()  # plans prepare() saw
         self._identity = object()  # tells a Prepared of this instance from another's
         self._fast: dict[Ticket, object] = {}  # per Prepared: a backend's fast-path state
+        self._step_routes: dict[tuple, _steps.StepRoute] = {}  # per Prepared, step and rank: local steps
         self._lock = threading.RLock()  # transport state shared by threads (fast states, handles)
         self._closed = False
 
@@ -233,6 +234,13 @@ class BackendBase:
         ticket = check_work(work, src_blocks, dst_blocks, backend=self.name, owner=self._identity, call="serve")
         with self._busy():
             self._learn_rank(rank, "serve")
+            route = None if ticket is None or check else self._step_route(work, "pre", rank)
+            if route is not None:  # pack from the step template; the reads only if sent from here
+                route.run(src_blocks, dst_blocks, prefix)
+                if not self.sends:
+                    return Done()
+                transfer = lower(work.plan, work.dst_rank, src_blocks, dst_blocks, prefix=prefix, steps=False)
+                return self._send(transfer, rank, request, None)
             if ticket is None:
                 transfer = work
                 self._check_plan(transfer)
@@ -279,6 +287,7 @@ class BackendBase:
         for state in self._fast.values():
             self._attempt(self._forget, state)
         self._fast.clear()
+        self._step_routes.clear()
 
     def _release(self, idle: bool) -> None:
         """Transport-specific part of `close` (after peers); `idle`: no read of this
@@ -317,9 +326,28 @@ class BackendBase:
 
     def _execute_prepared(self, prepared: Prepared, src_blocks, dst_blocks, prefix: str, request: str,
                           check=False) -> None:
-        """The default route: lower the request on this side, then the transfer path."""
-        self.route = "lowered"
-        self._execute_transfer(_lower(prepared, src_blocks, dst_blocks, prefix), request, check)
+        """The default route: lower the request on this side, then the transfer path; a
+        plan with local steps lowers only its reads and unpacks from the step template."""
+        route = None if _wanted(check) else self._step_route(prepared, "post", None)
+        if route is None:
+            self.route = "lowered"
+            self._execute_transfer(_lower(prepared, src_blocks, dst_blocks, prefix), request, check)
+            return
+        self.route = "lowered reads, step templates"
+        reads = lower(prepared.plan, prepared.dst_rank, src_blocks, dst_blocks, prefix=prefix, steps=False)
+        self._execute_transfer(reads, request)
+        route.run(src_blocks, dst_blocks, prefix)
+
+    def _step_route(self, prepared: Prepared, step: str, rank: int | None):
+        """The `StepRoute` of `prepared`'s pre steps on prefill rank `rank` or its post
+        steps here, built on first use; None where the steps are lowered per request."""
+        if not _steps.available(prepared.plan):
+            return None
+        key = (prepared.state, step, rank)
+        with self._lock:
+            if key not in self._step_routes:
+                self._step_routes[key] = _steps.StepRoute(prepared.plan, prepared.dst_rank, step, rank, self._own())
+            return self._step_routes[key]
 
     def _fast_route(self, prepared: Prepared, src_blocks, dst_blocks, prefix: str, request: str, check, move) -> None:
         """Run a fast route's copy, `move()`, for a request of `prepared`: its sources

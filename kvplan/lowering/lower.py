@@ -16,6 +16,7 @@ import numpy as np
 from ..planning.ranges import merged_nbytes, run_starts
 from ..planning.rows import RowTable, column, frozen
 from ..planning.tables import ReadTable
+from ..errors import SpecError
 from ..spec.limits import MAX_TRANSFER_ROWS
 from .request import RequestBlocks, request_blocks
 from .transfer import Transfer
@@ -172,12 +173,13 @@ def request_rows(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "
     return RequestRows.concat(parts, table=table)
 
 
-def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> Transfer:
+def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact", steps: bool = True) -> Transfer:
     """Coalesced `Transfer` for `dst_rank` reading a request's blocks (see `request_rows`).
 
-    Plans with a staged or permuted conv strategy attach their local copies:
+    Plans with local steps (bounce, a staged or permuted conv strategy) attach them:
     `pre_steps` (run on the source ranks before the reads) and `post_steps` (run on
-    the destination after them).
+    the destination after them); ``steps=False`` leaves them out, for a caller that
+    runs them from step templates (`kvplan.lowering.template`).
 
     >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
     >>> from kvplan.planning import plan_tables
@@ -186,11 +188,13 @@ def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact")
     >>> t.src_offset.tolist(), t.dst_offset.tolist(), t.nbytes.tolist()
     ([245760, 278528], [655360, 671744], [16384, 16384])
     """
+    if not isinstance(steps, bool):
+        raise SpecError(f"lower(steps=...) must be True or False, got {steps!r}")
     request = request_blocks(plan, dst_rank, src_blocks, dst_blocks, prefix=prefix)
     src_regions, dst_regions = plan.src_regions, plan.dst_regions
     n_src, n_dst = len(src_regions) - len(plan.src_scratch), len(dst_regions) - len(plan.dst_scratch)
     reads = _lower_table(plan, plan.reads(dst_rank), request, src_regions, dst_regions, n_src, n_dst)
-    if not plan.pre_tables and not plan.post_tables:
+    if not steps or (not plan.pre_tables and not plan.post_tables):
         return reads
     # pre steps copy within source memory (regions -> source scratch); post steps within
     # the destination (scratch -> regions): both sides of a step use one engine's table

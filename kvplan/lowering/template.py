@@ -11,8 +11,15 @@ request, only the block ids (`RequestBlocks`). Copy (entry e, span j) of group g
 for `nbytes[e]` bytes, skipped when either id is -1 (the request has no such block)
 or ``j*nd + dst_block[e] < first_kept[layer[e]]`` (outside a sliding window).
 `expand()` evaluates exactly this on the host; it is the reference a kernel is tested
-against and, rows aside from merging, it equals `lower()`. Plans with local steps
-(staged or permuted conv strategies) are lowered on the host.
+against and, rows aside from merging, it equals `lower()`.
+
+A plan's local steps (bounce pack and unpack, a conv strategy's) have templates too
+(`copy_template(..., step="pre" | "post")`): a pre step writes, and a post step reads, a
+per-request scratch area indexed by the span's position in the request rather than by
+a block id. `positional(blocks, side)` gives the ids that formula needs on that side:
+the span's position where the request has the block, -1 where it has none, so the same
+formula (and the same kernel) evaluates the steps with only block ids uploaded per
+request. The reads of a plan with local steps are lowered on the host.
 """
 
 from __future__ import annotations
@@ -42,9 +49,12 @@ class CopyTemplate(CopyRows):
     blocks_per_span: tuple = ()
 
 
-def copy_template(plan, dst_rank: int, *, max_piece_bytes: int | None = None) -> CopyTemplate:
-    """The `CopyTemplate` of `dst_rank`; rows longer than `max_piece_bytes` are cut so a
-    kernel can spread one long run over several thread blocks.
+def copy_template(plan, dst_rank: int, *, max_piece_bytes: int | None = None, step: str | None = None,
+                  src_rank: int | None = None) -> CopyTemplate:
+    """The `CopyTemplate` of `dst_rank`'s reads (or, with `step`, of its "pre" or "post"
+    local steps, only those of prefill rank `src_rank` if given); rows longer than
+    `max_piece_bytes` are cut so a kernel can spread one long run over several thread
+    blocks.
 
     >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
     >>> from kvplan.planning import plan_tables
@@ -53,17 +63,28 @@ def copy_template(plan, dst_rank: int, *, max_piece_bytes: int | None = None) ->
     >>> t.src_offset.tolist(), t.dst_offset.tolist(), t.nbytes.tolist(), t.src_stride.tolist()
     ([16384, 24576], [0, 8192], [8192, 8192], [32768, 32768])
     """
-    if plan.pre_tables or plan.post_tables:
+    if step not in (None, "pre", "post"):
+        raise SpecError(f"copy_template(step=...) takes None, 'pre' or 'post', got {step!r}")
+    if step is None and (plan.pre_tables or plan.post_tables):
         raise SpecError(f"plan with the {plan.conv_strategy!r} conv strategy has local steps; lower it on the host")
     if max_piece_bytes is not None:
         check_count(max_piece_bytes, "max_piece_bytes")
     table = plan.reads(dst_rank)
+    src_regions, dst_regions = plan.src_regions, plan.dst_regions
+    if step is not None:
+        plan.reads(dst_rank)  # RankError for a rank the plan does not have
+        tables = plan.pre_tables if step == "pre" else plan.post_tables
+        table = tables[dst_rank] if tables else table.select(np.zeros(len(table), bool))
+        # a step's both sides lie in one engine's memory
+        src_regions = dst_regions = plan.src_regions if step == "pre" else plan.dst_regions
+        if src_rank is not None:
+            table = table.select(table.src_rank == src_rank)
     group = np.array([plan.dst.group_of(int(layer)) for layer in table.layer], np.int64)
     order = np.argsort(group, kind="stable")
     cols = table.columns() | {
         "group": group,
-        "src_stride": np.array([r.block_bytes for r in plan.src_regions], np.int64)[table.src_region],
-        "dst_stride": np.array([r.block_bytes for r in plan.dst_regions], np.int64)[table.dst_region],
+        "src_stride": np.array([r.block_bytes for r in src_regions], np.int64)[table.src_region],
+        "dst_stride": np.array([r.block_bytes for r in dst_regions], np.int64)[table.dst_region],
     }
     cols = {name: cols[name][order] for name in CopyTemplate.column_names()}
     if max_piece_bytes is not None and len(order) and cols["nbytes"].max() > max_piece_bytes:
@@ -110,3 +131,34 @@ def expand(template: CopyTemplate, blocks: RequestBlocks) -> dict[str, np.ndarra
         out["dst_offset"].append(d_id[keep] * template.dst_stride[e] + template.dst_offset[e])
         out["nbytes"].append(template.nbytes[e])
     return {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in out.items()}
+
+
+def positional(blocks: RequestBlocks, side: str) -> RequestBlocks:
+    """`blocks` with one side's ids replaced by span positions (-1 where the request has
+    no block): what a step template's scratch side is indexed by (module docstring).
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> from kvplan.planning import plan_tables
+    >>> from kvplan.lowering import request_blocks
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> p = plan_tables(EngineSpec(model=m, tp=2, block_tokens=16), EngineSpec(model=m, tp=4, block_tokens=32))
+    >>> positional(request_blocks(p, 3, [7, 8, 9], [40, 41]), "src").src_ids[0].tolist()  # 2 blocks per span
+    [0, 0, 1, -1]
+    """
+    if side not in ("src", "dst"):
+        raise SpecError(f"positional(side=...) takes 'src' or 'dst', got {side!r}")
+    groups = []
+    for g in blocks.groups:
+        per_span = g.blocks_per_span[0 if side == "src" else 1]
+        ids = g.src_ids if side == "src" else g.dst_ids
+        place = np.where(ids >= 0, np.arange(len(ids), dtype=np.int64) // per_span, -1)
+        groups.append(attrs.evolve(g, **{f"{side}_ids": place}))
+    return attrs.evolve(blocks, groups=tuple(groups))
+
+
+def expand_step(template: CopyTemplate, blocks: RequestBlocks, step: str) -> dict[str, np.ndarray]:
+    """`expand` of a "pre" or "post" step template: the scratch side (a pre step's
+    destination, a post step's source) indexed by span position."""
+    if step not in ("pre", "post"):
+        raise SpecError(f"expand_step(step=...) takes 'pre' or 'post', got {step!r}")
+    return expand(template, positional(blocks, "dst" if step == "pre" else "src"))

@@ -30,6 +30,8 @@ def _check(kind, case):
         assert len(snapshots) == len(want)
         for have, expect in zip(_pages(p, snapshots), want, strict=True):
             assert all((a is None and b is None) or (a == b).all() for a, b in zip(have, expect, strict=True))
+    # pack and unpack ran from step templates (only block ids per request)
+    assert set(got.routes) == {"lowered reads, step templates"}
     # a request's copies are one row per (layer, source rank): far fewer than its runs
     for req in reqs:
         bounce, direct = p.lower(dst_rank, *req), plan(p.src, p.dst).lower(dst_rank, *req)
@@ -51,3 +53,32 @@ def test_bounce_sessions_match_the_direct_plan(kind, data):
 def test_hybrid_bounce_sessions_match_the_direct_plan(kind, data):
     need(kind)
     _check(kind, data.draw(hybrid_sessions("direct", "bounce"), label="session"))
+
+
+@pytest.mark.parametrize("kind", ["host", "nixl", "ucx"])
+def test_staging_too_small_for_a_request_is_refused_before_any_byte_moves(kind):
+    import numpy as np
+
+    from kvplan import AttentionSpec, BoundsError, EngineSpec, ModelSpec
+    from kvplan.transport import load_backend
+
+    from _pairing import allocate
+
+    need(kind)
+    m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=4, head_dim=8),) * 2)
+    p = plan(EngineSpec(model=m, tp=2, num_blocks=8), EngineSpec(model=m, num_blocks=8), transfer_strategy="bounce")
+    request = ([3, 1, 6], [0, 2, 5])
+    used_src, _ = p.lower(0, *request).scratch_bytes()
+    first = len(p.src_regions) - len(p.src_scratch)
+    # staging one byte short of what the 3-block request packs
+    extra = tuple(max(used_src.get(first + i, 0) - 1, 0) for i in range(len(p.src_scratch)))
+    buffers = allocate(p.src, 0, extra=extra)
+    before = [None if b is None else b.copy() for b in buffers]
+    backend = load_backend(kind)
+    try:
+        backend.register(buffers, rank=0)
+        with pytest.raises(BoundsError, match="scratch region"):
+            backend.serve(backend.prepare(p, 0), *request, rank=0)
+    finally:
+        backend.close()
+    assert all((a is None and b is None) or np.array_equal(a, b) for a, b in zip(buffers, before, strict=True))

@@ -20,7 +20,7 @@ from kvplan import AttentionSpec, EngineSpec, ModelSpec, Transfer, TransferInteg
 from kvplan.lowering import range_digests
 from kvplan.planning import STRATEGIES
 
-from _fabric import copy_rows, hybrid_sessions, run, same, same_each, sessions, sliced
+from _fabric import bounce_sessions, copy_rows, hybrid_sessions, run, same, same_each, sessions, sliced
 from _inject import flip_after_digest
 from _need import gpu_pair, need
 from _pairing import SourceProcess, allocate
@@ -94,7 +94,25 @@ def test_cupy_hybrid_matches_host(conv_strategy, data):
     case = data.draw(hybrid_sessions(conv_strategy), label="session")
     got = run("cupy", *case, **gpu_pair())
     _check(got, case)
-    assert set(got.routes) == {"lowered" if case[0].has_local_steps else "template"}
+    assert set(got.routes) == {"lowered reads, step templates" if case[0].has_local_steps else "template"}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["cupy", "nixl", "ucx"])
+@settings(max_examples=4, deadline=None)
+@given(data=st.data())
+def test_bounce_on_gpus_matches_the_direct_plan(kind, data):
+    """Bounce plans: pack (step template kernel on the prefill GPU), copies, unpack (step
+    template kernel on the decode GPU) leave the decode pages as the direct plan does."""
+    need(kind)
+    case = data.draw(st.one_of(bounce_sessions(), hybrid_sessions("direct", "bounce")), label="session")
+    p, dst_rank, reqs = case
+    got = run(kind, *case, apart=kind != "cupy", tag=f"gpu-bounce-{kind}", **gpu_pair())
+    want = sliced(plan(p.src, p.dst), dst_rank, reqs)
+    own = len(p.dst_regions) - len(p.dst_scratch)
+    for snapshots in (got.prepared, got.transfer):
+        assert same_each([s[:own] for s in snapshots], want)
+    assert set(got.routes) == {"lowered reads, step templates"}
 
 
 @pytest.mark.gpu

@@ -35,7 +35,9 @@ def test_backend_runs_local_steps_like_host(kind, conv_strategy, data):
     got, host = run(kind, *case, tag=f"hybrid-{kind}"), run("host", *case)
     assert same_each(got.prepared, host.prepared)
     assert same_each(got.transfer, host.transfer)
-    # plans with local steps are lowered per request; NIXL's prepared lists serve the rest
-    # (a staged or permuted plan without a conv TP change has no local steps)
-    lists = kind == "nixl" and not case[0].has_local_steps
-    assert set(got.routes) == {"prepared lists" if lists else "lowered"}
+    # plans with local steps lower their reads per request and run the steps from step
+    # templates; NIXL's prepared lists serve the rest (a staged or permuted plan without a
+    # conv TP change has no local steps)
+    steps = case[0].has_local_steps
+    assert set(got.routes) == {"lowered reads, step templates" if steps else
+                               "prepared lists" if kind == "nixl" else "lowered"}

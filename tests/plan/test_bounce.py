@@ -96,3 +96,35 @@ def test_bounce_takes_the_direct_conv_strategy_only():
         plan(EngineSpec(model=m), EngineSpec(model=m), conv_strategy="staged", transfer_strategy="bounce")
     with pytest.raises(SpecError, match="transfer_strategy must be one of direct, bounce"):
         plan(EngineSpec(model=m), EngineSpec(model=m), transfer_strategy="bulk")
+
+
+@given(st.data())
+def test_step_templates_with_positional_ids_equal_the_lowered_steps(data):
+    """What a GPU evaluates per request for pack and unpack (step templates + block ids,
+    the staging side indexed by span position) delivers the request like `lower()`."""
+    from kvplan import Transfer
+    from kvplan.lowering import copy_template, expand_step, request_blocks
+
+    src, dst = data.draw(_pairs(), label="engines")
+    p = plan(src, dst, transfer_strategy="bounce")
+    dst_rank = data.draw(st.integers(0, dst.world_size - 1), label="dst_rank")
+    hybrid = len(src.layer_groups) > 1 or not all(s.holds_tokens for s in src.model.layers)
+    src_blocks, dst_blocks = data.draw((group_requests if hybrid else requests)(src, dst, num_blocks=NUM_BLOCKS),
+                                       label="request")
+    piece = data.draw(st.sampled_from([None, 2, 64]), label="max_piece_bytes")
+    lowered = p.lower(dst_rank, src_blocks, dst_blocks)
+    blocks = request_blocks(p, dst_rank, src_blocks, dst_blocks)
+
+    def step(name, regions, ranks):
+        parts = [expand_step(copy_template(p, dst_rank, step=name, src_rank=r, max_piece_bytes=piece), blocks, name)
+                 for r in ranks]
+        cols = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+        if name == "post":
+            cols["src_rank"] = np.full(len(cols["nbytes"]), dst_rank)
+        return Transfer(dst_rank=dst_rank, **cols, src_regions=regions, dst_regions=regions)
+
+    pre = step("pre", p.src_regions, range(src.world_size))
+    post = step("post", p.dst_regions, [None])
+    assert pre.total_bytes == lowered.pre_steps.total_bytes and post.total_bytes == lowered.post_steps.total_bytes
+    rebuilt = attrs.evolve(lowered, pre_steps=pre, post_steps=post)
+    check_delivery(rebuilt, *request_memories(src, dst, dst_rank, src_blocks, dst_blocks, NUM_BLOCKS))
