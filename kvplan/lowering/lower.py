@@ -57,7 +57,7 @@ class _Paired:
     src_blk: np.ndarray = attrs.field(eq=False)
     dst_blk: np.ndarray = attrs.field(eq=False)
     keep: np.ndarray | None = attrs.field(eq=False)
-    copies_staging: bool = False  # some rows copy scratch to scratch (bounce)
+    copies_staging: bool = False  # some rows are bounce copies, staging to staging
 
 
 # Classes are a pure function of a plan's table, worked out once and lowered many
@@ -140,7 +140,9 @@ def _pairings(plan, table, request: RequestBlocks, src_regions, dst_regions, src
         if request.windowed:
             window = d_idx >= request.first_kept[table.layer[rep]][None, None, :]
             keep = window if keep is None else keep & window
-        out.append(_Paired(cls, s_blk, d_blk, keep, bool((s_scr & d_scr).any())))
+        # bounce copies merge across spans (a conv strategy's scratch holds one state)
+        staging = plan.transfer_strategy == "bounce" and bool((s_scr & d_scr).any())
+        out.append(_Paired(cls, s_blk, d_blk, keep, staging))
     return out
 
 
