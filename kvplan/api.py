@@ -16,7 +16,9 @@ from .lowering.transfer import Transfer
 from .planning.plan_tables import PlanTables
 from .planning.planner import plan_tables
 from .report.cost import PlanCost, plan_cost
+from .report.estimate import TRANSPORT_MODELS, TransferEstimate, estimate
 from .report.describe import describe
+from .errors import SpecError
 from .spec.engine import EngineSpec
 
 
@@ -39,13 +41,18 @@ class EngineTransferPlan(PlanTables):
         """Descriptors, bytes, local copies and scratch memory (`kvplan.report.plan_cost`)."""
         return plan_cost(self, dst_rank)
 
+    def estimate(self, transport, *, request_tokens: int = 4096, dst_rank: int = 0) -> TransferEstimate:
+        """Predicted time of one request on a transport, direct and bounce
+        (`kvplan.report.estimate`)."""
+        return estimate(self, transport, request_tokens=request_tokens, dst_rank=dst_rank)
+
     def describe(self) -> str:
         """Human-readable summary, one paragraph per decode rank (`kvplan.report.describe`)."""
         return describe(self)
 
 
-def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct",
-         transfer_strategy: str = "direct") -> EngineTransferPlan:
+def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct", transfer_strategy: str = "auto",
+         transport: str | None = None) -> EngineTransferPlan:
     """Plan every decode rank's reads from the prefill engine.
 
     `conv_strategy` picks how conv state crosses a TP change ("direct", "staged",
@@ -53,6 +60,9 @@ def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct",
     `transfer_strategy` "bounce" packs what each decode rank needs on every source rank
     into staging, copies it in one row per (layer, source rank) and unpacks it on the
     destination (`kvplan.planning.bounce`): for transports that pay per descriptor.
+    "auto" (the default) picks the one `kvplan.report.estimate` predicts faster for a
+    4,096-token request on `transport` ("nixl", "ucx", "cupy"); without a transport, or
+    with a conv strategy other than "direct", it plans "direct".
 
     >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec
     >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
@@ -61,5 +71,22 @@ def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct",
     >>> [(int(t.src_rank[0]), int(t.src_offset[0]), int(t.nbytes[0]))]
     [(1, 16384, 16384)]
     """
+    if transport is not None and (not isinstance(transport, str) or transport not in (*TRANSPORT_MODELS, "host")):
+        raise SpecError(f"transport must be None or one of {', '.join((*TRANSPORT_MODELS, 'host'))}, "
+                        f"got {transport!r}"[:300])
+    if not isinstance(transfer_strategy, str) or transfer_strategy not in ("auto", "direct", "bounce"):
+        raise SpecError(f"transfer_strategy must be one of auto, direct, bounce, got {transfer_strategy!r}"[:300])
+    strategy = transfer_strategy
+    if strategy == "auto":
+        strategy = "direct"
+        if transport in TRANSPORT_MODELS and conv_strategy == "direct":
+            tables = _plan(src, dst, conv_strategy, "direct")
+            if estimate(tables, transport).pick == "direct":
+                return tables
+            strategy = "bounce"
+    return _plan(src, dst, conv_strategy, strategy)
+
+
+def _plan(src, dst, conv_strategy: str, transfer_strategy: str) -> EngineTransferPlan:
     tables = plan_tables(src, dst, conv_strategy=conv_strategy, transfer_strategy=transfer_strategy)
     return EngineTransferPlan(**{f.name: getattr(tables, f.name) for f in attrs.fields(PlanTables)})

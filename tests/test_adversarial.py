@@ -189,15 +189,20 @@ def engine_pair(draw):
 
 @settings(max_examples=EXAMPLES["plan"])
 @given(pair=engine_pair(), strategy=mix(st.sampled_from(["direct", "staged", "permuted"]), 8), rank=ranks,
-       whole=st.integers(0, 7).flatmap(lambda i: junk if i == 0 else st.none()))
-def test_plan_verify_cost_describe_reads(pair, strategy, rank, whole):
+       whole=st.integers(0, 7).flatmap(lambda i: junk if i == 0 else st.none()),
+       transfer=mix(st.sampled_from(["auto", "direct", "bounce"]), 8),
+       transport=mix(st.sampled_from([None, "nixl", "ucx", "cupy", "host"]), 8))
+def test_plan_verify_cost_describe_reads(pair, strategy, rank, whole, transfer, transport):
     src, dst = pair
     if whole is not None:  # not an engine at all
         src = whole
-    p = attempt(plan, src, dst, conv_strategy=strategy)
+    p = attempt(plan, src, dst, conv_strategy=strategy, transfer_strategy=transfer, transport=transport)
     if p is None:
         return
-    event(f"planned and verified ({p.conv_strategy})")
+    event(f"planned and verified ({p.conv_strategy}, {p.transfer_strategy})")
+    if transport in ("nixl", "ucx", "cupy"):  # a junk request size ends in a KvplanError too
+        e = attempt(p.estimate, transport, request_tokens=rank)
+        assert e is None or e.direct_s > 0 < e.bounce_s or e.bytes == 0
     verify(p)  # a plan kvplan returns is one it can back: PlanError here is a failure
     assert isinstance(p.describe(), str)
     valid = isinstance(rank, (int, np.integer)) and not isinstance(rank, bool) and 0 <= rank < p.dst.world_size

@@ -40,7 +40,8 @@ def plan_tables(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direc
     if not isinstance(conv_strategy, str) or conv_strategy not in STRATEGIES:
         raise SpecError(f"conv_strategy must be one of {', '.join(STRATEGIES)}, got {conv_strategy!r}")
     if not isinstance(transfer_strategy, str) or transfer_strategy not in TRANSFER_STRATEGIES:
-        raise SpecError(f"transfer_strategy must be one of {', '.join(TRANSFER_STRATEGIES)}, "
+        raise SpecError(f"transfer_strategy must be one of {', '.join(TRANSFER_STRATEGIES)} (or 'auto' in "
+                        f"kvplan.plan), "
                         f"got {transfer_strategy!r}"[:300])
     if transfer_strategy == "bounce" and conv_strategy != "direct":
         raise SpecError(f"transfer_strategy 'bounce' packs every row, conv state included: it takes "

@@ -6,5 +6,7 @@ nothing imports them but the public API and the command line.
 
 from .cost import HEADER, PlanCost, compare_conv_strategies, plan_cost
 from .describe import describe
+from .estimate import TRANSPORT_MODELS, TransferEstimate, TransportModel, estimate
 
-__all__ = ["HEADER", "PlanCost", "compare_conv_strategies", "describe", "plan_cost"]
+__all__ = ["HEADER", "TRANSPORT_MODELS", "PlanCost", "TransferEstimate", "TransportModel", "compare_conv_strategies",
+           "describe", "estimate", "plan_cost"]

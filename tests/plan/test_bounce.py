@@ -94,7 +94,7 @@ def test_bounce_takes_the_direct_conv_strategy_only():
     m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
     with pytest.raises(SpecError, match="conv_strategy 'direct'"):
         plan(EngineSpec(model=m), EngineSpec(model=m), conv_strategy="staged", transfer_strategy="bounce")
-    with pytest.raises(SpecError, match="transfer_strategy must be one of direct, bounce"):
+    with pytest.raises(SpecError, match="transfer_strategy must be one of auto, direct, bounce"):
         plan(EngineSpec(model=m), EngineSpec(model=m), transfer_strategy="bulk")
 
 

@@ -1,0 +1,106 @@
+"""How long a request takes on a transport, direct or bounce: the model "auto" chooses by.
+
+Per request of a decode rank moving `bytes` in `copies` copies (a direct plan's rows, one
+per run per block; or bounce's one per layer and source rank), after `pack + unpack` of
+the same bytes at local memory speed for bounce:
+
+    direct  t = request_s + direct_copies * per_copy_s + bytes / link_Bps
+    bounce  t = bounce_request_s + bounce_copies * per_copy_s + bytes / link_Bps + 2 * bytes / local_Bps
+
+The constants (`TRANSPORT_MODELS`) were fitted on the GPU host (2 x H200, NVLink) with
+`benchmarks/fit_transfer_model.py` from the 2026-11-29 runs of the 16 benchmark plans
+(`benchmarks/data/`); on other hardware, fit your own and pass a `TransportModel`.
+Counts assume scattered block ids (nothing merges across blocks) and every block of
+the request needed (sliding windows need fewer).
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import numpy as np
+
+from ..errors import SpecError
+from .cost import check_plan
+
+
+@attrs.frozen(kw_only=True)
+class TransportModel:
+    """Seconds per request, per copy, and bytes per second of one transport."""
+
+    request_s: float
+    per_copy_s: float
+    link_Bps: float
+    bounce_request_s: float
+    local_Bps: float
+
+
+# benchmarks/fit_transfer_model.py on benchmarks/data/2026-11-29-bounce-*.json
+TRANSPORT_MODELS = {
+    "nixl": TransportModel(request_s=0.0, per_copy_s=7.651e-06, link_Bps=1.983e11, bounce_request_s=2.706e-3,
+                           local_Bps=1.4e12),
+    "ucx": TransportModel(request_s=0.0, per_copy_s=1.32e-06, link_Bps=2.427e11, bounce_request_s=6.58e-3,
+                          local_Bps=1.4e12),
+    "cupy": TransportModel(request_s=2.851e-4, per_copy_s=0.0, link_Bps=3.462e11, bounce_request_s=1.907e-3,
+                           local_Bps=1.4e12),
+}
+
+
+@attrs.frozen(kw_only=True)
+class TransferEstimate:
+    """Predicted seconds per request, direct and bounce (`estimate` computes one)."""
+
+    transport: str
+    request_tokens: int
+    bytes: int
+    direct_copies: int
+    bounce_copies: int
+    direct_s: float
+    bounce_s: float
+
+    @property
+    def pick(self) -> str:
+        """The cheaper strategy ("direct" on a tie)."""
+        return "bounce" if self.bounce_s < self.direct_s else "direct"
+
+
+def estimate(plan, transport, *, request_tokens: int = 4096, dst_rank: int = 0) -> TransferEstimate:
+    """Predict one request of `request_tokens` tokens for `dst_rank` on `transport` (a
+    name in `TRANSPORT_MODELS` or a `TransportModel`), direct and bounce.
+
+    >>> from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),) * 32)
+    >>> e = estimate(plan(EngineSpec(model=m, kv_layout="NHD"), EngineSpec(model=m, tp=2, kv_layout="NHD")), "nixl")
+    >>> e.direct_copies, e.bounce_copies, e.pick      # a run per layer, block and token; a copy per layer
+    (131072, 32, 'bounce')
+    """
+    check_plan(plan)
+    model = TRANSPORT_MODELS.get(transport) if isinstance(transport, str) else transport
+    if not isinstance(model, TransportModel):
+        raise SpecError(f"transport must be one of {', '.join(TRANSPORT_MODELS)} or a TransportModel, "
+                        f"got {transport!r}"[:300])
+    if isinstance(request_tokens, bool) or not isinstance(request_tokens, int) or not 1 <= request_tokens <= 1 << 40:
+        raise SpecError(f"request_tokens must be an int from 1 to 2**40, got {request_tokens!r}")
+    reads = plan.reads(dst_rank)
+    # a bounce plan's pack rows are the direct plan's rows
+    rows = plan.pre_tables[dst_rank] if plan.transfer_strategy == "bounce" else reads
+    src, dst = plan.src, plan.dst
+    spans = {}
+    for g in range(len(dst.layer_groups)):
+        if dst.group_is_token(g):
+            ns, _ = plan.blocks_per_span(g)
+            spans[g] = math.ceil(request_tokens / (ns * src.group_block_tokens(g)[0]))
+        else:
+            spans[g] = 1
+    spans_of_layer = np.array([spans[dst.group_of(layer)] for layer in range(dst.model.num_layers)], np.int64)
+    per_row = spans_of_layer[rows.layer]
+    direct_copies = int(per_row.sum())
+    nbytes = int((rows.nbytes * per_row).sum())
+    bounce_copies = len(np.unique(np.stack([rows.layer, rows.src_rank]), axis=1).T) if len(rows) else 0
+    link = nbytes / model.link_Bps
+    return TransferEstimate(
+        transport=transport if isinstance(transport, str) else "custom", request_tokens=request_tokens,
+        bytes=nbytes, direct_copies=direct_copies, bounce_copies=bounce_copies,
+        direct_s=model.request_s + direct_copies * model.per_copy_s + link,
+        bounce_s=model.bounce_request_s + bounce_copies * model.per_copy_s + link + 2 * nbytes / model.local_Bps)
