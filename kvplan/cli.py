@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--spec-tokens", type=int, default=0, help="speculative tokens (extra conv rows), both engines")
     p.add_argument("--conv-strategy", default="direct", choices=STRATEGIES,
                    help="how conv state crosses a TP change (default direct)")
+    p.add_argument("--transfer-strategy", default="auto", choices=("auto", "direct", "bounce"),
+                   help="direct reads, or bounce (pack, few large copies, unpack); auto: the one predicted "
+                        "faster on --transport (direct without one)")
+    p.add_argument("--transport", default=None, choices=("nixl", "ucx", "cupy", "host"),
+                   help="the transport the plan is for: auto chooses by it, and the predicted time is printed")
     p.add_argument("--costs", action="store_true", help="also compare the conv strategies' costs")
     p.add_argument("--rank", type=int, default=None, help="print only this decode rank's read table")
     p.add_argument("--verify", action="store_true", help="check every byte with the identity simulation")
@@ -112,7 +117,8 @@ def _plan_command(args) -> None:
             attrs.evolve(layer, dtype=args.kv_dtype) if layer.holds_tokens else layer
             for layer in model.layers))
     src, dst = _engine(args, "src", model), _engine(args, "dst", model)
-    p = plan(src, dst, conv_strategy=args.conv_strategy)
+    p = plan(src, dst, conv_strategy=args.conv_strategy, transfer_strategy=args.transfer_strategy,
+             transport=args.transport)
     tables = p.tables if args.rank is None else (p.reads(dst_rank=args.rank),)
     if args.verify:
         verify(p)  # raises PlanError (exit 2) on any wrong byte
@@ -123,6 +129,11 @@ def _plan_command(args) -> None:
         print(json.dumps(out, indent=2))
         return
     print(p.describe() if args.rank is None else str(tables[0]))
+    if args.transport in ("nixl", "ucx", "cupy"):
+        e = p.estimate(args.transport, dst_rank=args.rank or 0)
+        print(f"\n{p.transfer_strategy} on {args.transport} (predicted, a {e.request_tokens:,}-token request, decode "
+              f"rank {args.rank or 0}): direct {e.direct_copies:,} copies {1e3 * e.direct_s:.2f} ms, bounce "
+              f"{e.bounce_copies:,} copies {1e3 * e.bounce_s:.2f} ms, {e.bytes:,} B")
     if args.costs:
         print("\nper-request costs, all decode ranks:")
         print(compare_conv_strategies(src, dst))

@@ -72,8 +72,10 @@ def describe(plan) -> str:
         lines.append(f"{label}layers {_ranges(layers)}: {unit}")
     if plan.pre_tables or plan.post_tables:
         cost = plan_cost(plan)
-        lines.append(f"local steps ({plan.conv_strategy}): {cost.local_copies} copies, {cost.local_bytes:,} B; "
-                     f"scratch {cost.scratch_bytes:,} B per state block")
+        bounce = plan.transfer_strategy == "bounce"
+        kind = "bounce: pack on P, copy staging, unpack on D" if bounce else plan.conv_strategy
+        lines.append(f"local steps ({kind}): {cost.local_copies} copies, {cost.local_bytes:,} B; "
+                     f"scratch {cost.scratch_bytes:,} B per {'span' if bounce else 'state block'}")
     for table in plan.tables:
         sources = table.source_ranks
         lines.append(

@@ -73,3 +73,18 @@ def test_auto_plans_bounce_for_nixl_and_direct_for_cupy_and_without_a_transport(
         plan(src, dst, transport="rdma")
     with pytest.raises(SpecError, match="transport must be one of"):
         estimate(plan(src, dst), "rdma")
+
+
+def test_cli_plans_for_a_transport_and_prints_the_prediction(capsys):
+    from kvplan.cli import main
+
+    args = ["plan", "--model", "llama-3.1-8b", "--src-layout", "NHD", "--dst-layout", "NHD", "--dst-tp", "2"]
+    assert main([*args, "--transport", "nixl"]) == 0
+    out = capsys.readouterr().out
+    # 32 layers x 256 blocks x 16 tokens, one run each (what lowering gives); bounce: one copy per layer
+    assert "bounce on nixl" in out and "direct 131,072 copies" in out and "bounce 32 copies" in out
+    assert "local steps (bounce: pack on P, copy staging, unpack on D)" in out
+    assert main([*args, "--transport", "cupy"]) == 0
+    assert "direct on cupy" in capsys.readouterr().out
+    assert main([*args, "--transfer-strategy", "bounce"]) == 0
+    assert "bounce on" not in capsys.readouterr().out  # no transport: no prediction
