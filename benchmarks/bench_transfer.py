@@ -235,8 +235,8 @@ def bounce(backends, src_engine, dst_engine, src_blocks, dst_blocks, reference, 
     """The same request planned with transfer_strategy="bounce": pack on the prefill GPU
     (one step-template kernel per source rank), one copy per (layer, source rank), unpack
     on the decode GPU (one kernel), through the serving loop (`serve` / `execute` of a
-    `Prepared`: block ids only); nixl and ucx also with the request lowered once
-    (`*_bounce_transfer_GBps`: steps as uploaded rows). Timed end to end by wall clock,
+    `Prepared`: block ids only); nixl pulls (the decode side reads) and pushes (the
+    prefill side writes, `nixl_bounce_push_*`). Timed end to end by wall clock,
     each call finished before the next; bytes checked against the direct reference."""
     p = plan(src_engine, dst_engine, transfer_strategy="bounce")
     start = time.perf_counter()
@@ -271,34 +271,30 @@ def bounce(backends, src_engine, dst_engine, src_blocks, dst_blocks, reference, 
         row["cupy_bounce_ok"] = same(out[:own], reference)
         for b in (dst, *sources.values()):
             b.close()
-    for kind in ("nixl", "ucx"):
+    for kind, mode in (("nixl", "pull"), ("nixl", "push"), ("ucx", "pull")):
         if kind not in backends:
             continue
+        label = f"{kind}_bounce" + ("_push" if mode == "push" else "")
+        options = {"push": True} if mode == "push" else {}
         out = allocate(p.dst, 0, device=DST, fill=False, extra=dst_extra)
-        dst = load_backend(kind)
+        dst = load_backend(kind, **options)
         dst.register(out, rank=0)
-        with SourceProcess(kind, p.src, device=SRC, ranks=t.source_ranks, extra=src_extra) as sources:
+        with SourceProcess(kind, p.src, device=SRC, ranks=t.source_ranks, extra=src_extra,
+                           options=options) as sources:
             for rank, md in sources.metadata.items():
                 dst.add_peer(rank, md)
             sources.connect(0, dst.metadata())
             sources.prepare(p, 0)
             prepared = dst.prepare(p, 0)
 
-            def once():  # both sides lower the request from its block ids (the serving loop)
+            def once():  # both sides work from block ids (the serving loop)
                 sources.serve(src_blocks, dst_blocks, request="bounce")
                 dst.execute(prepared, src_blocks, dst_blocks, request="bounce")
                 sources.wait()
 
-            row[f"{kind}_bounce_GBps"] = gbs(delivered, wall_ms(once))
-            row[f"{kind}_bounce_route"] = dst.route
-            row[f"{kind}_bounce_ok"] = same(out[:own], reference)
-
-            def lowered():  # the request lowered once, then pull: serve (pack) + execute
-                sources.serve_transfer(t, request="bounce-t")
-                dst.execute(t, request="bounce-t")
-                sources.wait()
-
-            row[f"{kind}_bounce_transfer_GBps"] = gbs(delivered, wall_ms(lowered))
+            row[f"{label}_GBps"] = gbs(delivered, wall_ms(once))
+            row[f"{label}_route"] = dst.route
+            row[f"{label}_ok"] = same(out[:own], reference)
         dst.close()
     return row
 

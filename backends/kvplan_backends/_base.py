@@ -84,6 +84,7 @@ class BackendBase:
 
     name = "base"
     sends = False  # two-sided: the source packs and sends, so serve() lowers every request
+    pushes = False  # the prefill side writes the copies of plans with local steps (NIXL WRITE)
     timeout_s = 30.0  # how long close() waits for reads of this rank's memory in flight
 
     def __init__(self):
@@ -235,8 +236,12 @@ class BackendBase:
         with self._busy():
             self._learn_rank(rank, "serve")
             route = None if ticket is None or check else self._step_route(work, "pre", rank)
-            if route is not None:  # pack from the step template; the reads only if sent from here
+            if route is not None:  # pack from the step template; the copies only if sent from here
                 route.run(src_blocks, dst_blocks, prefix)
+                if self.pushes:
+                    self._push(lower(work.plan, work.dst_rank, src_blocks, dst_blocks, prefix=prefix, steps=False),
+                               rank, request)
+                    return Done()
                 if not self.sends:
                     return Done()
                 transfer = lower(work.plan, work.dst_rank, src_blocks, dst_blocks, prefix=prefix, steps=False)
@@ -312,6 +317,14 @@ class BackendBase:
         """The stream digests run on (GPU backends)."""
         return None
 
+    def _push(self, transfer, rank: int, request: str) -> None:
+        """Prefill rank `rank` writes its rows of `transfer` into the decode rank (`pushes`)."""
+        raise NotImplementedError
+
+    def _await_push(self, ranks, request: str) -> None:
+        """The decode rank waits until every prefill rank of `ranks` has pushed `request`."""
+        raise NotImplementedError
+
     def _execute_transfer(self, transfer, request: str, check=False) -> None:
         ranks = source_ranks(transfer).tolist()
         with self._reading(ranks, request):
@@ -333,9 +346,14 @@ class BackendBase:
             self.route = "lowered"
             self._execute_transfer(_lower(prepared, src_blocks, dst_blocks, prefix), request, check)
             return
-        self.route = "lowered reads, step templates"
-        reads = lower(prepared.plan, prepared.dst_rank, src_blocks, dst_blocks, prefix=prefix, steps=False)
-        self._execute_transfer(reads, request)
+        if self.pushes:  # the prefill ranks write the copies: wait for their word, then unpack
+            self.route = "pushed, step templates"
+            request_blocks(prepared.plan, prepared.dst_rank, src_blocks, dst_blocks, prefix=prefix)
+            self._await_push(list(prepared.plan.reads(prepared.dst_rank).source_ranks), request)
+        else:
+            self.route = "lowered reads, step templates"
+            reads = lower(prepared.plan, prepared.dst_rank, src_blocks, dst_blocks, prefix=prefix, steps=False)
+            self._execute_transfer(reads, request)
         route.run(src_blocks, dst_blocks, prefix)
 
     def _step_route(self, prepared: Prepared, step: str, rank: int | None):

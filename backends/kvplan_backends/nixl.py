@@ -43,6 +43,7 @@ import uuid
 
 import numpy as np
 
+from kvplan.errors import SpecError
 from kvplan.lowering import check_descriptors, prepared_lists
 from kvplan.transport import TransportError, TransportTimeout
 
@@ -60,12 +61,22 @@ def _rows(addr, nbytes, devices) -> np.ndarray:
     return np.stack([addr.astype(np.int64), np.asarray(nbytes, np.int64), np.maximum(devices, 0)], axis=1)
 
 
+def _push_tag(request: str, rank: int) -> bytes:
+    """The notification a push of `request` by prefill rank `rank` ends with."""
+    return f"kvplan-push/{rank}/{request}".encode()
+
+
 class NixlBackend(BackendBase):
     name = "nixl"
 
     def __init__(self, agent_name: str | None = None, *, timeout_s: float = 30.0, telemetry: bool = False,
-                 num_threads: int = 0):
+                 num_threads: int = 0, push: bool = False):
         super().__init__()
+        if not isinstance(push, bool):
+            raise SpecError(f"nixl backend: push must be True or False, got {push!r}")
+        # push: plans with local steps (bounce) are written by the prefill side, NIXL WRITE
+        # with a notification per request and source rank, so the decode side posts nothing
+        self.pushes = push
         api = nixl_api()
         self.agent_name = agent_name or f"kvplan-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         config = api.nixl_agent_config(backends=["UCX"], capture_telemetry=telemetry, num_threads=num_threads)
@@ -135,6 +146,50 @@ class NixlBackend(BackendBase):
                 self._run(handles, request, rows_of)
             finally:
                 self._release_handles(handles)
+
+    # -- push: the prefill side writes a bounce plan's copies --------------------------
+    def _push(self, transfer, rank: int, request: str) -> None:
+        dst_rank = transfer.dst_rank
+        self._require_peers([dst_rank], request)
+        peer, own, tag = self.peers[dst_rank], self._own(), _push_tag(request, rank)
+        rows = transfer.for_source(rank)
+        where = {"peer": self._peer(dst_rank), "request": request}
+        if not len(rows):
+            self._call(lambda: self.agent.send_notif(self.remote_names[dst_rank], tag), "send_notif", **where)
+            return
+        # the gate, with the sides swapped: this rank's memory is read, the decode rank's written
+        self._gate(rows, {rank: own.sizes}, peer.sizes, dst_rank=None)
+        src, dst = rows.bind({rank: own.bases}, peer.bases)
+        local = self._call(lambda: self.agent.get_xfer_descs(
+            _rows(src, rows.nbytes, np.asarray(own.devices)[rows.src_region]), _mem_type(own)), "get_xfer_descs",
+            **where)
+        remote = self._call(lambda: self.agent.get_xfer_descs(
+            _rows(dst, rows.nbytes, np.asarray(peer.devices)[rows.dst_region]), _mem_type(peer)), "get_xfer_descs",
+            **where)
+        handles = {}
+        with self._lock:
+            try:
+                handles[dst_rank] = self._call(lambda: self.agent.initialize_xfer(
+                    "WRITE", local, remote, self.remote_names[dst_rank], tag), "initialize_xfer", **where)
+                self.last_stats[dst_rank] = {"descriptors_in": len(rows)}
+                self._run(handles, request, {dst_rank: np.arange(len(rows))})
+            finally:
+                self._release_handles(handles)
+
+    def _await_push(self, ranks, request: str) -> None:
+        self._require_peers(ranks, request)
+        waiting = {rank: _push_tag(request, rank) for rank in ranks}
+        deadline = time.monotonic() + self.timeout_s
+        while waiting:
+            for rank, tag in list(waiting.items()):
+                if self._call(lambda: self.agent.check_remote_xfer_done(self.remote_names[rank], tag,
+                                                                        tag_is_prefix=False),
+                              "check_remote_xfer_done", peer=self._peer(rank), request=request):
+                    del waiting[rank]
+            if waiting and time.monotonic() > deadline:
+                rank = next(iter(waiting))
+                raise TransportTimeout(f"no push of this request from prefill rank {rank} after {self.timeout_s} s",
+                                       peer=self._peer(rank), request=request)
 
     def _initialize(self, rank, agent, peer, src, dst, transfer, rows, request):
         own, nbytes = self.memory, transfer.nbytes[rows]

@@ -160,10 +160,12 @@ def zero(buffers) -> None:
 
 
 def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = False, src_device: int = -1,
-        dst_device: int = -1, options=None) -> Run:
+        dst_device: int = -1, options=None, source_options=None) -> Run:
     """The session through backend `kind` (see the module docstring): prefill ranks in
-    this process, or with `apart` in a spawned one; buffers on the given devices."""
+    this process, or with `apart` in a spawned one; buffers on the given devices;
+    `options` for the decode rank's backend, `source_options` for the prefill ranks'."""
     options = OPTIONS.get(kind, {}) if options is None else options
+    source_options = OPTIONS.get(kind) if source_options is None else source_options
     src_extra, dst_extra = scratch(p, reqs, dst_rank)
     out = allocate(p.dst, dst_rank, dst_device, fill=False, extra=dst_extra)
     dst = load_backend(kind, **options)
@@ -172,10 +174,10 @@ def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = Fa
     try:
         dst.register(out, rank=dst_rank)
         if apart:
-            sources = SourceProcess(kind, p.src, device=src_device, ranks=ranks, options=OPTIONS.get(kind),
+            sources = SourceProcess(kind, p.src, device=src_device, ranks=ranks, options=source_options,
                                     extra=src_extra, timeout_s=60)
         else:
-            sources = LocalSources(kind, p.src, ranks=ranks, device=src_device, options=OPTIONS.get(kind),
+            sources = LocalSources(kind, p.src, ranks=ranks, device=src_device, options=source_options,
                                    extra=src_extra)
         with sources:
             for rank, md in sources.metadata.items():

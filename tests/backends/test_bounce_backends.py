@@ -21,17 +21,19 @@ def _pages(p, snapshots) -> list:
     return [s[:own] for s in snapshots]
 
 
-def _check(kind, case):
+def _check(kind, case, push: bool = False, apart: bool = False):
     p, dst_rank, reqs = case
     assert p.transfer_strategy == "bounce"
     want = sliced(plan(p.src, p.dst), dst_rank, reqs)  # the direct plan, copied by slicing
-    got = run(kind, p, dst_rank, reqs, tag=f"bounce-{kind}")
+    options = {"push": True} if push else None
+    got = run(kind, p, dst_rank, reqs, tag=f"bounce-{kind}", options=options, source_options=options, apart=apart)
     for snapshots in (got.prepared, got.transfer):
         assert len(snapshots) == len(want)
         for have, expect in zip(_pages(p, snapshots), want, strict=True):
             assert all((a is None and b is None) or (a == b).all() for a, b in zip(have, expect, strict=True))
-    # pack and unpack ran from step templates (only block ids per request)
-    assert set(got.routes) == {"lowered reads, step templates"}
+    # pack and unpack ran from step templates (only block ids per request); with push the
+    # prefill ranks wrote the copies
+    assert set(got.routes) == {"pushed, step templates" if push else "lowered reads, step templates"}
     # a request's copies are one row per (layer, source rank): far fewer than its runs
     for req in reqs:
         bounce, direct = p.lower(dst_rank, *req), plan(p.src, p.dst).lower(dst_rank, *req)
@@ -53,6 +55,24 @@ def test_bounce_sessions_match_the_direct_plan(kind, data):
 def test_hybrid_bounce_sessions_match_the_direct_plan(kind, data):
     need(kind)
     _check(kind, data.draw(hybrid_sessions("direct", "bounce"), label="session"))
+
+
+@settings(max_examples=10)
+@given(data=st.data())
+def test_nixl_push_writes_bounce_copies_from_the_prefill_side(data):
+    need("nixl")
+    case = data.draw(st.one_of(bounce_sessions(), hybrid_sessions("direct", "bounce")), label="session")
+    _check("nixl", case, push=True)
+
+
+def test_nixl_push_from_another_process():
+    need("nixl")
+    from kvplan import AttentionSpec, EngineSpec, ModelSpec
+
+    m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=4, head_dim=8),) * 3)
+    p = plan(EngineSpec(model=m, tp=2, num_blocks=16), EngineSpec(model=m, tp=4, num_blocks=16),
+             transfer_strategy="bounce")
+    _check("nixl", (p, 3, [([5, 2, 9], [1, 0, 7]), ([11], [3]), ([4, 8], [15, 6])]), push=True, apart=True)
 
 
 @pytest.mark.parametrize("kind", ["host", "nixl", "ucx"])

@@ -98,21 +98,25 @@ def test_cupy_hybrid_matches_host(conv_strategy, data):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kind", ["cupy", "nixl", "ucx"])
+@pytest.mark.parametrize("mode", ["cupy", "nixl", "nixl-push", "ucx"])
 @settings(max_examples=4, deadline=None)
 @given(data=st.data())
-def test_bounce_on_gpus_matches_the_direct_plan(kind, data):
-    """Bounce plans: pack (step template kernel on the prefill GPU), copies, unpack (step
-    template kernel on the decode GPU) leave the decode pages as the direct plan does."""
+def test_bounce_on_gpus_matches_the_direct_plan(mode, data):
+    """Bounce plans: pack (step template kernel on the prefill GPU), copies (pulled, or
+    pushed by the prefill side with NIXL WRITE), unpack (step template kernel on the
+    decode GPU) leave the decode pages as the direct plan does."""
+    kind, push = mode.removesuffix("-push"), mode.endswith("-push")
     need(kind)
     case = data.draw(st.one_of(bounce_sessions(), hybrid_sessions("direct", "bounce")), label="session")
     p, dst_rank, reqs = case
-    got = run(kind, *case, apart=kind != "cupy", tag=f"gpu-bounce-{kind}", **gpu_pair())
+    options = {"push": True} if push else None
+    got = run(kind, *case, apart=kind != "cupy", tag=f"gpu-bounce-{mode}", options=options, source_options=options,
+              **gpu_pair())
     want = sliced(plan(p.src, p.dst), dst_rank, reqs)
     own = len(p.dst_regions) - len(p.dst_scratch)
     for snapshots in (got.prepared, got.transfer):
         assert same_each([s[:own] for s in snapshots], want)
-    assert set(got.routes) == {"lowered reads, step templates"}
+    assert set(got.routes) == {"pushed, step templates" if push else "lowered reads, step templates"}
 
 
 @pytest.mark.gpu
