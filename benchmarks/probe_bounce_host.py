@@ -7,9 +7,7 @@ the bounds gate, binding, row upload) against the pack / unpack kernels themselv
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import cupy as cp
@@ -23,17 +21,15 @@ from kvplan.lowering import check_transfer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "backends"))
 from _pairing import allocate
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_transfer import wall_ms
+
+
+def ms(fn) -> float:
+    """Median wall milliseconds of 7 calls (after one warm-up)."""
+    return wall_ms(fn, reps=7)
+
 MODEL = ModelSpec(name="dense-gqa-8b", layers=(AttentionSpec(num_kv_heads=8, head_dim=128, dtype="bfloat16"),) * 32)
-
-
-def ms(fn, reps: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -61,7 +57,8 @@ def main() -> None:
                "gate_ms": ms(lambda: check_transfer(pack, sizes, memory.sizes, fingerprint=p.fingerprint,
                                                      dst_rank=None)),
                "bind_ms": ms(lambda: pack.bind({int(pack.src_rank[0]): memory.bases}, memory.bases)),
-               "upload_ms": ms(lambda: (_gpucopy.device_ranges(cp, 0, src, dst, pack.nbytes), stream.synchronize())),
+               "upload_ms": ms(lambda: (_gpucopy.device_ranges(cp, 0, src, dst, pack.nbytes),
+                                        stream.synchronize())),
                "local_copy_ms": ms(lambda: _local.copy_ranges(0, src, dst, pack.nbytes)),
                "kernel_ms": ms(lambda: (_gpucopy.launch(cp, 0, ranges, stream), stream.synchronize()))}
         row["kernel_GBps"] = pack.total_bytes / row["kernel_ms"] / 1e6

@@ -237,7 +237,7 @@ class BackendBase:
             self._learn_rank(rank, "serve")
             route = None if ticket is None or check else self._step_route(work, "pre", rank)
             if route is not None:  # pack from the step template; the copies only if sent from here
-                route.run(src_blocks, dst_blocks, prefix)
+                route.run(request_blocks(work.plan, work.dst_rank, src_blocks, dst_blocks, prefix=prefix))
                 if self.pushes:
                     self._push(lower(work.plan, work.dst_rank, src_blocks, dst_blocks, prefix=prefix, steps=False),
                                rank, request)
@@ -346,15 +346,15 @@ class BackendBase:
             self.route = "lowered"
             self._execute_transfer(_lower(prepared, src_blocks, dst_blocks, prefix), request, check)
             return
+        blocks = request_blocks(prepared.plan, prepared.dst_rank, src_blocks, dst_blocks, prefix=prefix)
         if self.pushes:  # the prefill ranks write the copies: wait for their word, then unpack
             self.route = "pushed, step templates"
-            request_blocks(prepared.plan, prepared.dst_rank, src_blocks, dst_blocks, prefix=prefix)
             self._await_push(list(prepared.plan.reads(prepared.dst_rank).source_ranks), request)
         else:
             self.route = "lowered reads, step templates"
             reads = lower(prepared.plan, prepared.dst_rank, src_blocks, dst_blocks, prefix=prefix, steps=False)
             self._execute_transfer(reads, request)
-        route.run(src_blocks, dst_blocks, prefix)
+        route.run(blocks)
 
     def _step_route(self, prepared: Prepared, step: str, rank: int | None):
         """The `StepRoute` of `prepared`'s pre steps on prefill rank `rank` or its post

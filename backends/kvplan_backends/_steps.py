@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from kvplan.errors import BoundsError
-from kvplan.lowering import copy_template, expand, positional, request_blocks
+from kvplan.lowering import copy_template, expand, positional
 
 from . import _hostcopy
 from ._memory import HOST, Memory
@@ -78,9 +78,9 @@ class StepRoute:
                                                         stream)
                 stream.synchronize()
 
-    def run(self, src_blocks, dst_blocks, prefix: str) -> int:
-        """Copy one request's step; returns the copies made. Finished on return."""
-        blocks = request_blocks(self.plan, self.dst_rank, src_blocks, dst_blocks, prefix=prefix)
+    def run(self, blocks) -> int:
+        """Copy one request's step (its `request_blocks` for this plan and decode rank);
+        returns the copies made. Finished on return."""
         t = self.template
         if not len(t):
             return 0

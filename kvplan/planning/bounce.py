@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tables import StrategyRows, TemplateRows, direct
+from .tables import StrategyRows, TemplateRows
 
 TRANSFER_STRATEGIES = ("direct", "bounce")
 
@@ -49,6 +49,7 @@ def apply_bounce(rows: StrategyRows, dst_tp_rank: int, dst_tp: int, src_tp: int)
     Source rank p's staging slot for this decode rank is ``staging_slot(dst_tp_rank)``
     (`dst_tp` slots per layer); the destination's slot for p is ``staging_slot(p)``.
 
+    >>> from kvplan.planning.tables import direct
     >>> t = TemplateRows.from_columns(dict(src_rank=[1, 0, 1], component=[0, 0, 0], src_slot=[0, 0, 0],
     ...     dst_slot=[0, 0, 0], src_block=[0, 0, 0], dst_block=[0, 0, 0], src_offset=[0, 64, 512],
     ...     dst_offset=[32, 0, 0], nbytes=[32, 16, 16]))
