@@ -27,7 +27,7 @@ from kvplan import (AttentionSpec, EngineSpec, GatedDeltaNetSpec, KvplanError, L
                     ModelSpec, ShortConvSpec, Transfer, from_hf_config, get_model, plan, verify, vllm_engine)
 from kvplan.cli import main
 from kvplan.layout import engine_memory
-from kvplan.lowering import check_bounds
+from kvplan.lowering import check_bounds, copy_template, expand_step, positional, request_blocks
 from kvplan.presets import hma_groups
 from kvplan.spec.limits import LIMITS, MAX_LAYERS, MAX_PAGE_BYTES, MAX_TP
 from kvplan.testing.strategies import engine_pairs, group_requests, hybrid_engine_pairs
@@ -56,7 +56,7 @@ junk = st.recursive(junk_scalars, lambda inner: st.one_of(
 
 # examples per test (fixed: the "ci" profile derandomizes them); the total is over 5,000
 EXAMPLES = {"layer_specs": 700, "models_and_groups": 500, "engine_spec": 700, "plan": 450, "verify": 300,
-            "lower": 1000, "transfer": 500, "hf_config": 800, "vllm_engine": 400, "cli": 250}
+            "lower": 1000, "transfer": 500, "hf_config": 800, "vllm_engine": 400, "cli": 250, "steps": 300}
 
 
 def mix(valid, weight: int = 3):
@@ -300,6 +300,26 @@ def test_lower(request):
     event("lowered" if t is not None else "refused")
     if t is not None:
         _assert_inside(p, t, src_blocks, dst_blocks)
+
+
+# -- step templates (bounce pack and unpack) ------------------------------------------------------------
+
+BOUNCE = plan(PLAN.src, PLAN.dst, transfer_strategy="bounce")
+
+
+@settings(max_examples=EXAMPLES["steps"])
+@given(step=mix(st.sampled_from(["pre", "post"])), src_rank=mix(st.one_of(st.none(), st.integers(0, 3))),
+       side=mix(st.sampled_from(["src", "dst"])), rank=ranks,
+       blocks=mix(st.lists(st.integers(0, 63), max_size=4)))
+def test_step_templates(step, src_rank, side, rank, blocks):
+    template = attempt(copy_template, BOUNCE, rank, step=step, src_rank=src_rank)
+    request = attempt(request_blocks, BOUNCE, rank, blocks, blocks)
+    attempt(positional, blocks, side)  # block ids are not a RequestBlocks
+    if request is not None:
+        attempt(positional, request, side)
+        if template is not None:
+            rows = attempt(expand_step, template, request, step)
+            assert rows is None or all((col >= 0).all() for col in rows.values())
 
 
 # -- Transfer -------------------------------------------------------------------------------------------

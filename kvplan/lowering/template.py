@@ -63,8 +63,12 @@ def copy_template(plan, dst_rank: int, *, max_piece_bytes: int | None = None, st
     >>> t.src_offset.tolist(), t.dst_offset.tolist(), t.nbytes.tolist(), t.src_stride.tolist()
     ([16384, 24576], [0, 8192], [8192, 8192], [32768, 32768])
     """
-    if step not in (None, "pre", "post"):
-        raise SpecError(f"copy_template(step=...) takes None, 'pre' or 'post', got {step!r}")
+    if not (step is None or isinstance(step, str)) or step not in (None, "pre", "post"):
+        raise SpecError(f"copy_template(step=...) takes None, 'pre' or 'post', got {step!r}"[:300])
+    if src_rank is not None and (isinstance(src_rank, bool) or not isinstance(src_rank, (int, np.integer))
+                                 or src_rank < 0):
+        raise SpecError(f"copy_template(src_rank=...) takes None or a prefill rank (an int >= 0), got {src_rank!r}"
+                        [:300])
     if step is None and (plan.pre_tables or plan.post_tables):
         raise SpecError(f"plan with the {plan.conv_strategy!r} conv strategy has local steps; lower it on the host")
     if max_piece_bytes is not None:
@@ -145,8 +149,10 @@ def positional(blocks: RequestBlocks, side: str) -> RequestBlocks:
     >>> positional(request_blocks(p, 3, [7, 8, 9], [40, 41]), "src").src_ids[0].tolist()  # 2 blocks per span
     [0, 0, 1, -1]
     """
-    if side not in ("src", "dst"):
-        raise SpecError(f"positional(side=...) takes 'src' or 'dst', got {side!r}")
+    if not isinstance(side, str) or side not in ("src", "dst"):
+        raise SpecError(f"positional(side=...) takes 'src' or 'dst', got {side!r}"[:300])
+    if not isinstance(blocks, RequestBlocks):
+        raise SpecError(f"positional() takes the RequestBlocks of request_blocks(), got {type(blocks).__name__}")
     groups = []
     for g in blocks.groups:
         per_span = g.blocks_per_span[0 if side == "src" else 1]
@@ -159,6 +165,6 @@ def positional(blocks: RequestBlocks, side: str) -> RequestBlocks:
 def expand_step(template: CopyTemplate, blocks: RequestBlocks, step: str) -> dict[str, np.ndarray]:
     """`expand` of a "pre" or "post" step template: the scratch side (a pre step's
     destination, a post step's source) indexed by span position."""
-    if step not in ("pre", "post"):
-        raise SpecError(f"expand_step(step=...) takes 'pre' or 'post', got {step!r}")
+    if not isinstance(step, str) or step not in ("pre", "post"):
+        raise SpecError(f"expand_step(step=...) takes 'pre' or 'post', got {step!r}"[:300])
     return expand(template, positional(blocks, "dst" if step == "pre" else "src"))
