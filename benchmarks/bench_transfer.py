@@ -36,7 +36,7 @@ from kvplan_backends import _gpucopy
 from kvplan_backends._memory import describe
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
-from kvplan.lowering import prepared_lists
+from kvplan.lowering import prepared_lists, scratch_buffer_bytes
 from kvplan.transport import load_backend
 
 # the two-process harness (and the allocation the tests check against) lives with the tests
@@ -223,14 +223,6 @@ def case(model, layout, tps, backends, rng) -> dict:
     return row
 
 
-def staging(p, t) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Sizes of the per-request scratch buffers a bounce request uses (0: none)."""
-    used_src, used_dst = t.scratch_bytes()
-    first_src, first_dst = len(p.src_regions) - len(p.src_scratch), len(p.dst_regions) - len(p.dst_scratch)
-    return (tuple(used_src.get(first_src + i, 0) for i in range(len(p.src_scratch))),
-            tuple(used_dst.get(first_dst + i, 0) for i in range(len(p.dst_scratch))))
-
-
 def bounce(backends, src_engine, dst_engine, src_blocks, dst_blocks, reference, stream) -> dict:
     """The same request planned with transfer_strategy="bounce": pack on the prefill GPU
     (one step-template kernel per source rank), one copy per (layer, source rank), unpack
@@ -244,7 +236,7 @@ def bounce(backends, src_engine, dst_engine, src_blocks, dst_blocks, reference, 
     row = {"bounce_lower_ms": (time.perf_counter() - start) * 1e3, "bounce_copies": len(t),
            "bounce_pack_rows": len(t.pre_steps), "bounce_unpack_rows": len(t.post_steps),
            "bounce_copy_bytes_median": int(np.median(t.nbytes)) if len(t) else 0}
-    src_extra, dst_extra = staging(p, t)
+    src_extra, dst_extra = scratch_buffer_bytes(p, [t])
     row["bounce_staging_bytes"] = {"prefill": sum(src_extra), "decode": sum(dst_extra)}
     own = len(p.dst_regions) - len(p.dst_scratch)
     delivered = t.post_steps.total_bytes

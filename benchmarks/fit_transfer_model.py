@@ -8,7 +8,8 @@ Per request of `rows` direct copies (or `copies` bounce copies) moving `bytes`:
 
 `link_Bps` and `bounce_request_s` are fitted on the bounce runs (few large copies),
 `request_s` and `per_copy_s` on the direct ones, all by least squares kept non-negative;
-`local_Bps` (pack and unpack, one kernel each) is the measured pack kernel rate. The fit
+`local_Bps` (pack and unpack, one kernel each) is the measured pack kernel rate
+(the formulas are `kvplan.report.TransportModel`'s). The fit
 and the evaluation use the same 16 plans: in-sample, so the table says how well the model
 describes these runs, not how well it extrapolates.
 
@@ -22,7 +23,10 @@ import itertools
 import json
 import sys
 
+import attrs
 import numpy as np
+
+from kvplan.report import TransportModel
 
 LOCAL_BPS = 1.4e12  # pack kernel, probe_bounce_host.py: 1.29 - 1.61 TB/s
 KEYS = {"nixl": ("nixl_prep_GBps", "nixl_bounce_GBps"), "ucx": ("ucx_GBps", "ucx_bounce_GBps"),
@@ -45,7 +49,7 @@ def nonnegative_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     return best
 
 
-def fit(rows: list, kind: str) -> dict:
+def fit(rows: list, kind: str) -> TransportModel:
     direct_key, bounce_key = KEYS[kind]
     nbytes = np.array([r["bytes"] for r in rows], float)
     direct_s = nbytes / np.array([r[direct_key] for r in rows]) / 1e9
@@ -54,8 +58,8 @@ def fit(rows: list, kind: str) -> dict:
     link = 1 / inv_link if inv_link > 0 else np.inf
     rw = np.array([r["ranges"] for r in rows], float)
     a, c = nonnegative_lstsq(np.stack([np.ones_like(nbytes), rw], 1), direct_s - nbytes / link)
-    return {"request_s": float(a), "per_copy_s": float(c), "link_Bps": float(link), "bounce_request_s": float(h),
-            "local_Bps": LOCAL_BPS}
+    return TransportModel(request_s=float(a), per_copy_s=float(c), link_Bps=float(link), bounce_request_s=float(h),
+                          local_Bps=LOCAL_BPS)
 
 
 def main(paths) -> None:
@@ -65,16 +69,15 @@ def main(paths) -> None:
         if not mine:
             continue
         model = fit(mine, kind)
-        print(f"{kind}: " + ", ".join(f"{k}={v:.4g}" for k, v in model.items()))
+        print(f"{kind}: " + ", ".join(f"{k}={v:.4g}" for k, v in attrs.asdict(model).items()))
         print("| plan | TP | direct ms (predicted) | bounce ms (predicted) | auto picks | within 10 % of best |")
         print("|---|---|---|---|---|---|")
         good = 0
         for r in mine:
             n = r["bytes"]
             direct_ms, bounce_ms = 1e3 * n / r[direct_key] / 1e9, 1e3 * n / r[bounce_key] / 1e9
-            p_direct = 1e3 * (model["request_s"] + r["ranges"] * model["per_copy_s"] + n / model["link_Bps"])
-            p_bounce = 1e3 * (model["bounce_request_s"] + r["bounce_copies"] * model["per_copy_s"]
-                              + n / model["link_Bps"] + 2 * n / model["local_Bps"])
+            p_direct = 1e3 * model.direct_seconds(r["ranges"], n)
+            p_bounce = 1e3 * model.bounce_seconds(r["bounce_copies"], n)
             pick = "bounce" if p_bounce < p_direct else "direct"
             ok = (bounce_ms if pick == "bounce" else direct_ms) <= 1.1 * min(direct_ms, bounce_ms)
             good += ok

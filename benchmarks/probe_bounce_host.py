@@ -16,7 +16,7 @@ from kvplan_backends import _gpucopy, _local
 from kvplan_backends._memory import describe
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
-from kvplan.lowering import check_transfer
+from kvplan.lowering import check_transfer, scratch_buffer_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "backends"))
 from _pairing import allocate
@@ -43,9 +43,7 @@ def main() -> None:
         ids = rng.permutation(512)[:256].tolist(), rng.permutation(512)[:256].tolist()
         t = p.lower(0, *ids)
         pack = t.pre_steps.for_source(int(t.pre_steps.source_ranks[0]))
-        used = t.scratch_bytes()[0]
-        first = len(p.src_regions) - len(p.src_scratch)
-        extra = tuple(used.get(first + i, 0) for i in range(len(p.src_scratch)))
+        extra = scratch_buffer_bytes(p, [t])[0]
         bufs = allocate(p.src, int(pack.src_rank[0]), device=0, extra=extra)
         memory = describe(bufs)
         sizes = {int(pack.src_rank[0]): memory.sizes}

@@ -21,10 +21,8 @@ import numpy as np
 from kvplan.errors import BoundsError
 from kvplan.lowering import copy_template, expand, positional
 
-from . import _hostcopy
+from . import _gpucopy, _hostcopy
 from ._memory import HOST, Memory
-
-TEMPLATE_PIECE_BYTES = 64 << 10  # as the device template of the reads (`_gpucopy`)
 
 
 def available(plan) -> bool:
@@ -41,7 +39,7 @@ class StepRoute:
     def __init__(self, plan, dst_rank: int, step: str, src_rank: int | None, memory: Memory):
         self.plan, self.dst_rank, self.step, self.memory = plan, dst_rank, step, memory
         self.template = t = copy_template(plan, dst_rank, step=step, src_rank=src_rank,
-                                          max_piece_bytes=TEMPLATE_PIECE_BYTES)
+                                          max_piece_bytes=_gpucopy.TEMPLATE_PIECE_BYTES)
         regions = plan.src_regions if step == "pre" else plan.dst_regions
         scratch = np.array([r.per_request for r in regions], bool)
         # a pre step's destination and a post step's source are scratch: index by position
@@ -63,13 +61,11 @@ class StepRoute:
         self._scratch_end = getattr(t, f"{self.scratch_side}_offset") + t.nbytes
         self._scratch_stride = getattr(t, f"{self.scratch_side}_stride")
         self._sizes = np.asarray(memory.sizes, np.int64)
-        bases = np.asarray(memory.bases, np.uint64)
-        self._src_base, self._dst_base = bases[t.src_region], bases[t.dst_region]
+        self._bases = np.asarray(memory.bases, np.uint64)
+        self._src_base, self._dst_base = self._bases[t.src_region], self._bases[t.dst_region]
         self._device = None
         if memory.device != HOST:
             import cupy
-
-            from . import _gpucopy
 
             self._cp, self._gpu = cupy, _gpucopy
             with cupy.cuda.Device(memory.device):
@@ -106,7 +102,6 @@ class StepRoute:
 
     def _run_host(self, indexed) -> int:
         rows = expand(self.template, indexed)
-        bases = np.asarray(self.memory.bases, np.uint64)
-        _hostcopy.copy_ranges(bases[rows["src_region"]] + rows["src_offset"].astype(np.uint64),
-                              bases[rows["dst_region"]] + rows["dst_offset"].astype(np.uint64), rows["nbytes"])
+        _hostcopy.copy_ranges(self._bases[rows["src_region"]] + rows["src_offset"].astype(np.uint64),
+                              self._bases[rows["dst_region"]] + rows["dst_offset"].astype(np.uint64), rows["nbytes"])
         return len(rows["nbytes"])

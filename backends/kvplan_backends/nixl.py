@@ -141,8 +141,9 @@ class NixlBackend(BackendBase):
                 for rank in transfer.source_ranks:
                     rows = transfer.src_rank == rank
                     rows_of[rank] = np.flatnonzero(rows)
-                    handles[rank] = self._initialize(rank, self.remote_names[rank], self.peers[rank], src[rows],
-                                                     dst[rows], transfer, rows, request)
+                    handles[rank] = self._initialize("READ", rank, (dst[rows], transfer.dst_region[rows]),
+                                                     (src[rows], transfer.src_region[rows]), transfer.nbytes[rows],
+                                                     request, request.encode())
                 self._run(handles, request, rows_of)
             finally:
                 self._release_handles(handles)
@@ -160,18 +161,11 @@ class NixlBackend(BackendBase):
         # the gate, with the sides swapped: this rank's memory is read, the decode rank's written
         self._gate(rows, {rank: own.sizes}, peer.sizes, dst_rank=None)
         src, dst = rows.bind({rank: own.bases}, peer.bases)
-        local = self._call(lambda: self.agent.get_xfer_descs(
-            _rows(src, rows.nbytes, np.asarray(own.devices)[rows.src_region]), _mem_type(own)), "get_xfer_descs",
-            **where)
-        remote = self._call(lambda: self.agent.get_xfer_descs(
-            _rows(dst, rows.nbytes, np.asarray(peer.devices)[rows.dst_region]), _mem_type(peer)), "get_xfer_descs",
-            **where)
         handles = {}
         with self._lock:
             try:
-                handles[dst_rank] = self._call(lambda: self.agent.initialize_xfer(
-                    "WRITE", local, remote, self.remote_names[dst_rank], tag), "initialize_xfer", **where)
-                self.last_stats[dst_rank] = {"descriptors_in": len(rows)}
+                handles[dst_rank] = self._initialize("WRITE", dst_rank, (src, rows.src_region), (dst, rows.dst_region),
+                                                     rows.nbytes, request, tag)
                 self._run(handles, request, {dst_rank: np.arange(len(rows))})
             finally:
                 self._release_handles(handles)
@@ -191,17 +185,15 @@ class NixlBackend(BackendBase):
                 raise TransportTimeout(f"no push of this request from prefill rank {rank} after {self.timeout_s} s",
                                        peer=self._peer(rank), request=request)
 
-    def _initialize(self, rank, agent, peer, src, dst, transfer, rows, request):
-        own, nbytes = self.memory, transfer.nbytes[rows]
+    def _initialize(self, op: str, rank: int, local, remote, nbytes, request: str, notif: bytes):
+        """One NIXL transfer handle between this rank's memory and peer `rank`'s: `local` /
+        `remote` are (addresses, region ids) on each side, READ into local or WRITE from it."""
         where = {"peer": self._peer(rank), "request": request}
-        local = self._call(lambda: self.agent.get_xfer_descs(
-            _rows(dst, nbytes, np.asarray(own.devices)[transfer.dst_region[rows]]), _mem_type(own)),
-            "get_xfer_descs", **where)
-        remote = self._call(lambda: self.agent.get_xfer_descs(
-            _rows(src, nbytes, np.asarray(peer.devices)[transfer.src_region[rows]]), _mem_type(peer)),
-            "get_xfer_descs", **where)
-        self.last_stats[rank] = {"descriptors_in": int(rows.sum())}
-        return self._call(lambda: self.agent.initialize_xfer("READ", local, remote, agent, request.encode()),
+        descs = [self._call(lambda a=addr, r=regions, m=memory: self.agent.get_xfer_descs(
+                     _rows(a, nbytes, np.asarray(m.devices)[r]), _mem_type(m)), "get_xfer_descs", **where)
+                 for (addr, regions), memory in ((local, self.memory), (remote, self.peers[rank]))]
+        self.last_stats[rank] = {"descriptors_in": len(nbytes)}
+        return self._call(lambda: self.agent.initialize_xfer(op, descs[0], descs[1], self.remote_names[rank], notif),
                           "initialize_xfer", **where)
 
     # -- requests of a Prepared: descriptor lists prepared once -----------------------

@@ -15,10 +15,10 @@ from .integrity import mix, range_digests
 from .lower import RequestRows, lower, request_rows
 from .request import GroupRequest, RequestBlocks, block_ids, request_blocks
 from .template import CopyTemplate, copy_template, expand, expand_step, positional
-from .transfer import Transfer
+from .transfer import Transfer, scratch_buffer_bytes
 
 __all__ = [
     "CopyTemplate", "DescriptorList", "GroupRequest", "PreparedLists", "RequestBlocks", "RequestRows", "Staged",
     "Transfer", "bind", "bind_ranked", "block_ids", "check_bounds", "check_descriptors", "check_transfer", "copy_template", "expand", "expand_step", "lower", "per_rank", "positional",
-    "mix", "prepared_lists", "range_digests", "request_blocks", "request_rows", "source_ranks", "split_ranges", "staged",
+    "mix", "prepared_lists", "range_digests", "request_blocks", "request_rows", "scratch_buffer_bytes", "source_ranks", "split_ranges", "staged",
 ]

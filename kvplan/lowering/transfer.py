@@ -128,3 +128,26 @@ class Transfer(CopyRows):
         if len(self) > 20:
             lines.append(f"  ... {len(self) - 20} more rows")
         return "\n".join(lines)
+
+
+def scratch_buffer_bytes(plan, transfers) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Bytes each per-request scratch buffer must hold for every one of `transfers`
+    (lowered from `plan`): (prefill side in `plan.src_scratch` order, decode side in
+    `plan.dst_scratch` order), 0 for a buffer none of them uses. What to allocate after
+    the engine's own regions when registering (`Transfer.scratch_bytes` per request).
+
+    >>> from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> p = plan(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4), transfer_strategy="bounce")
+    >>> scratch_buffer_bytes(p, [p.lower(3, [7, 8, 9], [40, 41, 2]), p.lower(3, [1], [5])])
+    ((0, 0, 0, 49152), (0, 49152))
+    """
+    first_src = len(plan.src_regions) - len(plan.src_scratch)
+    first_dst = len(plan.dst_regions) - len(plan.dst_scratch)
+    src, dst = [0] * len(plan.src_scratch), [0] * len(plan.dst_scratch)
+    for transfer in transfers:
+        used_src, used_dst = transfer.scratch_bytes()
+        for sizes, used, first in ((src, used_src, first_src), (dst, used_dst, first_dst)):
+            for region, size in used.items():
+                sizes[region - first] = max(sizes[region - first], size)
+    return tuple(src), tuple(dst)

@@ -35,6 +35,14 @@ class TransportModel:
     bounce_request_s: float
     local_Bps: float
 
+    def direct_seconds(self, copies: int, nbytes: int) -> float:
+        """A direct request of `copies` copies moving `nbytes` (module docstring)."""
+        return self.request_s + copies * self.per_copy_s + nbytes / self.link_Bps
+
+    def bounce_seconds(self, copies: int, nbytes: int) -> float:
+        """A bounce request: its copies, and the same bytes packed and unpacked locally."""
+        return self.bounce_request_s + copies * self.per_copy_s + nbytes / self.link_Bps + 2 * nbytes / self.local_Bps
+
 
 # benchmarks/fit_transfer_model.py on benchmarks/data/2026-11-29-bounce-*.json
 TRANSPORT_MODELS = {
@@ -98,9 +106,7 @@ def estimate(plan, transport, *, request_tokens: int = 4096, dst_rank: int = 0) 
     direct_copies = int(per_row.sum())
     nbytes = int((rows.nbytes * per_row).sum())
     bounce_copies = len(np.unique(np.stack([rows.layer, rows.src_rank]), axis=1).T) if len(rows) else 0
-    link = nbytes / model.link_Bps
     return TransferEstimate(
         transport=transport if isinstance(transport, str) else "custom", request_tokens=request_tokens,
         bytes=nbytes, direct_copies=direct_copies, bounce_copies=bounce_copies,
-        direct_s=model.request_s + direct_copies * model.per_copy_s + link,
-        bounce_s=model.bounce_request_s + bounce_copies * model.per_copy_s + link + 2 * nbytes / model.local_Bps)
+        direct_s=model.direct_seconds(direct_copies, nbytes), bounce_s=model.bounce_seconds(bounce_copies, nbytes))

@@ -16,6 +16,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from kvplan import plan
+from kvplan.lowering import scratch_buffer_bytes
 from kvplan.testing.strategies import BLOCKS, exchanges, group_requests, hybrid_exchanges, requests
 from kvplan.transport import load_backend
 
@@ -59,17 +60,12 @@ def scratch(p, reqs, dst_rank: int | None = None) -> tuple[tuple[int, ...], tupl
             if nested else 0
 
     most = max(states(src_blocks) for src_blocks, _ in reqs)
-    src = [r.block_bytes * most for r in p.src_scratch]
-    dst = [r.block_bytes * most for r in p.dst_scratch]
-    if dst_rank is not None:
-        first_src, first_dst = len(p.src_regions) - len(src), len(p.dst_regions) - len(dst)
-        for req in reqs:
-            used_src, used_dst = p.lower(dst_rank, *req).scratch_bytes()
-            for region, size in used_src.items():
-                src[region - first_src] = max(src[region - first_src], size)
-            for region, size in used_dst.items():
-                dst[region - first_dst] = max(dst[region - first_dst], size)
-    return tuple(src), tuple(dst)
+    src = tuple(r.block_bytes * most for r in p.src_scratch)
+    dst = tuple(r.block_bytes * most for r in p.dst_scratch)
+    if dst_rank is None:
+        return src, dst
+    used_src, used_dst = scratch_buffer_bytes(p, [p.lower(dst_rank, *req) for req in reqs])
+    return tuple(map(max, src, used_src)), tuple(map(max, dst, used_dst))
 
 
 def serving_ranks(p, dst_rank: int) -> list[int]:

@@ -80,6 +80,7 @@ def test_staging_too_small_for_a_request_is_refused_before_any_byte_moves(kind):
     import numpy as np
 
     from kvplan import AttentionSpec, BoundsError, EngineSpec, ModelSpec
+    from kvplan.lowering import scratch_buffer_bytes
     from kvplan.transport import load_backend
 
     from _pairing import allocate
@@ -88,10 +89,8 @@ def test_staging_too_small_for_a_request_is_refused_before_any_byte_moves(kind):
     m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=4, head_dim=8),) * 2)
     p = plan(EngineSpec(model=m, tp=2, num_blocks=8), EngineSpec(model=m, num_blocks=8), transfer_strategy="bounce")
     request = ([3, 1, 6], [0, 2, 5])
-    used_src, _ = p.lower(0, *request).scratch_bytes()
-    first = len(p.src_regions) - len(p.src_scratch)
     # staging one byte short of what the 3-block request packs
-    extra = tuple(max(used_src.get(first + i, 0) - 1, 0) for i in range(len(p.src_scratch)))
+    extra = tuple(max(n - 1, 0) for n in scratch_buffer_bytes(p, [p.lower(0, *request)])[0])
     buffers = allocate(p.src, 0, extra=extra)
     before = [None if b is None else b.copy() for b in buffers]
     backend = load_backend(kind)

@@ -53,10 +53,8 @@ def test_recorded_constants_pick_within_ten_percent_of_the_measured_best():
             cases += 1
             n = r["bytes"]
             direct_s, bounce_s = n / r[direct_key] / 1e9, n / r[bounce_key] / 1e9
-            p_direct = model.request_s + r["ranges"] * model.per_copy_s + n / model.link_Bps
-            p_bounce = model.bounce_request_s + r["bounce_copies"] * model.per_copy_s + n / model.link_Bps + \
-                2 * n / model.local_Bps
-            got = bounce_s if p_bounce < p_direct else direct_s
+            predicted_bounce = model.bounce_seconds(r["bounce_copies"], n) < model.direct_seconds(r["ranges"], n)
+            got = bounce_s if predicted_bounce else direct_s
             if got > 1.1 * min(direct_s, bounce_s):
                 misses.append((kind, r["layout"], r["tp"]))
     assert cases == 48 and len(misses) <= 1, misses
