@@ -79,7 +79,8 @@ def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct", tra
     strategy = transfer_strategy
     if strategy == "auto":
         strategy = "direct"
-        if transport in TRANSPORT_MODELS and conv_strategy == "direct":
+        # conv_strategy is unchecked here (plan_tables checks it): compare as a str only
+        if transport in TRANSPORT_MODELS and isinstance(conv_strategy, str) and conv_strategy == "direct":
             tables = _plan(src, dst, conv_strategy, "direct")
             if estimate(tables, transport).pick == "direct":
                 return tables

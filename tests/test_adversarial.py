@@ -214,6 +214,13 @@ PLAN = plan(EngineSpec(model=M, tp=2, block_tokens=16, num_blocks=64),
             EngineSpec(model=M, tp=4, block_tokens=32, kernel_block_tokens=16, num_blocks=64))
 
 
+
+@pytest.mark.parametrize("junk_strategy", [np.array([]), np.array(["direct", "direct"]), ["direct"], None])
+def test_auto_with_a_transport_refuses_a_conv_strategy_that_is_not_a_string(junk_strategy):
+    # auto compares conv_strategy before plan_tables checks it: an array once escaped as ValueError
+    with pytest.raises(KvplanError, match="conv_strategy"):
+        plan(PLAN.src, PLAN.dst, conv_strategy=junk_strategy, transfer_strategy="auto", transport="nixl")
+
 @settings(max_examples=EXAMPLES["verify"])
 @given(target=junk, tables=st.one_of(st.none(), junk), regions=st.one_of(st.none(), junk),
        max_problems=st.one_of(st.just(20), junk))
