@@ -36,7 +36,8 @@ from kvplan_backends import _gpucopy
 from kvplan_backends._memory import describe
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan
-from kvplan.lowering import prepared_lists, scratch_buffer_bytes
+from kvplan.lowering import prepared_lists, ring_buffer_bytes, scratch_buffer_bytes, staging_ring
+from kvplan.lowering import request_blocks as request_blocks_of
 from kvplan.transport import load_backend
 
 # the two-process harness (and the allocation the tests check against) lives with the tests
@@ -51,6 +52,9 @@ LAYOUTS = (("HND packed b16", "HND", "packed", 16, 16), ("NHD packed b16", "NHD"
            ("HND separate b32/k16", "HND", "separate", 32, 16))
 REQUEST_TOKENS = 4096
 REPS = 5
+RING_MIB: tuple = ()  # --ring-mib: staging ring chunk sizes for nixl bounce runs
+RING_SLOTS = 2  # ring slots: chunk j + 1 packs while chunk j moves
+BOUNCE_ONLY = False  # --bounce-only
 
 
 def models():
@@ -162,7 +166,7 @@ def case(model, layout, tps, backends, rng) -> dict:
     row["bulk_GBps"] = gbs(t.total_bytes, events_ms(lambda: cp.cuda.runtime.memcpyPeerAsync(
         bulk_dst.data.ptr, DST, bulk_src.data.ptr, SRC, t.total_bytes, stream.ptr), DST, stream))
 
-    if "cupy" in backends:
+    if "cupy" in backends and not BOUNCE_ONLY:
         out = allocate(p.dst, 0, device=DST, fill=False)
         b = load_backend("cupy", stream=stream, blocking=False)
         b.register(out)
@@ -214,7 +218,7 @@ def case(model, layout, tps, backends, rng) -> dict:
         b.close()
         del out
     for kind in ("nixl", "ucx"):
-        if kind in backends:
+        if kind in backends and not BOUNCE_ONLY:
             row.update(two_process(kind, p, t, src_blocks, dst_blocks, reference))
     try:  # a failing bounce run must not hide the direct figures of the case
         row.update(bounce(backends, engine(tps[0]), engine(tps[1]), src_blocks, dst_blocks, reference, stream))
@@ -263,21 +267,30 @@ def bounce(backends, src_engine, dst_engine, src_blocks, dst_blocks, reference, 
         row["cupy_bounce_ok"] = same(out[:own], reference)
         for b in (dst, *sources.values()):
             b.close()
-    for kind, mode in (("nixl", "pull"), ("nixl", "push"), ("ucx", "pull")):
+    runs = [(kind, mode, None) for kind, mode in (("nixl", "pull"), ("nixl", "push"), ("ucx", "pull"))]
+    runs += [("nixl", mode, mib) for mib in RING_MIB for mode in ("pull", "push")]
+    for kind, mode, mib in runs:
         if kind not in backends:
             continue
-        label = f"{kind}_bounce" + ("_push" if mode == "push" else "")
+        label = f"{kind}_bounce" + (f"_ring{mib}" if mib else "") + ("_push" if mode == "push" else "")
         options = {"push": True} if mode == "push" else {}
-        out = allocate(p.dst, 0, device=DST, fill=False, extra=dst_extra)
+        ring, src_bytes, dst_bytes = None, src_extra, dst_extra
+        if mib:  # staging is the ring: slots x chunk, whatever the request
+            ring = staging_ring(p, chunk_bytes=mib << 20, slots=RING_SLOTS)
+            src_bytes, dst_bytes = ring_buffer_bytes(p, ring)
+            row[f"ring{mib}_staging_bytes"] = {"prefill": sum(src_bytes), "decode": sum(dst_bytes)}
+            row[f"ring{mib}_chunks"] = max(-(-s // ring.chunk_spans)
+                                           for s in request_blocks_of(p, 0, src_blocks, dst_blocks).spans)
+        out = allocate(p.dst, 0, device=DST, fill=False, extra=dst_bytes)
         dst = load_backend(kind, **options)
         dst.register(out, rank=0)
-        with SourceProcess(kind, p.src, device=SRC, ranks=t.source_ranks, extra=src_extra,
+        with SourceProcess(kind, p.src, device=SRC, ranks=t.source_ranks, extra=src_bytes,
                            options=options) as sources:
             for rank, md in sources.metadata.items():
                 dst.add_peer(rank, md)
             sources.connect(0, dst.metadata())
-            sources.prepare(p, 0)
-            prepared = dst.prepare(p, 0)
+            sources.prepare(p, 0, ring=ring)
+            prepared = dst.prepare(p, 0, ring=ring)
 
             def once():  # both sides work from block ids (the serving loop)
                 sources.serve(src_blocks, dst_blocks, request="bounce")
@@ -345,9 +358,15 @@ def main(argv=None) -> int:
     parser.add_argument("--backends", default="cupy,nixl,ucx")
     parser.add_argument("--json", default=None)
     parser.add_argument("--quick", action="store_true", help="one layout, two TP pairs")
+    parser.add_argument("--ring-mib", default="", help="nixl bounce through staging rings of these chunk sizes "
+                        "(MiB per prefill/decode rank pair, comma-separated), pull and push")
+    parser.add_argument("--bounce-only", action="store_true", help="skip the direct runs (bulk copy and the "
+                        "reference still run)")
     args = parser.parse_args(argv)
     backends = set(args.backends.split(","))
-    global DST
+    global DST, RING_MIB, BOUNCE_ONLY
+    RING_MIB = tuple(int(v) for v in args.ring_mib.split(",") if v)
+    BOUNCE_ONLY = args.bounce_only
     count = cp.cuda.runtime.getDeviceCount()
     if count < 1:
         print("needs a GPU", file=sys.stderr)

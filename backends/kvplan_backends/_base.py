@@ -59,10 +59,11 @@ import threading
 import numpy as np
 
 from kvplan.errors import PlanMismatchError, SpecError
-from kvplan.lowering import DescriptorList, check_descriptors, check_transfer, lower, request_blocks, source_ranks
+from kvplan.lowering import (DescriptorList, RingCopies, check_descriptors, check_transfer, lower, request_blocks,
+                             source_ranks)
 from kvplan.transport import Prepared, TransportError
 
-from . import _integrity, _local, _steps
+from . import _integrity, _local, _ring, _steps
 from ._memory import PROCESS, Memory, Registration, live, pack_metadata, unpack_metadata
 from ._prepared import Ticket, check_work
 
@@ -85,6 +86,7 @@ class BackendBase:
     name = "base"
     sends = False  # two-sided: the source packs and sends, so serve() lowers every request
     pushes = False  # the prefill side writes the copies of plans with local steps (NIXL WRITE)
+    rings = False  # can move bounce staging through a ring of chunks (`_ring`): ranks notify each other
     timeout_s = 30.0  # how long close() waits for reads of this rank's memory in flight
 
     def __init__(self):
@@ -206,18 +208,21 @@ class BackendBase:
                           self._own().sizes, side=f"source rank {rank}")
 
     # -- the protocol -----------------------------------------------------------------
-    def prepare(self, plan, dst_rank: int) -> Prepared:
+    def prepare(self, plan, dst_rank: int, *, ring=None) -> Prepared:
         """Check `plan` and `dst_rank` once; what a backend builds for them is made by
-        the first `execute` (only execute tells a backend it is the decode side)."""
+        the first `execute` (only execute tells a backend it is the decode side).
+        `ring`: a `kvplan.lowering.StagingRing` to move a bounce plan's staging chunk by
+        chunk (`_ring`); both sides must prepare the same ring."""
         self._own()
         if not hasattr(plan, "reads"):
             raise SpecError(f"prepare() takes a plan from kvplan.plan(), got {type(plan).__name__}")
         plan.reads(dst_rank)  # RankError for a rank outside the decode engine
+        _ring.check_ring(ring, plan, self)
         dst_rank = int(dst_rank)
         if getattr(plan, "fingerprint", None):
             self._fingerprints.add(plan.fingerprint)
         return Prepared(plan=plan, dst_rank=dst_rank, backend=self.name,
-                        state=Ticket(owner=self._identity, plan=plan, dst_rank=dst_rank))
+                        state=Ticket(owner=self._identity, plan=plan, dst_rank=dst_rank, ring=ring))
 
     def execute(self, work, src_blocks=None, dst_blocks=None, *, prefix: str = "exact", request: str = "",
                 check=False) -> None:
@@ -228,24 +233,33 @@ class BackendBase:
                 self._execute_transfer(work, request, check)
             else:
                 self._learn_rank(work.dst_rank, "execute")
-                self._execute_prepared(work, src_blocks, dst_blocks, prefix, request, check)
+                if ticket.ring is None:
+                    self._execute_prepared(work, src_blocks, dst_blocks, prefix, request, check)
+                    return
+                _refuse_check(check, "execute")
+                self.route = "staging ring, pushed" if self.pushes else "staging ring"
+                _ring.execute_chunks(self, work, request_blocks(work.plan, work.dst_rank, src_blocks, dst_blocks,
+                                                                prefix=prefix), request)
 
     def serve(self, work, src_blocks=None, dst_blocks=None, *, rank: int, prefix: str = "exact", request: str = "",
               check: bool = False):
         ticket = check_work(work, src_blocks, dst_blocks, backend=self.name, owner=self._identity, call="serve")
         with self._busy():
             self._learn_rank(rank, "serve")
+            if ticket is not None and ticket.ring is not None:
+                _refuse_check(check, "serve")
+                blocks = request_blocks(work.plan, work.dst_rank, src_blocks, dst_blocks, prefix=prefix)
+                return _ring.RingServe(self, work, blocks, rank, request)
             route = None if ticket is None or check else self._step_route(work, "pre", rank)
             if route is not None:  # pack from the step template; the copies only if sent from here
-                route.run(request_blocks(work.plan, work.dst_rank, src_blocks, dst_blocks, prefix=prefix))
+                blocks = request_blocks(work.plan, work.dst_rank, src_blocks, dst_blocks, prefix=prefix)
+                route.run(blocks)
                 if self.pushes:
-                    self._push(lower(work.plan, work.dst_rank, src_blocks, dst_blocks, prefix=prefix, steps=False),
-                               rank, request)
+                    self._push(self._copies(work, blocks, src_blocks, dst_blocks, prefix), rank, request)
                     return Done()
                 if not self.sends:
                     return Done()
-                transfer = lower(work.plan, work.dst_rank, src_blocks, dst_blocks, prefix=prefix, steps=False)
-                return self._send(transfer, rank, request, None)
+                return self._send(self._copies(work, blocks, src_blocks, dst_blocks, prefix), rank, request, None)
             if ticket is None:
                 transfer = work
                 self._check_plan(transfer)
@@ -325,6 +339,27 @@ class BackendBase:
         """The decode rank waits until every prefill rank of `ranks` has pushed `request`."""
         raise NotImplementedError
 
+    def _signal(self, rank: int, tag: bytes, request: str) -> None:
+        """Send peer `rank` the notification `tag` (`rings`)."""
+        raise NotImplementedError
+
+    def _await_signals(self, ranks, tag: bytes, request: str, in_flight=()) -> None:
+        """Wait until every peer of `ranks` has sent `tag` (`rings`), progressing the
+        `_start_copies` handles `in_flight` meanwhile."""
+        raise NotImplementedError
+
+    def _start_copies(self, rows, rank: int, request: str, tag: bytes):
+        """Prefill rank `rank` starts writing `rows` into the decode rank, which is told
+        `tag` once they have landed (`rings` with `pushes`); returns a handle."""
+        raise NotImplementedError
+
+    def _finish_copies(self, handle, request: str) -> None:
+        """Wait for `_start_copies`' writes and release them."""
+        raise NotImplementedError
+
+    def _abandon_copies(self, handle) -> None:
+        """Release `_start_copies`' writes after a failure (never raises)."""
+
     def _execute_transfer(self, transfer, request: str, check=False) -> None:
         ranks = source_ranks(transfer).tolist()
         with self._reading(ranks, request):
@@ -352,8 +387,7 @@ class BackendBase:
             self._await_push(list(prepared.plan.reads(prepared.dst_rank).source_ranks), request)
         else:
             self.route = "lowered reads, step templates"
-            reads = lower(prepared.plan, prepared.dst_rank, src_blocks, dst_blocks, prefix=prefix, steps=False)
-            self._execute_transfer(reads, request)
+            self._execute_transfer(self._copies(prepared, blocks, src_blocks, dst_blocks, prefix), request)
         route.run(blocks)
 
     def _step_route(self, prepared: Prepared, step: str, rank: int | None):
@@ -365,6 +399,22 @@ class BackendBase:
         with self._lock:
             if key not in self._step_routes:
                 self._step_routes[key] = _steps.StepRoute(prepared.plan, prepared.dst_rank, step, rank, self._own())
+            return self._step_routes[key]
+
+    def _copies(self, prepared: Prepared, blocks, src_blocks, dst_blocks, prefix: str):
+        """A request's reads (`blocks` paired from the other arguments): by arithmetic
+        for a bounce plan (`RingCopies`, equal to the lowered reads), lowered for a conv
+        strategy's."""
+        if prepared.plan.transfer_strategy == "bounce":
+            return self._ring_copies(prepared).chunk(blocks)
+        return lower(prepared.plan, prepared.dst_rank, src_blocks, dst_blocks, prefix=prefix, steps=False)
+
+    def _ring_copies(self, prepared: Prepared) -> RingCopies:
+        """`prepared`'s copies made per ring chunk (`kvplan.lowering.RingCopies`), built once."""
+        key = (prepared.state, "copies", None)
+        with self._lock:
+            if key not in self._step_routes:
+                self._step_routes[key] = RingCopies(prepared.plan, prepared.dst_rank)
             return self._step_routes[key]
 
     def _fast_route(self, prepared: Prepared, src_blocks, dst_blocks, prefix: str, request: str, check, move) -> None:
@@ -469,6 +519,12 @@ class BackendBase:
         would post a descriptor per row, which is what bounce packing exists to avoid)."""
         src, dst = self._bind_local(transfer)
         _local.copy_ranges(self._own().device, src, dst, transfer.nbytes)
+
+
+def _refuse_check(check, call: str) -> None:
+    if _wanted(check):
+        raise SpecError(f"{call}(..., check=...): integrity mode digests whole requests; a Prepared with a staging "
+                        "ring moves chunks: prepare without ring= to check a request")
 
 
 def _wanted(check) -> bool:

@@ -35,6 +35,7 @@ class Ticket:
     owner: object = attrs.field(repr=False)
     plan: object = attrs.field(repr=False)
     dst_rank: int
+    ring: object = None  # a kvplan.lowering.StagingRing: bounce staging moves chunk by chunk (_ring)
 
 
 def check_work(work, src_blocks, dst_blocks, *, backend: str, owner: object, call: str) -> Ticket | None:

@@ -74,14 +74,15 @@ class StepRoute:
                                                         stream)
                 stream.synchronize()
 
-    def run(self, blocks) -> int:
-        """Copy one request's step (its `request_blocks` for this plan and decode rank);
+    def run(self, blocks, *, first_position: int = 0) -> int:
+        """Copy one request's step (its `request_blocks` for this plan and decode rank,
+        or a staging ring's chunk of them, its staging from span `first_position`);
         returns the copies made. Finished on return."""
         t = self.template
         if not len(t):
             return 0
         spans = np.asarray(blocks.spans, np.int64)[t.group]
-        need = np.maximum(spans - 1, 0) * self._scratch_stride + self._scratch_end
+        need = (np.maximum(spans - 1, 0) + first_position) * self._scratch_stride + self._scratch_end
         short = need > self._sizes[self._scratch_region]
         if short.any():
             k = int(np.flatnonzero(short)[0])
@@ -90,7 +91,7 @@ class StepRoute:
             raise BoundsError(f"{self.step} step needs {int(need[k])} B of scratch region {region} "
                               f"({regions[region].name}) for this request of {int(spans[k])} spans; "
                               f"{int(self._sizes[region])} B are registered")
-        indexed = positional(blocks, self.scratch_side)
+        indexed = positional(blocks, self.scratch_side, first_position=first_position)
         if self._device is None:
             return self._run_host(indexed)
         cp, device = self._cp, self.memory.device

@@ -62,8 +62,14 @@ def _rows(addr, nbytes, devices) -> np.ndarray:
 
 
 def _push_tag(request: str, rank: int) -> bytes:
-    """The notification a push of `request` by prefill rank `rank` ends with."""
-    return f"kvplan-push/{rank}/{request}".encode()
+    """The notification a push of `request` by prefill rank `rank` ends with; the
+    request's length goes first, so no tag is a prefix of another request's (NIXL
+    matches notifications by prefix or substring).
+
+    >>> _push_tag("r1", 0), _push_tag("r1", 0) in _push_tag("r10", 0)
+    (b'kvplan-push/0/2:r1;', False)
+    """
+    return f"kvplan-push/{rank}/{len(request)}:{request};".encode()
 
 
 class NixlBackend(BackendBase):
@@ -77,6 +83,7 @@ class NixlBackend(BackendBase):
         # push: plans with local steps (bounce) are written by the prefill side, NIXL WRITE
         # with a notification per request and source rank, so the decode side posts nothing
         self.pushes = push
+        self.rings = True  # notifications carry a staging ring's words (_ring)
         api = nixl_api()
         self.agent_name = agent_name or f"kvplan-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         config = api.nixl_agent_config(backends=["UCX"], capture_telemetry=telemetry, num_threads=num_threads)
@@ -141,49 +148,91 @@ class NixlBackend(BackendBase):
                 for rank in transfer.source_ranks:
                     rows = transfer.src_rank == rank
                     rows_of[rank] = np.flatnonzero(rows)
+                    # no notification: nobody on the source side would consume it
                     handles[rank] = self._initialize("READ", rank, (dst[rows], transfer.dst_region[rows]),
                                                      (src[rows], transfer.src_region[rows]), transfer.nbytes[rows],
-                                                     request, request.encode())
+                                                     request, b"")
                 self._run(handles, request, rows_of)
             finally:
                 self._release_handles(handles)
 
     # -- push: the prefill side writes a bounce plan's copies --------------------------
     def _push(self, transfer, rank: int, request: str) -> None:
-        dst_rank = transfer.dst_rank
+        self._finish_copies(self._start_copies(transfer.for_source(rank), rank, request, _push_tag(request, rank)),
+                            request)
+
+    def _start_copies(self, rows, rank: int, request: str, tag: bytes):
+        """Write prefill rank `rank`'s `rows` into the decode rank, which is told `tag`
+        once they have landed; returns (decode rank, handle or None)."""
+        dst_rank = rows.dst_rank
         self._require_peers([dst_rank], request)
-        peer, own, tag = self.peers[dst_rank], self._own(), _push_tag(request, rank)
-        rows = transfer.for_source(rank)
-        where = {"peer": self._peer(dst_rank), "request": request}
+        peer, own = self.peers[dst_rank], self._own()
         if not len(rows):
-            self._call(lambda: self.agent.send_notif(self.remote_names[dst_rank], tag), "send_notif", **where)
-            return
+            self._signal(dst_rank, tag, request)
+            return dst_rank, None
         # the gate, with the sides swapped: this rank's memory is read, the decode rank's written
         self._gate(rows, {rank: own.sizes}, peer.sizes, dst_rank=None)
         src, dst = rows.bind({rank: own.bases}, peer.bases)
-        handles = {}
+        with self._lock:
+            handle = self._initialize("WRITE", dst_rank, (src, rows.src_region), (dst, rows.dst_region), rows.nbytes,
+                                      request, tag)
+            try:
+                state = self._call(lambda: self.agent.transfer(handle), "transfer", peer=self._peer(dst_rank),
+                                   request=request)
+                if state not in ("PROC", "DONE"):
+                    raise TransportError(f"NIXL WRITE ended in state {state!r}", peer=self._peer(dst_rank),
+                                         request=request)
+            except BaseException:
+                self._release_handles({dst_rank: handle})
+                raise
+        return dst_rank, handle
+
+    def _finish_copies(self, started, request: str) -> None:
+        dst_rank, handle = started
+        if handle is None:
+            return
         with self._lock:
             try:
-                handles[dst_rank] = self._initialize("WRITE", dst_rank, (src, rows.src_region), (dst, rows.dst_region),
-                                                     rows.nbytes, request, tag)
-                self._run(handles, request, {dst_rank: np.arange(len(rows))})
+                self._wait({dst_rank: handle}, {dst_rank: "PROC"}, request, {})
             finally:
-                self._release_handles(handles)
+                self._release_handles({dst_rank: handle})
+
+    def _abandon_copies(self, started) -> None:
+        if started[1] is not None:
+            try:
+                self._release_handles({started[0]: started[1]})
+            except TransportError as error:  # kept, like close(): the failure being raised matters more
+                self.release_errors.append(str(error))
 
     def _await_push(self, ranks, request: str) -> None:
+        self._await_signals(ranks, None, request)
+
+    # -- notifications: a push's end, a staging ring's words ----------------------------
+    def _signal(self, rank: int, tag: bytes, request: str) -> None:
+        self._call(lambda: self.agent.send_notif(self.remote_names[rank], tag), "send_notif", peer=self._peer(rank),
+                   request=request)
+
+    def _await_signals(self, ranks, tag: bytes | None, request: str, in_flight=()) -> None:
+        """Wait for `tag` from every peer of `ranks` (None: each one's push tag), while
+        progressing the writes `in_flight` (`_start_copies` handles): without a
+        progress thread, NIXL moves a posted transfer only when asked its state."""
         self._require_peers(ranks, request)
-        waiting = {rank: _push_tag(request, rank) for rank in ranks}
+        waiting = {rank: _push_tag(request, rank) if tag is None else tag for rank in ranks}
         deadline = time.monotonic() + self.timeout_s
         while waiting:
-            for rank, tag in list(waiting.items()):
-                if self._call(lambda: self.agent.check_remote_xfer_done(self.remote_names[rank], tag,
-                                                                        tag_is_prefix=False),
+            for dst_rank, handle in in_flight:
+                if handle is not None:
+                    self._call(lambda h=handle: self.agent.check_xfer_state(h), "check_xfer_state",
+                               peer=self._peer(dst_rank), request=request)
+            for rank, want in list(waiting.items()):
+                if self._call(lambda: self.agent.check_remote_xfer_done(self.remote_names[rank], want,
+                                                                        tag_is_prefix=True),
                               "check_remote_xfer_done", peer=self._peer(rank), request=request):
                     del waiting[rank]
             if waiting and time.monotonic() > deadline:
                 rank = next(iter(waiting))
-                raise TransportTimeout(f"no push of this request from prefill rank {rank} after {self.timeout_s} s",
-                                       peer=self._peer(rank), request=request)
+                raise TransportTimeout(f"no word {waiting[rank].decode()!r} from rank {rank} after "
+                                       f"{self.timeout_s} s", peer=self._peer(rank), request=request)
 
     def _initialize(self, op: str, rank: int, local, remote, nbytes, request: str, notif: bytes):
         """One NIXL transfer handle between this rank's memory and peer `rank`'s: `local` /
@@ -262,6 +311,10 @@ class NixlBackend(BackendBase):
             state = self._call(lambda: self.agent.transfer(handle), "transfer", peer=self._peer(rank), request=request,
                                rows=rows_of.get(rank))
             pending[rank] = state
+        self._wait(handles, pending, request, rows_of)
+
+    def _wait(self, handles: dict, pending: dict, request: str, rows_of: dict) -> None:
+        """Poll posted transfers (`pending`: their states by peer) until all are done."""
         deadline = time.monotonic() + self.timeout_s
         while True:
             for rank, state in list(pending.items()):
@@ -272,7 +325,7 @@ class NixlBackend(BackendBase):
                     del pending[rank]
                     self._record(rank, handles[rank])
                 elif state != "PROC":
-                    raise TransportError(f"NIXL READ ended in state {state!r}", peer=self._peer(rank), request=request,
+                    raise TransportError(f"NIXL transfer ended in state {state!r}", peer=self._peer(rank), request=request,
                                          rows=rows_of.get(rank))
                 else:
                     pending[rank] = state
@@ -280,7 +333,7 @@ class NixlBackend(BackendBase):
                 return
             if time.monotonic() > deadline:
                 rank = next(iter(pending))
-                raise TransportTimeout(f"NIXL READ not done after {self.timeout_s} s", peer=self._peer(rank),
+                raise TransportTimeout(f"NIXL transfer not done after {self.timeout_s} s", peer=self._peer(rank),
                                        request=request, rows=rows_of.get(rank))
 
     def _record(self, rank: int, handle) -> None:

@@ -137,9 +137,10 @@ def expand(template: CopyTemplate, blocks: RequestBlocks) -> dict[str, np.ndarra
     return {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in out.items()}
 
 
-def positional(blocks: RequestBlocks, side: str) -> RequestBlocks:
+def positional(blocks: RequestBlocks, side: str, *, first_position: int = 0) -> RequestBlocks:
     """`blocks` with one side's ids replaced by span positions (-1 where the request has
     no block): what a step template's scratch side is indexed by (module docstring).
+    Positions start at `first_position` (a staging ring's slot, `kvplan.lowering.ring`).
 
     >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
     >>> from kvplan.planning import plan_tables
@@ -153,18 +154,20 @@ def positional(blocks: RequestBlocks, side: str) -> RequestBlocks:
         raise SpecError(f"positional(side=...) takes 'src' or 'dst', got {side!r}"[:300])
     if not isinstance(blocks, RequestBlocks):
         raise SpecError(f"positional() takes the RequestBlocks of request_blocks(), got {type(blocks).__name__}")
+    check_count(first_position, "positional(first_position=...)", minimum=0)
     groups = []
     for g in blocks.groups:
         per_span = g.blocks_per_span[0 if side == "src" else 1]
         ids = g.src_ids if side == "src" else g.dst_ids
-        place = np.where(ids >= 0, np.arange(len(ids), dtype=np.int64) // per_span, -1)
+        place = np.where(ids >= 0, np.arange(len(ids), dtype=np.int64) // per_span + first_position, -1)
         groups.append(attrs.evolve(g, **{f"{side}_ids": place}))
     return attrs.evolve(blocks, groups=tuple(groups))
 
 
-def expand_step(template: CopyTemplate, blocks: RequestBlocks, step: str) -> dict[str, np.ndarray]:
+def expand_step(template: CopyTemplate, blocks: RequestBlocks, step: str, *,
+                first_position: int = 0) -> dict[str, np.ndarray]:
     """`expand` of a "pre" or "post" step template: the scratch side (a pre step's
-    destination, a post step's source) indexed by span position."""
+    destination, a post step's source) indexed by span position from `first_position`."""
     if not isinstance(step, str) or step not in ("pre", "post"):
         raise SpecError(f"expand_step(step=...) takes 'pre' or 'post', got {step!r}"[:300])
-    return expand(template, positional(blocks, "dst" if step == "pre" else "src"))
+    return expand(template, positional(blocks, "dst" if step == "pre" else "src", first_position=first_position))

@@ -124,13 +124,21 @@ def request_memories(src, dst, dst_rank: int, src_blocks, dst_blocks, num_blocks
 
 
 def apply(transfer, src_mem, dst_sizes, *, max_states: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Execute `transfer` (pre steps, reads, post steps) on numpy memories.
+    """Execute `transfer` (pre steps, reads, post steps) on numpy memories; a sequence
+    of Transfers (a staging ring's chunks) runs one after the other on the same memories,
+    scratch included, so a chunk that reuses a slot overwrites what an earlier one left.
 
     Returns the decode regions' (code, byte) arrays. Per-request scratch regions are
     allocated for `max_states` state blocks (or what the request uses, if more), filled
     with -5 so a read of scratch that nothing wrote shows up as a wrong byte.
     """
-    used = transfer.scratch_bytes()
+    transfers = list(transfer) if isinstance(transfer, (list, tuple)) else [transfer]
+    used: tuple[dict, dict] = ({}, {})
+    for t in transfers:
+        for side, extents in zip(used, t.scratch_bytes(), strict=True):
+            for region, size in extents.items():
+                side[region] = max(side.get(region, 0), size)
+    transfer = transfers[0]
 
     def scratch(regions, used):
         sizes = {i: max(r.block_bytes * max_states, used.get(i, 0)) for i, r in enumerate(regions) if r.per_request}
@@ -160,16 +168,17 @@ def apply(transfer, src_mem, dst_sizes, *, max_states: int = 4) -> list[tuple[np
             d_code, d_byte = target_of(rank)[region]
             d_code[dst_pos[mine]], d_byte[dst_pos[mine]] = code[mine], byte[mine]
 
-    if transfer.pre_steps is not None:
-        run(transfer.pre_steps, src.__getitem__, src.__getitem__)
-    run(transfer, src.__getitem__, lambda rank: out)
-    if transfer.post_steps is not None:
-        run(transfer.post_steps, lambda rank: out, lambda rank: out)
+    for t in transfers:
+        if t.pre_steps is not None:
+            run(t.pre_steps, src.__getitem__, src.__getitem__)
+        run(t, src.__getitem__, lambda rank: out)
+        if t.post_steps is not None:
+            run(t.post_steps, lambda rank: out, lambda rank: out)
     return [out[i] for i in range(len(dst_sizes))]
 
 
 def check_delivery(transfer, src_mem, expected, must) -> int:
-    """Execute `transfer` and raise AssertionError on any wrong or stray byte.
+    """Execute `transfer` (or a sequence of them, as `apply`) and raise AssertionError on any wrong or stray byte.
 
     Returns the number of bytes the request had to deliver.
     """

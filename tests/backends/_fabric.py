@@ -16,7 +16,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from kvplan import plan
-from kvplan.lowering import scratch_buffer_bytes
+from kvplan.lowering import ring_buffer_bytes, scratch_buffer_bytes
 from kvplan.testing.strategies import BLOCKS, exchanges, group_requests, hybrid_exchanges, requests
 from kvplan.transport import load_backend
 
@@ -105,8 +105,8 @@ class LocalSources:
         for backend in self.backends.values():
             backend.add_peer(dst_rank, metadata)
 
-    def prepare(self, p, dst_rank: int) -> None:
-        self._prepared = {rank: b.prepare(p, dst_rank) for rank, b in self.backends.items()}
+    def prepare(self, p, dst_rank: int, *, ring=None) -> None:
+        self._prepared = {rank: b.prepare(p, dst_rank, ring=ring) for rank, b in self.backends.items()}
 
     def serve(self, src_blocks, dst_blocks, *, request: str = "", check: bool = False):
         self._done = [b.serve(self._prepared[r], src_blocks, dst_blocks, rank=r, request=request, check=check)
@@ -156,13 +156,15 @@ def zero(buffers) -> None:
 
 
 def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = False, src_device: int = -1,
-        dst_device: int = -1, options=None, source_options=None) -> Run:
+        dst_device: int = -1, options=None, source_options=None, ring=None) -> Run:
     """The session through backend `kind` (see the module docstring): prefill ranks in
     this process, or with `apart` in a spawned one; buffers on the given devices;
-    `options` for the decode rank's backend, `source_options` for the prefill ranks'."""
+    `options` for the decode rank's backend, `source_options` for the prefill ranks'.
+    With a staging `ring`, staging is the ring's bytes only and the session runs the
+    prepared route alone (a whole lowered request would not fit)."""
     options = OPTIONS.get(kind, {}) if options is None else options
     source_options = OPTIONS.get(kind) if source_options is None else source_options
-    src_extra, dst_extra = scratch(p, reqs, dst_rank)
+    src_extra, dst_extra = scratch(p, reqs, dst_rank) if ring is None else ring_buffer_bytes(p, ring)
     out = allocate(p.dst, dst_rank, dst_device, fill=False, extra=dst_extra)
     dst = load_backend(kind, **options)
     ranks = serving_ranks(p, dst_rank)
@@ -179,8 +181,8 @@ def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = Fa
             for rank, md in sources.metadata.items():
                 dst.add_peer(rank, md)
             sources.connect(dst_rank, dst.metadata())
-            sources.prepare(p, dst_rank)
-            prepared = dst.prepare(p, dst_rank)
+            sources.prepare(p, dst_rank, ring=ring)
+            prepared = dst.prepare(p, dst_rank, ring=ring)
             for i, (src_blocks, dst_blocks) in enumerate(reqs):
                 sources.serve(src_blocks, dst_blocks, request=f"{tag}-{i}")
                 dst.execute(prepared, src_blocks, dst_blocks, request=f"{tag}-{i}")
@@ -189,7 +191,7 @@ def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = Fa
                 result.routes.append(dst.route)
                 result.launches.append(getattr(dst, "last_launch", {}).get("path"))
             zero(out)
-            for i, (src_blocks, dst_blocks) in enumerate(reqs):
+            for i, (src_blocks, dst_blocks) in enumerate(reqs if ring is None else ()):
                 transfer = p.lower(dst_rank, src_blocks, dst_blocks)
                 sources.serve_transfer(transfer, request=f"{tag}-transfer-{i}")
                 dst.execute(transfer, request=f"{tag}-transfer-{i}")

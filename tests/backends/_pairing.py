@@ -80,9 +80,9 @@ def _child(conn, kind: str, options: dict, engine, ranks, device: int, extra: tu
         if message[0] == "connect":
             for backend in backends.values():
                 backend.add_peer(message[1], message[2])
-        elif message[0] == "prepare":  # ("prepare", plan, dst_rank): once per plan and decode rank
+        elif message[0] == "prepare":  # ("prepare", plan, dst_rank, ring): once per plan and decode rank
             try:
-                prepared = {r: b.prepare(message[1], message[2]) for r, b in backends.items()}
+                prepared = {r: b.prepare(message[1], message[2], ring=message[3]) for r, b in backends.items()}
                 conn.send(("ok", None))
             except Exception as error:
                 conn.send(("error", repr(error)))
@@ -155,9 +155,10 @@ class SourceProcess:
     def connect(self, dst_rank: int, metadata: bytes) -> None:
         self._send(("connect", dst_rank, metadata))
 
-    def prepare(self, plan, dst_rank: int) -> None:
-        """Every source rank's backend prepares `plan` for `dst_rank` (sent once)."""
-        self._send(("prepare", plan, dst_rank))
+    def prepare(self, plan, dst_rank: int, *, ring=None) -> None:
+        """Every source rank's backend prepares `plan` for `dst_rank` (sent once), with
+        a staging `ring` if given."""
+        self._send(("prepare", plan, dst_rank, ring))
         self._expect("ok")
 
     def serve(self, src_blocks, dst_blocks, *, request: str = "", check: bool = False):

@@ -98,25 +98,31 @@ def test_cupy_hybrid_matches_host(conv_strategy, data):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("mode", ["cupy", "nixl", "nixl-push", "ucx"])
+@pytest.mark.parametrize("mode", ["cupy", "nixl", "nixl-push", "ucx", "nixl-ring", "nixl-push-ring"])
 @settings(max_examples=4, deadline=None)
 @given(data=st.data())
 def test_bounce_on_gpus_matches_the_direct_plan(mode, data):
     """Bounce plans: pack (step template kernel on the prefill GPU), copies (pulled, or
     pushed by the prefill side with NIXL WRITE), unpack (step template kernel on the
-    decode GPU) leave the decode pages as the direct plan does."""
-    kind, push = mode.removesuffix("-push"), mode.endswith("-push")
+    decode GPU) leave the decode pages as the direct plan does; "-ring": through a
+    staging ring of 2 slots of 1 - 2 spans (requests longer than the ring)."""
+    from kvplan.lowering import StagingRing
+
+    kind, push, ringed = mode.split("-")[0], "-push" in mode, mode.endswith("-ring")
     need(kind)
     case = data.draw(st.one_of(bounce_sessions(), hybrid_sessions("direct", "bounce")), label="session")
     p, dst_rank, reqs = case
     options = {"push": True} if push else None
+    ring = StagingRing(chunk_spans=data.draw(st.integers(1, 2), label="chunk_spans"), slots=2) if ringed else None
     got = run(kind, *case, apart=kind != "cupy", tag=f"gpu-bounce-{mode}", options=options, source_options=options,
-              **gpu_pair())
+              ring=ring, **gpu_pair())
     want = sliced(plan(p.src, p.dst), dst_rank, reqs)
     own = len(p.dst_regions) - len(p.dst_scratch)
-    for snapshots in (got.prepared, got.transfer):
+    for snapshots in (got.prepared, got.transfer) if ring is None else (got.prepared,):
         assert same_each([s[:own] for s in snapshots], want)
-    assert set(got.routes) == {"pushed, step templates" if push else "lowered reads, step templates"}
+    routes = ("staging ring, pushed", "staging ring") if ring else ("pushed, step templates",
+                                                                     "lowered reads, step templates")
+    assert set(got.routes) == {routes[0] if push else routes[1]}
 
 
 @pytest.mark.gpu

@@ -1,0 +1,132 @@
+"""A bounce request through a staging ring (`kvplan.lowering.ring`), chunk by chunk.
+
+Prepared with ``prepare(plan, dst_rank, ring=StagingRing(...))``, a request's staging
+is the ring's slots, whatever its length. Each chunk j (slot ``j % slots``):
+
+* the prefill rank waits until the decode rank has freed the slot (its word "free
+  j - slots"), packs the chunk into it (its step template, one kernel launch), then
+  either writes the chunk's copies into the decode rank's slot with a notification
+  "ready j" (push) or only says "ready j" (pull);
+* the decode rank waits for "ready j" from every prefill rank it reads, reads the
+  chunk's copies (pull), unpacks them (one kernel launch) and says "free j" to each.
+
+So a prefill rank packs chunk j + 1 while chunk j moves and chunk j - 1 unpacks. The
+words are the transport's own notifications (`_signal` / `_await_signals`). Serving
+runs on a thread of its own: `serve` returns at once and its Completion's `wait`
+returns when the rank's last chunk has left (or raises what stopped it), so one
+process may serve several prefill ranks, or serve and execute, without deadlock.
+Every chunk's pack and unpack pass the step route's bounds, and its copies the gate,
+on the side that moves them, as any request does.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from kvplan.errors import SpecError
+from kvplan.lowering import StagingRing, ring_chunks
+from kvplan.transport import TransportTimeout
+
+
+def ring_tag(request: str, word: str, chunk: int) -> bytes:
+    """A ring notification; the request's length goes first so no tag is a prefix of
+    another request's (NIXL matches notifications by prefix).
+
+    >>> ring_tag("r1", "ready", 3), ring_tag("r1", "ready", 3) in ring_tag("r1", "ready", 30)
+    (b'kvplan-ring/2:r1/ready/3;', False)
+    """
+    return f"kvplan-ring/{len(request)}:{request}/{word}/{chunk};".encode()
+
+
+def check_ring(ring, plan, backend) -> None:
+    """Refuse a ring this backend or plan cannot run, at `prepare`."""
+    if ring is None:
+        return
+    if not isinstance(ring, StagingRing):
+        raise SpecError(f"prepare(ring=...) takes a kvplan.lowering.StagingRing or None, got {ring!r}"[:300])
+    if not backend.rings:
+        raise SpecError(f"the {backend.name} backend stages whole requests; a staging ring needs a transport "
+                        "whose ranks notify each other (nixl)")
+    if getattr(plan, "transfer_strategy", None) != "bounce":
+        raise SpecError(f"a staging ring moves bounce plans; this plan's transfer_strategy is "
+                        f"{getattr(plan, 'transfer_strategy', None)!r}")
+    if plan.src.num_blocks is None or plan.dst.num_blocks is None:
+        raise SpecError("a staging ring runs pack and unpack from step templates, which need both engines' "
+                        "num_blocks")
+
+
+class RingServe:
+    """A prefill rank's part of one ringed request, running on its own thread (a
+    `kvplan.transport.Completion`)."""
+
+    digests = None
+
+    def __init__(self, backend, prepared, blocks, rank: int, request: str):
+        self._error: BaseException | None = None
+        self._timeout_s = backend.timeout_s
+        self._thread = threading.Thread(target=self._run, args=(backend, prepared, blocks, rank, request),
+                                        name=f"kvplan-ring-serve-{rank}", daemon=True)
+        self._thread.start()
+
+    def _run(self, backend, prepared, blocks, rank: int, request: str) -> None:
+        try:
+            with backend._busy():  # close() waits for a serve in flight
+                serve_chunks(backend, prepared, blocks, rank, request)
+        except BaseException as error:  # raised to whoever waits
+            self._error = error
+
+    def completed(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        self._thread.join(self._timeout_s if timeout_s is None else timeout_s)
+        if self._thread.is_alive():
+            raise TransportTimeout(f"ring serve not finished after {timeout_s or self._timeout_s} s")
+        if self._error is not None:
+            raise self._error
+
+
+def serve_chunks(backend, prepared, blocks, rank: int, request: str) -> None:
+    """Prefill rank `rank`'s loop (module docstring)."""
+    ring, dst = prepared.state.ring, prepared.dst_rank
+    route = backend._step_route(prepared, "pre", rank)
+    copies = backend._ring_copies(prepared)
+    in_flight = {}
+    try:
+        for j, chunk in enumerate(ring_chunks(prepared.plan, blocks, ring)):
+            if j >= ring.slots:  # the slot's last chunk must be unpacked before it is packed again
+                backend._await_signals([dst], ring_tag(request, "free", j - ring.slots), request,
+                                       in_flight=list(in_flight.values()))
+                if j - ring.slots in in_flight:
+                    backend._finish_copies(in_flight.pop(j - ring.slots), request)
+            position = ring.slot_position(j)
+            route.run(chunk, first_position=position)
+            ready = ring_tag(request, "ready", j)
+            if backend.pushes:
+                in_flight[j] = backend._start_copies(copies.chunk(chunk, first_position=position, src_rank=rank),
+                                                     rank, request, ready)
+            else:
+                backend._signal(dst, ready, request)
+        for j in sorted(in_flight):
+            backend._finish_copies(in_flight.pop(j), request)
+    finally:
+        for handle in in_flight.values():
+            backend._abandon_copies(handle)
+
+
+def execute_chunks(backend, prepared, blocks, request: str) -> None:
+    """The decode rank's loop (module docstring)."""
+    ring, plan = prepared.state.ring, prepared.plan
+    route = backend._step_route(prepared, "post", None)
+    copies = backend._ring_copies(prepared)
+    ranks = list(plan.reads(prepared.dst_rank).source_ranks)
+    chunks = ring_chunks(plan, blocks, ring)
+    for j, chunk in enumerate(chunks):
+        position = ring.slot_position(j)
+        backend._await_signals(ranks, ring_tag(request, "ready", j), request)
+        if not backend.pushes:
+            backend._execute_transfer(copies.chunk(chunk, first_position=position), request)
+        route.run(chunk, first_position=position)
+        if j + ring.slots < len(chunks):
+            for rank in ranks:
+                backend._signal(rank, ring_tag(request, "free", j), request)
