@@ -26,6 +26,6 @@ elif [ "$transport" = nixl ]; then sel="nixl"; backends=nixl; else sel="not nixl
 timeout 300 python3 -m pytest -q -p no:cacheprovider tests/backends/test_gpu.py tests/backends/test_two_process.py -k "$sel" 2>&1 \
   | grep -v "NIXL INFO" | tee "$out/tests-$transport.log"
 [ "${BENCH:-1}" = 0 ] && exit 0   # BENCH=0: tests only
-timeout 330 python3 benchmarks/bench_transfer.py --backends "$backends" "${bench_args[@]}" \
+timeout "${BENCH_TIMEOUT:-330}" python3 benchmarks/bench_transfer.py --backends "$backends" "${bench_args[@]}" \
   --json "$out/bench-$transport.json" 2>&1 \
   | grep -v "NIXL INFO\|UCX  WARN" | tee "$out/bench-$transport.log"
