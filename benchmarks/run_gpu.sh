@@ -21,10 +21,12 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >"$out/install.log
 # rings of RING_MIB chunks (default 16,64 MiB per rank pair), pull and push
 bench_args=()
 if [ "$transport" = ring ]; then sel="bounce and nixl"; backends=nixl
-  bench_args=(--bounce-only --ring-mib "${RING_MIB:-16,64}")
+  bench_args=(--bounce-only --ring-mib "${RING_MIB:-16,64}" ${QUICK:+--quick})
 elif [ "$transport" = nixl ]; then sel="nixl"; backends=nixl; else sel="not nixl"; backends=cupy,ucx; fi
+if [ "${TESTS:-1}" != 0 ]; then   # TESTS=0: benchmark only (it byte-checks every result too)
 timeout 300 python3 -m pytest -q -p no:cacheprovider tests/backends/test_gpu.py tests/backends/test_two_process.py -k "$sel" 2>&1 \
   | grep -v "NIXL INFO" | tee "$out/tests-$transport.log"
+fi
 [ "${BENCH:-1}" = 0 ] && exit 0   # BENCH=0: tests only
 timeout "${BENCH_TIMEOUT:-330}" python3 benchmarks/bench_transfer.py --backends "$backends" "${bench_args[@]}" \
   --json "$out/bench-$transport.json" 2>&1 \
