@@ -277,7 +277,7 @@ def bounce(backends, src_engine, dst_engine, src_blocks, dst_blocks, reference, 
         ring, src_bytes, dst_bytes = None, src_extra, dst_extra
         if mib:  # staging is the ring: slots x chunk, whatever the request
             ring = staging_ring(p, chunk_bytes=mib << 20, slots=RING_SLOTS)
-            src_bytes, dst_bytes = ring_buffer_bytes(p, ring)
+            src_bytes, dst_bytes = ring_buffer_bytes(p, ring, dst_rank=0)
             row[f"ring{mib}_staging_bytes"] = {"prefill": sum(src_bytes), "decode": sum(dst_bytes)}
             row[f"ring{mib}_chunks"] = max(-(-s // ring.chunk_spans)
                                            for s in request_blocks_of(p, 0, src_blocks, dst_blocks).spans)

@@ -23,6 +23,8 @@ spans, with sliding-window limits rebased to the chunk's first block, so step te
 >>> ring = staging_ring(p, chunk_bytes=2 * 16384, slots=2)    # a pair moves 16 KiB per span
 >>> ring.chunk_spans, ring_buffer_bytes(p, ring)[1]           # 2 slots x 2 spans x 16 KiB
 (2, (65536, 65536))
+>>> ring_buffer_bytes(p, ring, dst_rank=3)[1]                 # decode rank 3 reads prefill rank 1 only
+(0, 65536)
 >>> blocks = request_blocks(p, 3, [7, 8, 9], [40, 41, 2])
 >>> [c.groups[0].dst_ids.tolist() for c in ring_chunks(p, blocks, ring)]
 [[40, 41], [2]]
@@ -88,16 +90,23 @@ def staging_ring(plan, *, chunk_bytes: int, slots: int = 2) -> StagingRing:
     return StagingRing(chunk_spans=max(1, int(chunk_bytes) // per_span), slots=int(slots))
 
 
-def ring_buffer_bytes(plan, ring: StagingRing) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def ring_buffer_bytes(plan, ring: StagingRing, dst_rank: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Bytes of each scratch buffer for `ring`, whatever the request: (prefill side in
     `plan.src_scratch` order, decode side in `plan.dst_scratch` order), like
-    `scratch_buffer_bytes` for whole-request staging."""
+    `scratch_buffer_bytes` for whole-request staging. With `dst_rank`, only what that
+    decode rank's requests use (0 elsewhere): its own staging, and on a prefill rank the
+    staging of that one pair (a prefill rank serving every decode rank needs them all)."""
     _require_bounce(plan, "ring_buffer_bytes")
     if not isinstance(ring, StagingRing):
         raise SpecError(f"ring_buffer_bytes takes a StagingRing, got {type(ring).__name__}")
     spans = ring.slots * ring.chunk_spans
-    return (tuple(spans * r.block_bytes for r in plan.src_scratch),
-            tuple(spans * r.block_bytes for r in plan.dst_scratch))
+    first_src, first_dst = len(plan.src_regions) - len(plan.src_scratch), len(plan.dst_regions) - len(plan.dst_scratch)
+    used_src, used_dst = range(len(plan.src_regions)), range(len(plan.dst_regions))
+    if dst_rank is not None:
+        table = plan.reads(dst_rank)  # a bounce plan's reads are its staging-to-staging copies
+        used_src, used_dst = set(table.src_region.tolist()), set(table.dst_region.tolist())
+    return (tuple(spans * r.block_bytes if first_src + i in used_src else 0 for i, r in enumerate(plan.src_scratch)),
+            tuple(spans * r.block_bytes if first_dst + i in used_dst else 0 for i, r in enumerate(plan.dst_scratch)))
 
 
 def ring_chunks(plan, blocks: RequestBlocks, ring: StagingRing) -> tuple[RequestBlocks, ...]:

@@ -164,7 +164,7 @@ def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = Fa
     prepared route alone (a whole lowered request would not fit)."""
     options = OPTIONS.get(kind, {}) if options is None else options
     source_options = OPTIONS.get(kind) if source_options is None else source_options
-    src_extra, dst_extra = scratch(p, reqs, dst_rank) if ring is None else ring_buffer_bytes(p, ring)
+    src_extra, dst_extra = scratch(p, reqs, dst_rank) if ring is None else ring_buffer_bytes(p, ring, dst_rank)
     out = allocate(p.dst, dst_rank, dst_device, fill=False, extra=dst_extra)
     dst = load_backend(kind, **options)
     ranks = serving_ranks(p, dst_rank)

@@ -60,7 +60,7 @@ def test_a_request_through_a_staging_ring_delivers_exactly_the_expected_bytes(da
     check_delivery(chunks, *request_memories(p.src, p.dst, dst_rank, src_blocks, dst_blocks, NUM_BLOCKS))
     # staging stays inside the ring whatever the request's length
     first_src, first_dst = len(p.src_regions) - len(p.src_scratch), len(p.dst_regions) - len(p.dst_scratch)
-    src_ring, dst_ring = ring_buffer_bytes(p, ring)
+    src_ring, dst_ring = ring_buffer_bytes(p, ring, dst_rank)  # only what this decode rank uses
     for t in chunks:
         used_src, used_dst = t.scratch_bytes()
         assert all(size <= src_ring[region - first_src] for region, size in used_src.items())
