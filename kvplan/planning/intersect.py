@@ -87,7 +87,18 @@ def layer_rows(src: EngineMemory, dst: EngineMemory, layer: int, dst_tp_rank: in
     dst_layout = dst.layer_layout(layer, dst_tp_rank)
     memo = {} if src_memo is None else src_memo
     preferred = preferred_sources(dst_tp_rank, dst_engine.tp, src_engine.tp)
-    src_block, dst_block = src_engine.layer_block_tokens(layer)[0], dst_engine.layer_block_tokens(layer)[0]
+    # the rows depend on the rank only through its layout and preferred sources: ranks
+    # replicating one share of the heads (TP above the head count) compute them once
+    key = ("rows", dst_layout, preferred.start, preferred.stop, dst_engine.layer_block_tokens(layer)[0])
+    if key not in memo:
+        memo[key] = _layer_rows(src, dst_layout, layer, memo, preferred, dst_engine.layer_block_tokens(layer)[0])
+    return memo[key]
+
+
+def _layer_rows(src: EngineMemory, dst_layout, layer: int, memo: dict, preferred: range, dst_block: int
+                ) -> TemplateRows:
+    src_engine = src.engine
+    src_block = src_engine.layer_block_tokens(layer)[0]
     span = math.lcm(src_block, dst_block)
     pieces = []
     for fd in dst_layout.components:
