@@ -26,6 +26,7 @@ from ..planning.rows import RowTable, column
 from ..spec.limits import check_count
 from .addresses import bind
 from .lower import request_rows
+from .request import request_blocks
 from .transfer import Transfer
 
 
@@ -63,20 +64,52 @@ class PreparedLists:
     position: np.ndarray = column()
     local: DescriptorList
     remote: dict
+    # per source rank: ((layer group, its table rows ascending, their positions), ...)
+    by_rank: dict = attrs.field(factory=dict)
 
     def indices(self, plan, src_blocks, dst_blocks) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """{source rank: (local int32 indices, remote int32 indices)} for one request.
 
-        Sorted by local index, so each row's consecutive blocks sit next to each other.
+        Row by row (rows of one layer group together), each row's blocks in ascending
+        decode block id, so a row's consecutive blocks sit next to each other.
+
+        A request whose groups pair block for block (one block per span on both sides,
+        no window, no partial span) is computed by arithmetic: each group's ids sorted
+        once, then ``row * blocks + id`` for every row of the group, which is what a
+        serving engine's own descriptor ids cost. Other requests go through
+        `request_rows`.
         """
+        request = request_blocks(plan, self.dst_rank, src_blocks, dst_blocks)
+        if request.windowed or any(g.blocks_per_span != (1, 1) or g.partial for g in request.groups):
+            return self._indices_of_rows(plan, src_blocks, dst_blocks)
+        ids = []
+        for g in request.groups:
+            order = np.argsort(g.dst_ids, kind="stable")
+            ids.append((g.dst_ids[order], g.src_ids[order]))
+        out = {}
+        for rank, parts in self.by_rank.items():
+            local, remote = [], []
+            for group, rows, position in parts:
+                dst_ids, src_ids = ids[group]
+                if len(dst_ids):
+                    local.append((rows[:, None] * self.dst_blocks + dst_ids[None, :]).reshape(-1))
+                    remote.append((position[:, None] * self.src_blocks + src_ids[None, :]).reshape(-1))
+            if local:
+                out[rank] = (np.concatenate(local).astype(np.int32), np.concatenate(remote).astype(np.int32))
+        return out
+
+    def _indices_of_rows(self, plan, src_blocks, dst_blocks) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """`indices` of any request, from its `request_rows` (sorted per row and block)."""
         req = request_rows(plan, self.dst_rank, src_blocks, dst_blocks)
         src_rank = req.table.src_rank[req.row]
+        group = np.array([plan.dst.group_of(int(layer)) for layer in req.table.layer], np.int64)[req.row] \
+            if len(req.row) else req.row
         local = req.row * self.dst_blocks + req.dst_block_id
         remote = self.position[req.row] * self.src_blocks + req.src_block_id
         out = {}
         for rank in np.unique(src_rank).tolist():
             mask = src_rank == rank
-            order = np.argsort(local[mask], kind="stable")
+            order = np.lexsort((local[mask], group[mask]))
             out[rank] = (local[mask][order].astype(np.int32), remote[mask][order].astype(np.int32))
         return out
 
@@ -113,16 +146,24 @@ def prepared_lists(plan, dst_rank: int) -> PreparedLists:
     ns, nd = _blocks(plan.src, "prefill"), _blocks(plan.dst, "decode")
     src_stride = np.array([r.block_bytes for r in plan.src_regions], np.int64)
     dst_stride = np.array([r.block_bytes for r in plan.dst_regions], np.int64)
+    # NIXL takes int32 descriptor indices: a list longer than that cannot be indexed
+    longest = max([len(table) * nd] + [int((table.src_rank == r).sum()) * ns for r in table.source_ranks])
+    if longest > np.iinfo(np.int32).max:
+        raise SpecError(f"prepared descriptor lists of decode rank {dst_rank} would hold {longest:,} descriptors "
+                        f"({len(table):,} rows x {max(ns, nd):,} blocks), past int32 indices; lower requests instead")
     local = _expand(table.dst_region, table.dst_offset, table.nbytes, dst_stride[table.dst_region], nd)
     position = np.zeros(len(table), np.int64)
-    remote = {}
+    group = np.array([plan.dst.group_of(int(layer)) for layer in table.layer], np.int64)
+    remote, by_rank = {}, {}
     for rank in table.source_ranks:
         rows = np.flatnonzero(table.src_rank == rank)
         position[rows] = np.arange(len(rows))
         region = table.src_region[rows]
         remote[rank] = _expand(region, table.src_offset[rows], table.nbytes[rows], src_stride[region], ns)
+        by_rank[rank] = tuple((int(g), rows[group[rows] == g], position[rows[group[rows] == g]])
+                              for g in np.unique(group[rows]).tolist())
     return PreparedLists(dst_rank=dst_rank, src_blocks=ns, dst_blocks=nd, position=position, local=local,
-                         remote=remote)
+                         remote=remote, by_rank=by_rank)
 
 
 @attrs.frozen(eq=False, kw_only=True)

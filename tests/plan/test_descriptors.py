@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvplan.lowering import prepared_lists, split_ranges, staged
 
-from kvplan.testing.strategies import exchanges
+from kvplan.testing.strategies import exchanges, hybrid_exchanges
 
 
 def _pairs(src_rank, src_region, src_offset, dst_region, dst_offset, nbytes):
@@ -50,6 +51,32 @@ def test_pack_then_unpack_is_the_transfer(case):
         mine = t.for_source(rank)
         assert composed == _pairs(mine.src_rank, mine.src_region, mine.src_offset, mine.dst_region,
                                   mine.dst_offset, mine.nbytes)
+
+
+@settings(max_examples=150)
+@given(case=st.one_of(exchanges(max_blocks=4), hybrid_exchanges()))
+def test_indices_by_arithmetic_equal_the_indices_of_request_rows(case):
+    """The arithmetic path (groups pairing block for block) against the general one."""
+    from kvplan import plan
+
+    p, dst_rank, src_blocks, dst_blocks = case
+    p = plan(p.src, p.dst)  # prepared lists take plans without local steps
+    lists = prepared_lists(p, dst_rank)
+    fast, slow = lists.indices(p, src_blocks, dst_blocks), lists._indices_of_rows(p, src_blocks, dst_blocks)
+    assert fast.keys() == slow.keys()
+    for rank in fast:
+        assert all(np.array_equal(a, b) for a, b in zip(fast[rank], slow[rank], strict=True))
+
+
+def test_prepared_lists_past_int32_indices_are_refused():
+    import pytest
+
+    from kvplan import AttentionSpec, EngineSpec, ModelSpec, SpecError, plan
+
+    m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=1, head_dim=8),) * 4096)
+    p = plan(EngineSpec(model=m, num_blocks=2**20), EngineSpec(model=m, num_blocks=2**20))
+    with pytest.raises(SpecError, match="int32"):
+        prepared_lists(p, 0)
 
 
 def test_consecutive_whole_pages_get_consecutive_indices_on_both_sides():
