@@ -23,10 +23,28 @@ from .sources import preferred_sources, source_runs
 from .tables import TemplateRows
 
 
+def token_mode(component: ComponentLayout) -> tuple[int, int] | None:
+    """(tokens per kernel page, byte stride between consecutive tokens of a page) of a
+    component's layout, None without a plain token mode.
+
+    >>> from kvplan.layout.affine import Layout
+    >>> token_mode(ComponentLayout(component="K", slot=0, held=(0, 1), cell_bytes=256, has_tokens=True,
+    ...                            layout=Layout(shape=(1, (16, 2)), stride=(0, (512, 8192)))))
+    (16, 512)
+    """
+    if not component.has_tokens:
+        return None
+    extent, stride = component.layout.shape[1], component.layout.stride[1]
+    if isinstance(extent, tuple):
+        extent, stride = extent[0], stride[0]
+    return None if isinstance(extent, tuple) else (extent, stride)
+
+
 def cell_pairs(dst: ComponentLayout, src: ComponentLayout, lo: int, hi: int, span_tokens: int,
-               dst_block_tokens: int, src_block_tokens: int) -> dict[str, np.ndarray]:
+               dst_block_tokens: int, src_block_tokens: int, *, run_tokens: int = 1) -> dict[str, np.ndarray]:
     """Every element cell of indices ``[lo, hi)`` (both layouts must hold them) over a
-    span of `span_tokens`: columns src_block, src_offset, dst_block, dst_offset.
+    span of `span_tokens`: columns src_block, src_offset, dst_block, dst_offset; with
+    `run_tokens`, only every run_tokens-th token (`_layer_rows` says when that is enough).
 
     >>> from kvplan.layout.affine import Layout
     >>> d = ComponentLayout(component="K", slot=0, held=(0, 2), cell_bytes=4, has_tokens=True,
@@ -54,7 +72,7 @@ def cell_pairs(dst: ComponentLayout, src: ComponentLayout, lo: int, hi: int, spa
     index = along(np.arange(hi - lo, dtype=np.int64), 0)
     axes = [along(np.arange(extent, dtype=np.int64), 1 + dst.has_tokens + k) for k, extent in enumerate(extra_dst)]
     if dst.has_tokens:
-        tokens = np.arange(span_tokens, dtype=np.int64)
+        tokens = np.arange(0, span_tokens, run_tokens, dtype=np.int64)
         s_blk, s_tok = np.divmod(tokens, src_block_tokens)
         d_blk, d_tok = np.divmod(tokens, dst_block_tokens)
         s_off = src_layout(index, along(s_tok, 1), *axes)
@@ -100,7 +118,7 @@ def _layer_rows(src: EngineMemory, dst_layout, layer: int, memo: dict, preferred
     src_engine = src.engine
     src_block = src_engine.layer_block_tokens(layer)[0]
     span = math.lcm(src_block, dst_block)
-    pieces = []
+    pairs = []  # (destination component, source component, source rank, index range)
     for fd in dst_layout.components:
         if fd.component not in memo:
             if "layouts" not in memo:
@@ -108,15 +126,57 @@ def _layer_rows(src: EngineMemory, dst_layout, layer: int, memo: dict, preferred
             found = [lay.component(fd.component) for lay in memo["layouts"]]
             memo[fd.component] = found, [(p, c.held[0], c.held[1]) for p, c in enumerate(found)]
         src_components, holders = memo[fd.component]
-        for p, lo, hi in source_runs(*fd.held, holders, preferred):
-            fs = src_components[p]
-            cells = cell_pairs(fd, fs, lo, hi, span, dst_block, src_block)
-            n = len(cells["src_offset"])
-            cells.update(src_rank=np.full(n, p, np.int64), component=np.full(n, COMPONENT_CODE[fd.component], np.int64),
-                         src_slot=np.full(n, fs.slot, np.int64), dst_slot=np.full(n, fd.slot, np.int64),
-                         nbytes=np.full(n, fd.cell_bytes, np.int64))
-            pieces.append(cells)
-    cols = {c: np.concatenate([piece[c] for piece in pieces]) for c in TemplateRows.column_names()}
+        pairs += [(fd, src_components[p], p, lo, hi) for p, lo, hi in source_runs(*fd.held, holders, preferred)]
+    # Blocks that do not divide make spans of 100 K+ tokens. Within a kernel page on both
+    # sides (g tokens, g dividing every page), token t + 1's bytes are token t's shifted
+    # by the token stride on each side. So rows worked out for every g-th token, each
+    # exactly one token stride long on both sides, are runs that continue through the
+    # next g - 1 tokens: g times as long, merged as the cells of every token would be.
+    step = _token_step(pairs)
+    if step > 1:
+        rows = _merge(pairs, span, dst_block, src_block, step)
+        strides: dict = {}  # token stride of each region slot (of each source rank), one per slot
+        for fd, fs, p, _, _ in pairs:
+            strides.setdefault(("src", fs.slot, p), set()).add(token_mode(fs)[1])
+            strides.setdefault(("dst", fd.slot, 0), set()).add(token_mode(fd)[1])
+        if all(len(v) == 1 for v in strides.values()):
+            stride_of = {key: next(iter(v)) for key, v in strides.items()}
+            src_stride = np.array([stride_of["src", int(s), int(p)] for s, p in zip(rows["src_slot"],
+                                                                                   rows["src_rank"], strict=True)])
+            dst_stride = np.array([stride_of["dst", int(s), 0] for s in rows["dst_slot"]])
+            if len(rows["nbytes"]) and (rows["nbytes"] == src_stride).all() and (rows["nbytes"] == dst_stride).all():
+                return TemplateRows.from_columns(_coalesce(rows | {"nbytes": rows["nbytes"] * step}))
+    return TemplateRows.from_columns(_merge(pairs, span, dst_block, src_block, 1))
+
+
+def _token_step(pairs) -> int:
+    """Tokens between the evaluated ones: the gcd of every component's kernel page, on
+    both sides (1 where a component has no plain token mode)."""
+    pages = []
+    for fd, fs, _, _, _ in pairs:
+        for side in (fd, fs):
+            mode = token_mode(side)
+            if mode is None:
+                return 1
+            pages.append(mode[0])
+    return math.gcd(*pages) if pages else 1
+
+
+def _merge(pairs, span: int, dst_block: int, src_block: int, step: int) -> dict[str, np.ndarray]:
+    """Cells of every pair (every `step`-th token), merged into rows."""
+    pieces = []
+    for fd, fs, p, lo, hi in pairs:
+        cells = cell_pairs(fd, fs, lo, hi, span, dst_block, src_block, run_tokens=step)
+        n = len(cells["src_offset"])
+        cells.update(src_rank=np.full(n, p, np.int64), component=np.full(n, COMPONENT_CODE[fd.component], np.int64),
+                     src_slot=np.full(n, fs.slot, np.int64), dst_slot=np.full(n, fd.slot, np.int64),
+                     nbytes=np.full(n, fd.cell_bytes, np.int64))
+        pieces.append(cells)
+    return _coalesce({c: np.concatenate([piece[c] for piece in pieces]) for c in TemplateRows.column_names()})
+
+
+def _coalesce(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rows in destination order, those contiguous on both sides merged."""
     order = np.lexsort((cols["dst_offset"], cols["dst_block"], cols["dst_slot"]))
     cols = {c: v[order] for c, v in cols.items()}
     starts = run_starts([cols[k] for k in ("src_rank", "src_slot", "dst_slot", "src_block", "dst_block")],
@@ -124,7 +184,7 @@ def _layer_rows(src: EngineMemory, dst_layout, layer: int, memo: dict, preferred
     merged = {c: v[starts] for c, v in cols.items()}
     merged["nbytes"] = merged_nbytes(cols["nbytes"], starts)
     merged["component"] = _merged_component(cols["component"], starts)
-    return TemplateRows.from_columns(merged)
+    return merged
 
 
 def _merged_component(component: np.ndarray, starts: np.ndarray) -> np.ndarray:
