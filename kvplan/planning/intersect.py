@@ -140,10 +140,11 @@ def _layer_rows(src: EngineMemory, dst_layout, layer: int, memo: dict, preferred
             strides.setdefault(("src", fs.slot, p), set()).add(token_mode(fs)[1])
             strides.setdefault(("dst", fd.slot, 0), set()).add(token_mode(fd)[1])
         if all(len(v) == 1 for v in strides.values()):
-            stride_of = {key: next(iter(v)) for key, v in strides.items()}
-            src_stride = np.array([stride_of["src", int(s), int(p)] for s, p in zip(rows["src_slot"],
-                                                                                   rows["src_rank"], strict=True)])
-            dst_stride = np.array([stride_of["dst", int(s), 0] for s in rows["dst_slot"]])
+            table = np.zeros((2, max(k[1] for k in strides) + 1, max(k[2] for k in strides) + 1), np.int64)
+            for (side, slot, p), v in strides.items():
+                table[int(side == "dst"), slot, p] = next(iter(v))
+            src_stride = table[0, rows["src_slot"], rows["src_rank"]]
+            dst_stride = table[1, rows["dst_slot"], 0]
             if len(rows["nbytes"]) and (rows["nbytes"] == src_stride).all() and (rows["nbytes"] == dst_stride).all():
                 return TemplateRows.from_columns(_coalesce(rows | {"nbytes": rows["nbytes"] * step}))
     return TemplateRows.from_columns(_merge(pairs, span, dst_block, src_block, 1))
