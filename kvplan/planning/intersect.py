@@ -127,6 +127,36 @@ def _layer_rows(src: EngineMemory, dst_layout, layer: int, memo: dict, preferred
             memo[fd.component] = found, [(p, c.held[0], c.held[1]) for p, c in enumerate(found)]
         src_components, holders = memo[fd.component]
         pairs += [(fd, src_components[p], p, lo, hi) for p, lo, hi in source_runs(*fd.held, holders, preferred)]
+    # The rows depend on where [lo, hi) sits in each side's share, not on which share:
+    # ranks whose pairs differ only by a shift of head indices (and source rank numbers)
+    # share one computation, with source ranks numbered by first appearance. A common
+    # shift of k heads on a side whose pairs all step heads by one stride moves every
+    # offset of that side by k strides, keeping their order and contiguity, so it is
+    # taken out of the key and added back.
+    ranks = list(dict.fromkeys(p for _, _, p, _, _ in pairs))
+    ordinal = {p: i for i, p in enumerate(ranks)}
+    shift = {}
+    for side, get in (("src", lambda pair: pair[1]), ("dst", lambda pair: pair[0])):
+        strides = {get(pair).layout.stride[0] for pair in pairs}
+        first = pairs[0][3] - get(pairs[0]).held[0] if pairs and len(strides) == 1 else 0
+        shift[side] = (first, next(iter(strides)) if len(strides) == 1 else 0)
+    key = ("shifted", span, dst_block, src_block, tuple(
+        (fd.component, fd.slot, fd.layout, fd.cell_bytes, lo - fd.held[0] - shift["dst"][0], hi - lo, fs.slot,
+         fs.layout, fs.cell_bytes, lo - fs.held[0] - shift["src"][0], ordinal[p]) for fd, fs, p, lo, hi in pairs))
+    if key not in memo:
+        rows = _rows(pairs, ordinal, span, dst_block, src_block)
+        memo[key] = rows.columns() | {"src_offset": rows.src_offset - shift["src"][0] * shift["src"][1],
+                                      "dst_offset": rows.dst_offset - shift["dst"][0] * shift["dst"][1]}
+    cols = memo[key]
+    return TemplateRows.from_columns(cols | {"src_rank": np.array(ranks, np.int64)[cols["src_rank"]],
+                                             "src_offset": cols["src_offset"] + shift["src"][0] * shift["src"][1],
+                                             "dst_offset": cols["dst_offset"] + shift["dst"][0] * shift["dst"][1]})
+
+
+def _rows(pairs, ordinal: dict, span: int, dst_block: int, src_block: int) -> TemplateRows:
+    """A layer's merged rows from its (destination, source component, source rank,
+    index range) pairs, source ranks written as their `ordinal`."""
+    pairs = [(fd, fs, ordinal[p], lo, hi) for fd, fs, p, lo, hi in pairs]
     # Blocks that do not divide make spans of 100 K+ tokens. Within a kernel page on both
     # sides (g tokens, g dividing every page), token t + 1's bytes are token t's shifted
     # by the token stride on each side. So rows worked out for every g-th token, each
