@@ -44,7 +44,11 @@ Same memory: both sides are bound to the same base addresses (one per region and
 and vLLM's descriptor pairs (its registered strided lists indexed by the ids it hands
 `make_prepped_xfer`) are compared with kvplan's rows after both are merged the same way
 (ranges contiguous on both sides joined). *same bytes* says whether they are identical;
-where not, the note says what only one side reads.
+where not, the note says what only one side reads. Known difference, Nemotron: its five
+HMA groups share six pooled tensors, but one Mamba group has five layers (HMA pads it).
+vLLM's `_compute_desc_ids` reads every SSM region for every SSM group, so it also copies
+that group's state block in the sixth tensor, which no layer owns (one Mamba page per
+source rank and request, 4 descriptors); kvplan reads only pages a layer owns.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from kvplan import plan, vllm_engine  # noqa: E402
+from kvplan import engine_memory, plan, vllm_engine  # noqa: E402
 from kvplan.lowering import prepared_lists  # noqa: E402
 from kvplan.models import HYBRID_MODELS  # noqa: E402
 
@@ -128,42 +132,40 @@ def vllm_worker(v, engine, remote, src_bases, dst_bases):
     for this engine's tensors (region list, block lengths, groups); the descriptor lists
     come from vLLM's own registration methods.
     """
-    torch, m, hybrid = v.torch, engine.model, engine.pooled
-    tp, n = engine.tp, engine.num_blocks
+    torch, m, hybrid, tp, n = v.torch, engine.model, engine.pooled, engine.tp, engine.num_blocks
     attn = next(s for s in m.layers if s.holds_tokens)
-    heads = max(1, attn.num_kv_heads // tp)
+    mamba = next((s for s in m.layers if not s.holds_tokens), None)
     kernel = engine.kernel_block_tokens
     ratio = engine.block_tokens // kernel  # physical (kernel) blocks per logical block
-    fa = v.FullAttentionSpec(block_size=engine.block_tokens, num_kv_heads=heads, head_size=attn.head_dim,
-                             dtype=torch.bfloat16)
+    fa = v.FullAttentionSpec(block_size=engine.block_tokens, num_kv_heads=max(1, attn.num_kv_heads // tp),
+                             head_size=attn.head_dim, dtype=torch.bfloat16)
+
+    def mamba_spec(t, padded=None):  # Mamba2 (Nemotron's), DS conv state: (conv dim, kernel - 1)
+        conv = (mamba.num_heads * mamba.head_dim + 2 * mamba.n_groups * mamba.d_state) // t
+        return v.MambaSpec(block_size=engine.block_tokens, shapes=((conv, mamba.conv_kernel - 1), (
+            mamba.num_heads // t, mamba.head_dim, mamba.d_state)), dtypes=(torch.bfloat16, torch.float32),
+            page_size_padded=padded, mamba_type=v.MambaAttentionBackendEnum.MAMBA2)
+
     w = object.__new__(v.NixlPullConnectorWorker)
-    groups, specs = [], {}
     if hybrid:
-        mamba = next(s for s in m.layers if not s.holds_tokens)
-        conv_dim = (mamba.num_heads * mamba.head_dim + 2 * mamba.n_groups * mamba.d_state) // tp
-        ms = v.MambaSpec(block_size=engine.block_tokens, shapes=((conv_dim, mamba.conv_kernel - 1),
-                         (mamba.num_heads // tp, mamba.head_dim, mamba.d_state)),
-                         dtypes=(torch.bfloat16, torch.float32), page_size_padded=engine.page_bytes,
-                         mamba_type=v.MambaAttentionBackendEnum.MAMBA2)
+        ms, groups = mamba_spec(tp, engine.page_bytes), []
         for g in engine.layer_groups:
-            spec = fa if m.layers[g.layers[0]].holds_tokens else ms
             names = [f"layers.{i}" for i in g.layers if i is not None]
-            groups.append(v.KVCacheGroupSpec(layer_names=names, kv_cache_spec=spec))
-            specs.update(dict.fromkeys(names, spec))
+            groups.append(v.KVCacheGroupSpec(layer_names=names, kv_cache_spec=fa if engine.group_is_token(
+                len(groups)) else ms))
         w._conv_decomp = v.derive_mamba_conv_split(ms, tp)
-        w._mamba_ssm_size = w._conv_decomp.ssm_sizes
         regions = len(engine.layer_groups[0].layers)  # one pooled tensor per slot of a group
         page = engine.page_bytes // ratio  # a kernel block's share of the pooled page
-        region_groups = [-1] * regions  # every tensor is shared by several groups
-        w._ssm_region_indices = list(range(regions))
+        region_groups = [-1] * regions  # each tensor is shared by several groups
+        w._ssm_region_indices = list(range(regions))  # each holds some Mamba layer
     else:
-        names = [f"layers.{i}" for i in range(m.num_layers)]
-        groups = [v.KVCacheGroupSpec(layer_names=names, kv_cache_spec=fa)]
-        specs = dict.fromkeys(names, fa)
-        w._conv_decomp, w._mamba_ssm_size, w._ssm_region_indices = None, (0, 0), []
+        groups = [v.KVCacheGroupSpec(layer_names=[f"layers.{i}" for i in range(m.num_layers)], kv_cache_spec=fa)]
+        w._conv_decomp, w._ssm_region_indices = None, []
         regions, page, region_groups = m.num_layers, fa.page_size_bytes, [0] * m.num_layers
+    w._mamba_ssm_size = w._conv_decomp.ssm_sizes if hybrid else (0, 0)
     w.kv_cache_config = v.KVCacheConfig(num_blocks=n, kv_cache_tensors=[], kv_cache_groups=groups)
-    w._layer_specs, w._group_spec_types = specs, tuple(type(g.kv_cache_spec) for g in groups)
+    w._layer_specs = {name: g.kv_cache_spec for g in groups for name in g.layer_names}
+    w._group_spec_types = tuple(type(g.kv_cache_spec) for g in groups)
     w._has_mamba = w._is_hma_required = hybrid
     w.engine_id, w.tp_rank, w.world_size, w.pp_size = "decode", 0, tp, 1
     w.dcp_size, w.dcp_rank, w.pcp_size, w.pcp_rank, w.use_mla = 1, 0, 1, 0, False
@@ -179,18 +181,17 @@ def vllm_worker(v, engine, remote, src_bases, dst_bases):
     # what register_kv_caches records per region
     w.block_len_per_layer, w.block_stride_per_layer = [page] * regions, [page] * regions
     w.region_num_blocks, w.region_group_ids = [n * ratio] * regions, region_groups
-    w.region_names, w.region_mem_types, w._region_is_mla = names[:regions], ["VRAM"] * regions, [False] * regions
+    w.region_names, w.region_mem_types, w._region_is_mla = [], ["VRAM"] * regions, [False] * regions
     w.num_regions, w.num_descs = regions, regions * n * ratio
     w._uses_region_group_mapping = len(set(region_groups)) > 1
     w._mixed_mem_types = w._skip_dram_xfer = False
     w._scratch_region_indices, w.region_members, w._packed_member_layouts = [], [], {}
     w._transfer_layer_names = w._transfer_layer_region_indices = w._transfer_layer_group_ids = ()
     w._head_sharded_draft_regions, w._head_sharded_draft_kv_heads = set(), None
-    w.kv_caches_base_addr = defaultdict(dict)
-    w.kv_caches_base_addr["decode"][0] = dst_bases
+    w.kv_caches_base_addr = defaultdict(dict, {"decode": {0: dst_bases}})
     w.dst_num_blocks, w.dst_region_num_blocks = {"decode": n * ratio}, {"decode": w.region_num_blocks}
-    w.dst_region_group_ids, w.dst_uses_region_group_mapping = {"decode": region_groups}, {
-        "decode": w._uses_region_group_mapping}
+    w.dst_region_group_ids = {"decode": region_groups}
+    w.dst_uses_region_group_mapping = {"decode": w._uses_region_group_mapping}
     w.dst_region_mem_types = {"decode": w.region_mem_types}
     w.src_xfer_handles_by_block_size, w.src_blocks_data_by_block_size = {}, {}
     w.src_xfer_handles_by_tp_ratio, w._dram_src_handles_by_tp_ratio = {}, {}
@@ -203,23 +204,20 @@ def vllm_worker(v, engine, remote, src_bases, dst_bases):
 
     handle, w.src_blocks_data = w.register_local_xfer_handler(kernel)  # last step of register_kv_caches
     w.src_xfer_handles_by_block_size[kernel] = handle
-    r_ratio = remote.block_tokens // remote.kernel_block_tokens
-    r_heads = max(1, attn.num_kv_heads // remote.tp)
+    r_ratio, r_blocks = remote.block_tokens // remote.kernel_block_tokens, remote.num_blocks
     if hybrid:
-        r_conv = v.derive_mamba_conv_split(v.MambaSpec(
-            block_size=remote.block_tokens, shapes=((conv_dim * tp // remote.tp, mamba.conv_kernel - 1),
-                                                    (mamba.num_heads // remote.tp, mamba.head_dim, mamba.d_state)),
-            dtypes=(torch.bfloat16, torch.float32), mamba_type=v.MambaAttentionBackendEnum.MAMBA2), remote.tp)
-        r_page, ssm_sizes = remote.page_bytes // r_ratio, r_conv.ssm_sizes
-    else:
-        r_page, ssm_sizes = r_heads * remote.kernel_block_tokens * 2 * attn.head_dim * 2, (0, 0)
+        r_page, ssm_sizes = remote.page_bytes // r_ratio, v.derive_mamba_conv_split(mamba_spec(remote.tp),
+                                                                                     remote.tp).ssm_sizes
+    else:  # [H, N, K|V] bf16 per layer and kernel block
+        r_heads = max(1, attn.num_kv_heads // remote.tp)
+        r_page, ssm_sizes = r_heads * remote.kernel_block_tokens * 4 * attn.head_dim, (0, 0)
     for rank in w.transfer_topo.handshake_target_ranks(remote.tp):
         meta = v.metadata.NixlAgentMetadata(
             engine_id="prefill", agent_metadata=b"", kv_caches_base_addr=src_bases[rank], device_id=rank,
-            num_blocks=remote.num_blocks * r_ratio, block_lens=[r_page] * regions, block_strides=[r_page] * regions,
+            num_blocks=r_blocks * r_ratio, block_lens=[r_page] * regions, block_strides=[r_page] * regions,
             kv_cache_layout="LBHNC", block_size=remote.kernel_block_tokens, ssm_sizes=ssm_sizes,
             attn_backend_name="FLASH_ATTN", physical_blocks_per_logical_kv_block=r_ratio,
-            region_num_blocks=[remote.num_blocks * r_ratio] * regions, region_group_ids=region_groups)
+            region_num_blocks=[r_blocks * r_ratio] * regions, region_group_ids=region_groups)
         w._remote_agents["prefill"][(0, rank)] = w.add_remote_agent(meta, rank, remote.tp)
     return w
 
@@ -286,40 +284,32 @@ def compare(vllm_rows: np.ndarray, t, src_bases, dst_bases) -> tuple[bool, str]:
     b = merged(t.src_rank, sa, da, t.nbytes)
     if a.shape == b.shape and (a == b).all():
         return True, ""
-    only_v = a[~_isin_rows(a, b)]
-    only_k = b[~_isin_rows(b, a)]
-    return False, (f"vLLM-only {len(only_v)} ranges / {int(only_v[:, 3].sum()):,} B, "
-                   f"kvplan-only {len(only_k)} ranges / {int(only_k[:, 3].sum()):,} B")
-
-
-def _isin_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    view = lambda x: np.ascontiguousarray(x).view([("", np.uint64)] * 4).ravel()  # noqa: E731
-    return np.isin(view(a), view(b))
+    rows = lambda x: np.ascontiguousarray(x).view([("", np.uint64)] * 4).ravel()  # noqa: E731
+    parts = []
+    for who, mine, other in (("vLLM", a, b), ("kvplan", b, a)):
+        only = mine[~np.isin(rows(mine), rows(other))]
+        regions = sorted(set((((only[:, 2] >> 36) & 255) - 1).tolist()))  # decode regions (see `bases`)
+        parts.append(f"{who}-only {len(only)} ranges / {int(only[:, 3].sum()):,} B"
+                     + (f" in decode region(s) {regions}" if len(only) else ""))
+    return False, ", ".join(parts)
 
 
 def bases(engine, side: int) -> dict[int, list[int]]:
-    """Distinct, far-apart base addresses per rank and region (same for both libraries)."""
-    regions = len(engine.layer_groups[0].layers) if engine.pooled else engine.model.num_layers
+    """Base addresses per rank and region, the same for both libraries: region i of rank r
+    at ``((side * 16 + r + 1) << 44) + ((i + 1) << 36)`` (regions here are under 64 GiB)."""
+    regions = len(engine_memory(engine).regions)
     return {r: [((side * 16 + r + 1) << 44) + ((i + 1) << 36) for i in range(regions)] for r in range(engine.tp)}
 
 
-def request_ids(engine_pair, blocks: int, pool: int):
-    """Block ids of one request (seed 0): a permutation of each pool; pooled hybrid engines
-    get `blocks` for the attention group and one running state block per state group."""
+def request_ids(dst, blocks: int, pool: int) -> tuple[list, list]:
+    """(prefill, decode) block ids of one request, one list per group, from a permutation
+    of each side's pool (seed 0): `blocks` for a token group, one running state block for
+    a state group (what vLLM hands over for Mamba)."""
     rng = np.random.default_rng(0)
-    src_perm, dst_perm = rng.permutation(pool), rng.permutation(pool)
-    d = engine_pair[1]
-    if not d.pooled:
-        return [src_perm[:blocks].tolist()], [dst_perm[:blocks].tolist()]
-    out = []
-    for perm in (src_perm, dst_perm):
-        lists, at = [], 0
-        for g in range(len(d.layer_groups)):
-            k = blocks if d.group_is_token(g) else 1
-            lists.append(perm[at:at + k].tolist())
-            at += k
-        out.append(lists)
-    return out
+    sizes = [blocks if dst.group_is_token(g) else 1 for g in range(len(dst.layer_groups))]
+    cuts = np.cumsum([0, *sizes])
+    return tuple([perm[a:b].tolist() for a, b in zip(cuts[:-1], cuts[1:])]
+                 for perm in (rng.permutation(pool), rng.permutation(pool)))
 
 
 def keep_freed_memory() -> bool:
@@ -336,12 +326,12 @@ def keep_freed_memory() -> bool:
 
 
 def timed(setup, fn) -> float:
+    """Thread CPU ms of ``fn(setup())``; setup, collection and freeing the result untimed."""
     arg = setup()
     gc.collect()
     start = time.thread_time()
-    out = fn(arg)
+    out = fn(arg)  # noqa: F841 - held until the clock is read: freeing it is not the call's cost
     elapsed = time.thread_time() - start
-    del out
     return elapsed * 1e3
 
 
@@ -352,7 +342,7 @@ def run_case(v, model, src_tp, dst_tp, blocks, pool, repeats) -> dict:
     w = vllm_worker(v, dst, src, src_bases, dst_bases)
     p = plan(src, dst)
     lists = prepared_lists(p, 0)
-    s_ids, d_ids = request_ids((src, dst), blocks, pool)
+    s_ids, d_ids = request_ids(dst, blocks, pool)
     # a dense engine takes one flat list per request; vLLM always gets one list per group
     ks, kd = (s_ids, d_ids) if dst.pooled else (s_ids[0], d_ids[0])
     calls = record_desc_calls(v, w, s_ids, d_ids)
@@ -381,6 +371,7 @@ def run_case(v, model, src_tp, dst_tp, blocks, pool, repeats) -> dict:
     same, note = compare(vrows, t, src_bases, dst_bases)
     med = {k: statistics.median(x) for k, x in times.items()}
     return {"case": f"{model} {src_tp}→{dst_tp}", "blocks": blocks, "pool_blocks": pool,
+            "state_blocks": sum(len(ids) for g, ids in enumerate(d_ids) if not dst.group_is_token(g)),
             "kvplan_rows": len(t), "vllm_descriptors": int(len(vrows)), "same_bytes": same, "note": note,
             "vllm_full_ms": med["vllm_full"], "kvplan_lower_ms": med["kvplan_lower"],
             "lower_ratio": med["kvplan_lower"] / med["vllm_full"], "vllm_desc_ms": med["vllm_desc"],
@@ -393,7 +384,8 @@ def table(results: list[dict]) -> str:
              "lower / vLLM | vLLM _compute_desc_ids ms | kvplan indices ms | indices / desc_ids |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['case']} | {r['blocks']:,} | {r['kvplan_rows']:,} | {r['vllm_descriptors']:,} | "
+        blocks = f"{r['blocks']:,}" + (f" + {r['state_blocks']} state" if r["state_blocks"] else "")
+        lines.append(f"| {r['case']} | {blocks} | {r['kvplan_rows']:,} | {r['vllm_descriptors']:,} | "
                      f"{'yes' if r['same_bytes'] else 'no¹'} | {r['vllm_full_ms']:.2f} | {r['kvplan_lower_ms']:.2f} | "
                      f"{r['lower_ratio']:.2f}× | {r['vllm_desc_ms']:.2f} | {r['kvplan_indices_ms']:.2f} | "
                      f"{r['indices_ratio']:.2f}× |")
@@ -406,7 +398,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", type=Path, help="write the rows (with every sample) here")
     parser.add_argument("--only", help="run only cases whose name contains this")
-    parser.add_argument("--system-malloc", action="store_true", help="leave glibc's trimming on (page faults count)")
+    parser.add_argument("--system-malloc", action="store_true", help="glibc defaults (page faults count)")
     args = parser.parse_args(argv)
     v, why = import_vllm()
     if v is None:

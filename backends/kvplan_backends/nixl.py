@@ -124,18 +124,23 @@ class NixlBackend(BackendBase):
             return f"self (agent {self.agent_name!r})"
         return f"rank {rank} (agent {self.remote_names.get(rank, '?')!r})"
 
-    def _call(self, fn, what: str, *, peer: str | None = None, request: str | None = None, rows=None):
+    def _call(self, fn, what: str, *, peer: str | int | None = None, request: str | None = None, rows=None):
+        """`fn()`, NIXL's errors raised as `TransportError`; `peer`: a description, or a
+        rank described only if something fails (polling loops call this per poll)."""
         try:
             out = fn()
         except TransportError:
             raise
         except Exception as error:  # NIXL raises its own typed exceptions (nixlInvalidParamError, ...)
-            raise TransportError(f"NIXL {what} failed: {type(error).__name__}: {error}", peer=peer,
+            raise TransportError(f"NIXL {what} failed: {type(error).__name__}: {error}", peer=self._where(peer),
                                  request=request, rows=rows) from error
         if out is None and what in ("get_xfer_descs", "register_memory"):
-            raise TransportError(f"NIXL {what} rejected its input (see NIXL's log)", peer=peer, request=request,
-                                 rows=rows)
+            raise TransportError(f"NIXL {what} rejected its input (see NIXL's log)", peer=self._where(peer),
+                                 request=request, rows=rows)
         return out
+
+    def _where(self, peer: str | int | None) -> str | None:
+        return self._peer(peer) if isinstance(peer, int) else peer
 
     # -- reads of a Transfer: one-shot descriptor lists --------------------------------
     def _read(self, transfer, request: str) -> None:
@@ -222,13 +227,15 @@ class NixlBackend(BackendBase):
         while waiting:
             for dst_rank, handle in in_flight:
                 if handle is not None:
-                    self._call(lambda h=handle: self.agent.check_xfer_state(h), "check_xfer_state",
-                               peer=self._peer(dst_rank), request=request)
+                    self._call(lambda h=handle: self.agent.check_xfer_state(h), "check_xfer_state", peer=dst_rank,
+                               request=request)
             for rank, want in list(waiting.items()):
                 if self._call(lambda: self.agent.check_remote_xfer_done(self.remote_names[rank], want,
                                                                         tag_is_prefix=True),
-                              "check_remote_xfer_done", peer=self._peer(rank), request=request):
+                              "check_remote_xfer_done", peer=rank, request=request):
                     del waiting[rank]
+            if waiting:
+                time.sleep(0)  # let this process's other threads (a ring's serving threads) run between polls
             if waiting and time.monotonic() > deadline:
                 rank = next(iter(waiting))
                 raise TransportTimeout(f"no word {waiting[rank].decode()!r} from rank {rank} after "
@@ -320,7 +327,7 @@ class NixlBackend(BackendBase):
             for rank, state in list(pending.items()):
                 if state == "PROC":
                     state = self._call(lambda: self.agent.check_xfer_state(handles[rank]), "check_xfer_state",
-                                       peer=self._peer(rank), request=request, rows=rows_of.get(rank))
+                                       peer=rank, request=request, rows=rows_of.get(rank))
                 if state == "DONE":
                     del pending[rank]
                     self._record(rank, handles[rank])
@@ -331,6 +338,7 @@ class NixlBackend(BackendBase):
                     pending[rank] = state
             if not pending:
                 return
+            time.sleep(0)  # a poll round found work in flight: let other threads of this process run
             if time.monotonic() > deadline:
                 rank = next(iter(pending))
                 raise TransportTimeout(f"NIXL transfer not done after {self.timeout_s} s", peer=self._peer(rank),
