@@ -2,53 +2,49 @@
 
     python3 benchmarks/bench_vs_vllm.py [--repeats 7] [--json PATH]
 
-Optional: without an importable vLLM it prints one line and exits 0. Setup (CPU only;
-no GPU, no NIXL)::
+Optional: without an importable vLLM it prints one line and exits 0. CPU only (no GPU, no
+NIXL); it sets VLLM_SSM_CONV_STATE_LAYOUT=DS itself (vLLM's NIXL Mamba path needs it)::
 
-    python3 -m venv /work/vllmenv && . /work/vllmenv/bin/activate
-    pip install /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
+    python3 -m venv vllmenv && . vllmenv/bin/activate
+    pip install torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl   # a CPU torch wheel
     pip install --no-deps vllm==0.33.0
     pip install numpy packaging regex pyzmq msgspec pydantic cachetools psutil pyyaml \
         cloudpickle urllib3 transformers cbor2 aiohttp requests openai_harmony openai pillow \
         pybase64 uvloop py-cpuinfo prometheus_client fastapi partial_json_parser llguidance
-    pip install --no-deps xgrammar apache-tvm-ffi einops   # their own deps would pull CUDA torch
+    pip install --no-deps xgrammar apache-tvm-ffi einops   # with deps they pull CUDA torch
     pip install -e .
 
-What runs, in one process, on decode rank 0, for one request of random block ids (numpy
-``default_rng(0)``: a permutation of the pool on each side, the same lists for both
-libraries, as Python lists, which is what vLLM's scheduler hands its worker):
+Decode rank 0, one request of random block ids (``default_rng(0)``, a permutation of each
+side's pool), the same Python lists for both libraries (what vLLM's scheduler hands over):
 
-* vLLM: `NixlPullConnectorWorker`, built as vLLM's unit tests build it
-  (``object.__new__`` plus the attributes its methods read) with `StubNixl` in place of
-  the NIXL agent. The fields `register_kv_caches` derives from the cache tensors are set
-  for the layout vLLM 0.33 allocates (one LBHNC region per attention layer, K|V packed;
-  for Nemotron six pooled tensors shared by the five HMA groups, Mamba pages in DS conv
-  layout); then vLLM's own `register_local_xfer_handler` and `add_remote_agent` (one per
-  prefill rank it reads) build every descriptor list, untimed.
-  - *vLLM full ms*: what the decode worker does per request: `_logical_to_kernel_block_ids`
-    on the local ids (`start_load_kv`'s step) then `_read_blocks_for_req`: remote id
-    conversion, prefix trim, both `_compute_desc_ids` calls per source rank, and the
-    stubbed `make_prepped_xfer` / `transfer`.
-  - *vLLM desc ms*: the `_compute_desc_ids` calls of that request alone, replayed with
-    the arguments recorded from a real `_read_blocks` call.
-* kvplan: `plan(P, D)` of the engines `vllm_engine` describes (same block sizes, pages,
-  pooling), built once; *lower ms* = `plan.lower(0, src, dst)`, the coalesced `Transfer`;
-  *indices ms* = `PreparedLists.indices` (the NIXL index path, lists built once).
+* vLLM: `NixlPullConnectorWorker` built as vLLM's unit tests build it (``object.__new__``
+  and the attributes its methods read), `StubNixl` standing in for the NIXL agent. The
+  fields `register_kv_caches` derives from the cache tensors are set for what vLLM 0.33
+  allocates (one LBHNC region per attention layer, K|V packed; for Nemotron six pooled
+  tensors shared by five HMA groups, Mamba pages in DS conv layout); vLLM's own
+  `register_local_xfer_handler` and `add_remote_agent` then build every descriptor list.
+  *full ms*: the decode worker's per-request work: `_logical_to_kernel_block_ids` on the
+  local ids (`start_load_kv`'s step), then `_read_blocks_for_req` (remote id conversion,
+  prefix trim, two `_compute_desc_ids` calls per source rank, stubbed `make_prepped_xfer`
+  and `transfer`). *_compute_desc_ids ms*: those calls alone, replayed with the
+  arguments recorded from a real `_read_blocks`.
+* kvplan: `plan(P, D)` of the `vllm_engine` engines, built once; *lower() ms* is
+  `plan.lower(0, src, dst)`, the coalesced `Transfer`; *indices ms* is
+  `PreparedLists.indices`, the NIXL index path (lists built once).
 
-Figures are thread CPU time (`time.thread_time`), medians of `--repeats` after one
-untimed call of each, the four calls interleaved and their order alternated every repeat,
-so drift on a shared machine hits both libraries alike. Setup and teardown (building a
-request's metadata, freeing the previous result) are outside the timed region.
+Thread CPU time (`time.thread_time`), medians of `--repeats` after one untimed call each,
+the four calls interleaved with their order alternated every repeat, building a request's
+metadata and freeing results untimed, and glibc told to keep freed memory
+(`keep_freed_memory` says why).
 
-Same memory: both sides are bound to the same base addresses (one per region and rank)
-and vLLM's descriptor pairs (its registered strided lists indexed by the ids it hands
-`make_prepped_xfer`) are compared with kvplan's rows after both are merged the same way
-(ranges contiguous on both sides joined). *same bytes* says whether they are identical;
-where not, the note says what only one side reads. Known difference, Nemotron: its five
-HMA groups share six pooled tensors, but one Mamba group has five layers (HMA pads it).
-vLLM's `_compute_desc_ids` reads every SSM region for every SSM group, so it also copies
-that group's state block in the sixth tensor, which no layer owns (one Mamba page per
-source rank and request, 4 descriptors); kvplan reads only pages a layer owns.
+Same memory: both sides bind the same base addresses, and vLLM's reads (its registered
+lists indexed by the ids it hands `make_prepped_xfer`) are compared with kvplan's rows,
+both merged alike (ranges contiguous on both sides joined); *same bytes* says whether
+they match, else a note says what only one side copies. Known difference, Nemotron: one
+of its four Mamba groups has five layers for six pooled tensors (HMA pads it); vLLM's
+`_compute_desc_ids` reads every SSM region for every SSM group, so it also copies that
+group's block in the sixth tensor, which no layer owns (4 descriptors, one Mamba page
+per source rank and request); kvplan copies only pages a layer owns.
 """
 
 from __future__ import annotations
@@ -86,19 +82,23 @@ def import_vllm():
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     try:
         import torch
-        from vllm.distributed.kv_transfer.kv_connector.utils import TransferTopology
-        from vllm.distributed.kv_transfer.kv_connector.v1.nixl import metadata
-        from vllm.distributed.kv_transfer.kv_connector.v1.nixl.pull_worker import NixlPullConnectorWorker
-        from vllm.distributed.kv_transfer.kv_connector.v1.ssm_conv_transfer_utils import derive_mamba_conv_split
+        import vllm
+        from vllm.distributed.kv_transfer.kv_connector import utils
+        from vllm.distributed.kv_transfer.kv_connector.v1 import ssm_conv_transfer_utils as conv
+        from vllm.distributed.kv_transfer.kv_connector.v1.nixl import metadata, pull_worker
+        from vllm.v1 import kv_cache_interface as kv
         from vllm.v1.attention.backends.registry import MambaAttentionBackendEnum
-        from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec, MambaSpec
     except Exception as exc:  # noqa: BLE001 - any import failure means "no vLLM here"
         return None, f"{type(exc).__name__}: {exc}"
-    return SimpleNamespace(**locals()), None
+    return SimpleNamespace(torch=torch, version=vllm.__version__, metadata=metadata, kv=kv,
+                           TransferTopology=utils.TransferTopology, Worker=pull_worker.NixlPullConnectorWorker,
+                           derive_mamba_conv_split=conv.derive_mamba_conv_split,
+                           MAMBA2=MambaAttentionBackendEnum.MAMBA2), None
 
 
 class StubNixl:
-    """Stands in for the NIXL agent: keeps the descriptor lists and reads it is handed."""
+    """Stands in for the NIXL agent: keeps the descriptor lists and reads it is handed,
+    so the comparison can resolve every descriptor id to bytes; moves nothing."""
 
     def __init__(self):
         self.dlists, self.reads = [], []
@@ -107,18 +107,15 @@ class StubNixl:
         self.dlists.append(np.asarray(descs, np.uint64))
         return len(self.dlists) - 1
 
-    def add_remote_agent(self, agent_metadata):
-        return f"agent-{len(self.dlists)}"
-
     def make_prepped_xfer(self, op, local, local_ids, remote, remote_ids, notif_msg=None, **_):
         self.reads.append((local, local_ids, remote, remote_ids))
         return len(self.reads)
 
+    def add_remote_agent(self, agent_metadata):
+        return f"agent-{len(self.dlists)}"
+
     def transfer(self, handle):
         return "PROC"
-
-    def send_notif(self, agent, notif_msg=None):
-        pass
 
 
 def _raise(**kw):
@@ -133,25 +130,24 @@ def vllm_worker(v, engine, remote, src_bases, dst_bases):
     come from vLLM's own registration methods.
     """
     torch, m, hybrid, tp, n = v.torch, engine.model, engine.pooled, engine.tp, engine.num_blocks
-    attn = next(s for s in m.layers if s.holds_tokens)
-    mamba = next((s for s in m.layers if not s.holds_tokens), None)
+    attn, mamba = next(s for s in m.layers if s.holds_tokens), next((s for s in m.layers if not s.holds_tokens), None)
     kernel = engine.kernel_block_tokens
     ratio = engine.block_tokens // kernel  # physical (kernel) blocks per logical block
-    fa = v.FullAttentionSpec(block_size=engine.block_tokens, num_kv_heads=max(1, attn.num_kv_heads // tp),
+    fa = v.kv.FullAttentionSpec(block_size=engine.block_tokens, num_kv_heads=max(1, attn.num_kv_heads // tp),
                              head_size=attn.head_dim, dtype=torch.bfloat16)
 
     def mamba_spec(t, padded=None):  # Mamba2 (Nemotron's), DS conv state: (conv dim, kernel - 1)
         conv = (mamba.num_heads * mamba.head_dim + 2 * mamba.n_groups * mamba.d_state) // t
-        return v.MambaSpec(block_size=engine.block_tokens, shapes=((conv, mamba.conv_kernel - 1), (
+        return v.kv.MambaSpec(block_size=engine.block_tokens, shapes=((conv, mamba.conv_kernel - 1), (
             mamba.num_heads // t, mamba.head_dim, mamba.d_state)), dtypes=(torch.bfloat16, torch.float32),
-            page_size_padded=padded, mamba_type=v.MambaAttentionBackendEnum.MAMBA2)
+            page_size_padded=padded, mamba_type=v.MAMBA2)
 
-    w = object.__new__(v.NixlPullConnectorWorker)
+    w = object.__new__(v.Worker)
     if hybrid:
         ms, groups = mamba_spec(tp, engine.page_bytes), []
         for g in engine.layer_groups:
             names = [f"layers.{i}" for i in g.layers if i is not None]
-            groups.append(v.KVCacheGroupSpec(layer_names=names, kv_cache_spec=fa if engine.group_is_token(
+            groups.append(v.kv.KVCacheGroupSpec(layer_names=names, kv_cache_spec=fa if engine.group_is_token(
                 len(groups)) else ms))
         w._conv_decomp = v.derive_mamba_conv_split(ms, tp)
         regions = len(engine.layer_groups[0].layers)  # one pooled tensor per slot of a group
@@ -159,11 +155,11 @@ def vllm_worker(v, engine, remote, src_bases, dst_bases):
         region_groups = [-1] * regions  # each tensor is shared by several groups
         w._ssm_region_indices = list(range(regions))  # each holds some Mamba layer
     else:
-        groups = [v.KVCacheGroupSpec(layer_names=[f"layers.{i}" for i in range(m.num_layers)], kv_cache_spec=fa)]
+        groups = [v.kv.KVCacheGroupSpec(layer_names=[f"layers.{i}" for i in range(m.num_layers)], kv_cache_spec=fa)]
         w._conv_decomp, w._ssm_region_indices = None, []
         regions, page, region_groups = m.num_layers, fa.page_size_bytes, [0] * m.num_layers
     w._mamba_ssm_size = w._conv_decomp.ssm_sizes if hybrid else (0, 0)
-    w.kv_cache_config = v.KVCacheConfig(num_blocks=n, kv_cache_tensors=[], kv_cache_groups=groups)
+    w.kv_cache_config = v.kv.KVCacheConfig(num_blocks=n, kv_cache_tensors=[], kv_cache_groups=groups)
     w._layer_specs = {name: g.kv_cache_spec for g in groups for name in g.layer_names}
     w._group_spec_types = tuple(type(g.kv_cache_spec) for g in groups)
     w._has_mamba = w._is_hma_required = hybrid
@@ -190,9 +186,8 @@ def vllm_worker(v, engine, remote, src_bases, dst_bases):
     w._head_sharded_draft_regions, w._head_sharded_draft_kv_heads = set(), None
     w.kv_caches_base_addr = defaultdict(dict, {"decode": {0: dst_bases}})
     w.dst_num_blocks, w.dst_region_num_blocks = {"decode": n * ratio}, {"decode": w.region_num_blocks}
-    w.dst_region_group_ids = {"decode": region_groups}
+    w.dst_region_group_ids, w.dst_region_mem_types = {"decode": region_groups}, {"decode": w.region_mem_types}
     w.dst_uses_region_group_mapping = {"decode": w._uses_region_group_mapping}
-    w.dst_region_mem_types = {"decode": w.region_mem_types}
     w.src_xfer_handles_by_block_size, w.src_blocks_data_by_block_size = {}, {}
     w.src_xfer_handles_by_tp_ratio, w._dram_src_handles_by_tp_ratio = {}, {}
     w.dst_xfer_side_handles, w._remote_agents = defaultdict(dict), defaultdict(dict)
@@ -330,8 +325,9 @@ def timed(setup, fn) -> float:
     arg = setup()
     gc.collect()
     start = time.thread_time()
-    out = fn(arg)  # noqa: F841 - held until the clock is read: freeing it is not the call's cost
+    out = fn(arg)
     elapsed = time.thread_time() - start
+    del out  # after the clock is read: freeing the result is not the call's cost
     return elapsed * 1e3
 
 
@@ -415,8 +411,7 @@ def main(argv=None) -> int:
     print(table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        import vllm
-        args.json.write_text(json.dumps({"vllm": vllm.__version__, "timer": "time.thread_time",
+        args.json.write_text(json.dumps({"vllm": v.version, "timer": "time.thread_time",
                                          "malloc": "keeps freed memory" if steady else "system default",
                                          "results": results}, indent=1) + "\n")
     return 0

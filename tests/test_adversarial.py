@@ -27,7 +27,8 @@ from kvplan import (AttentionSpec, EngineSpec, GatedDeltaNetSpec, KvplanError, L
                     ModelSpec, ShortConvSpec, Transfer, from_hf_config, get_model, plan, verify, vllm_engine)
 from kvplan.cli import main
 from kvplan.layout import engine_memory
-from kvplan.lowering import check_bounds, copy_template, expand_step, positional, request_blocks
+from kvplan.lowering import (RingCopies, StagingRing, check_bounds, copy_template, expand_step, positional,
+                             request_blocks, ring_buffer_bytes, ring_chunks, staging_ring)
 from kvplan.presets import hma_groups
 from kvplan.spec.limits import LIMITS, MAX_LAYERS, MAX_PAGE_BYTES, MAX_TP
 from kvplan.testing.strategies import engine_pairs, group_requests, hybrid_engine_pairs
@@ -327,6 +328,34 @@ def test_step_templates(step, src_rank, side, rank, blocks):
         if template is not None:
             rows = attempt(expand_step, template, request, step)
             assert rows is None or all((col >= 0).all() for col in rows.values())
+
+
+@settings(max_examples=EXAMPLES["steps"])
+@given(chunk_bytes=mix(st.integers(1, 2**40)), slots=mix(st.integers(1, 4)), chunk_spans=mix(st.integers(1, 4)),
+       first=mix(st.integers(0, 8)), rank=ranks, blocks=mix(st.lists(st.integers(0, 63), max_size=4)),
+       target=mix(st.just(BOUNCE), 1), src_rank=mix(st.none()))
+def test_staging_ring(chunk_bytes, slots, chunk_spans, first, rank, blocks, target, src_rank):
+    """Staging-ring entry points (`kvplan.lowering.ring`): junk ends in a KvplanError; a
+    ring's chunks stay inside its slots."""
+    ring = attempt(staging_ring, target, chunk_bytes=chunk_bytes, slots=slots)
+    made = attempt(StagingRing, chunk_spans=chunk_spans, slots=slots)
+    attempt(ring_buffer_bytes, target, made if made is not None else chunk_spans)
+    request = attempt(request_blocks, BOUNCE, rank, blocks, blocks)
+    attempt(ring_chunks, BOUNCE, blocks, made)  # block ids are not a RequestBlocks
+    if request is not None:
+        attempt(ring_chunks, target, request, made)
+    if request is not None:
+        attempt(positional, request, "dst", first_position=first)
+        copies = attempt(RingCopies, target, rank)
+        if copies is not None:
+            t = attempt(copies.chunk, request, first_position=first, src_rank=src_rank)
+            assert t is None or (t.nbytes > 0).all()
+        if ring is not None:
+            sizes = ring_buffer_bytes(BOUNCE, ring, rank)[1]
+            own = len(BOUNCE.dst_regions) - len(BOUNCE.dst_scratch)
+            for j, chunk in enumerate(ring_chunks(BOUNCE, request, ring)):
+                t = RingCopies(BOUNCE, rank).chunk(chunk, first_position=ring.slot_position(j))
+                assert all(end <= sizes[region - own] for region, end in t.scratch_bytes()[1].items())
 
 
 # -- Transfer -------------------------------------------------------------------------------------------

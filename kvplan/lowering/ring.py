@@ -39,6 +39,7 @@ from ..errors import SpecError
 from ..planning.rows import frozen
 from ..spec.limits import check_count
 from .request import GroupRequest, RequestBlocks, request_blocks  # noqa: F401  (request_blocks: doctest)
+from .template import check_position
 from .transfer import Transfer
 
 
@@ -113,6 +114,7 @@ def ring_chunks(plan, blocks: RequestBlocks, ring: StagingRing) -> tuple[Request
     """`blocks` cut into chunks of `ring.chunk_spans` spans of every group (a group with
     fewer spans is empty in the later chunks); a window's first kept block is rebased to
     each chunk's first block (module docstring)."""
+    _require_bounce(plan, "ring_chunks")
     if not isinstance(blocks, RequestBlocks):
         raise SpecError(f"ring_chunks takes the RequestBlocks of request_blocks(), got {type(blocks).__name__}")
     if not isinstance(ring, StagingRing):
@@ -165,6 +167,13 @@ class RingCopies:
     def chunk(self, blocks: RequestBlocks, *, first_position: int = 0, src_rank: int | None = None) -> Transfer:
         """The copies of one chunk (or a whole request) whose staging starts at span
         position `first_position`; only prefill rank `src_rank`'s if given."""
+        if not isinstance(blocks, RequestBlocks) or blocks.dst_rank != self.dst_rank:
+            raise SpecError(f"RingCopies.chunk takes the RequestBlocks of decode rank {self.dst_rank} "
+                            f"(request_blocks or ring_chunks), got {type(blocks).__name__}"
+                            + (f" of decode rank {blocks.dst_rank}" if isinstance(blocks, RequestBlocks) else ""))
+        check_position(first_position, "RingCopies.chunk(first_position=...)")
+        if src_rank is not None:
+            check_count(src_rank, "RingCopies.chunk(src_rank=...)", minimum=0)
         cols, n = self._cols, len(self._group)
         spans = np.array(blocks.spans, np.int64)[self._group] if n else np.zeros(0, np.int64)
         # a window drops span j of a row when its last decode block is before the first kept one

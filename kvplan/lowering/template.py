@@ -137,6 +137,23 @@ def expand(template: CopyTemplate, blocks: RequestBlocks) -> dict[str, np.ndarra
     return {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in out.items()}
 
 
+# a staging position times a staging area's bytes per span must stay an int64 offset
+MAX_POSITION = 2**40
+
+
+def check_position(value, what: str) -> None:
+    """Refuse a staging position that is not an int in [0, MAX_POSITION] (`SpecError`).
+
+    >>> check_position(2**41, "first_position")
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.SpecError: first_position must be at most 1,099,511,627,776 (a staging position), got 2,199,023,255,552
+    """
+    check_count(value, what, minimum=0)
+    if value > MAX_POSITION:
+        raise SpecError(f"{what} must be at most {MAX_POSITION:,} (a staging position), got {value:,}")
+
+
 def positional(blocks: RequestBlocks, side: str, *, first_position: int = 0) -> RequestBlocks:
     """`blocks` with one side's ids replaced by span positions (-1 where the request has
     no block): what a step template's scratch side is indexed by (module docstring).
@@ -154,7 +171,7 @@ def positional(blocks: RequestBlocks, side: str, *, first_position: int = 0) -> 
         raise SpecError(f"positional(side=...) takes 'src' or 'dst', got {side!r}"[:300])
     if not isinstance(blocks, RequestBlocks):
         raise SpecError(f"positional() takes the RequestBlocks of request_blocks(), got {type(blocks).__name__}")
-    check_count(first_position, "positional(first_position=...)", minimum=0)
+    check_position(first_position, "positional(first_position=...)")
     groups = []
     for g in blocks.groups:
         per_span = g.blocks_per_span[0 if side == "src" else 1]
