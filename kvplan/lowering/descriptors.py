@@ -64,52 +64,60 @@ class PreparedLists:
     position: np.ndarray = column()
     local: DescriptorList
     remote: dict
-    # per source rank: ((layer group, its table rows ascending, their positions), ...)
+    # per source rank: ((layer group, int32 local index of block 0 of each of its rows in
+    # ascending row order, int32 remote index of the same), ...)
     by_rank: dict = attrs.field(factory=dict)
 
     def indices(self, plan, src_blocks, dst_blocks) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """{source rank: (local int32 indices, remote int32 indices)} for one request.
 
-        Row by row (rows of one layer group together), each row's blocks in ascending
-        decode block id, so a row's consecutive blocks sit next to each other.
+        Row by row (rows of one layer group together), each row's blocks in request
+        order: runs of consecutive ids (what a block allocator mostly hands out) are
+        consecutive indices on both sides, which NIXL merges.
 
         A request whose groups pair block for block (one block per span on both sides,
-        no window, no partial span) is computed by arithmetic: each group's ids sorted
-        once, then ``row * blocks + id`` for every row of the group, which is what a
-        serving engine's own descriptor ids cost. Other requests go through
-        `request_rows`.
+        no window, no partial span) is computed by arithmetic, ``row * blocks + id`` for
+        every row of the group, which is what a serving engine's own descriptor ids
+        cost. Other requests go through `request_rows`.
         """
         request = request_blocks(plan, self.dst_rank, src_blocks, dst_blocks)
         if request.windowed or any(g.blocks_per_span != (1, 1) or g.partial for g in request.groups):
             return self._indices_of_rows(plan, src_blocks, dst_blocks)
-        ids = []
-        for g in request.groups:
-            order = np.argsort(g.dst_ids, kind="stable")
-            ids.append((g.dst_ids[order], g.src_ids[order]))
+        # int32 throughout: prepared_lists refused lists past int32 indices
+        ids = [(g.dst_ids.astype(np.int32), g.src_ids.astype(np.int32)) for g in request.groups]
         out = {}
         for rank, parts in self.by_rank.items():
             local, remote = [], []
-            for group, rows, position in parts:
+            for group, local_base, remote_base in parts:
                 dst_ids, src_ids = ids[group]
                 if len(dst_ids):
-                    local.append((rows[:, None] * self.dst_blocks + dst_ids[None, :]).reshape(-1))
-                    remote.append((position[:, None] * self.src_blocks + src_ids[None, :]).reshape(-1))
+                    local.append((local_base[:, None] + dst_ids[None, :]).reshape(-1))
+                    remote.append((remote_base[:, None] + src_ids[None, :]).reshape(-1))
             if local:
-                out[rank] = (np.concatenate(local).astype(np.int32), np.concatenate(remote).astype(np.int32))
+                out[rank] = (local[0], remote[0]) if len(local) == 1 else (np.concatenate(local),
+                                                                           np.concatenate(remote))
         return out
 
     def _indices_of_rows(self, plan, src_blocks, dst_blocks) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """`indices` of any request, from its `request_rows` (sorted per row and block)."""
+        """`indices` of any request, from its `request_rows`, in the same order."""
         req = request_rows(plan, self.dst_rank, src_blocks, dst_blocks)
+        request = request_blocks(plan, self.dst_rank, src_blocks, dst_blocks)
         src_rank = req.table.src_rank[req.row]
         group = np.array([plan.dst.group_of(int(layer)) for layer in req.table.layer], np.int64)[req.row] \
             if len(req.row) else req.row
+        # each copy's place in its group's decode list (ids of a group are distinct)
+        place = np.zeros(len(req.row), np.int64)
+        for g, paired in enumerate(request.groups):
+            where = np.full(self.dst_blocks, -1, np.int64)
+            where[paired.dst_ids[paired.dst_ids >= 0]] = np.flatnonzero(paired.dst_ids >= 0)
+            mine = group == g
+            place[mine] = where[req.dst_block_id[mine]]
         local = req.row * self.dst_blocks + req.dst_block_id
         remote = self.position[req.row] * self.src_blocks + req.src_block_id
         out = {}
         for rank in np.unique(src_rank).tolist():
             mask = src_rank == rank
-            order = np.lexsort((local[mask], group[mask]))
+            order = np.lexsort((place[mask], req.row[mask], group[mask]))
             out[rank] = (local[mask][order].astype(np.int32), remote[mask][order].astype(np.int32))
         return out
 
@@ -160,7 +168,9 @@ def prepared_lists(plan, dst_rank: int) -> PreparedLists:
         position[rows] = np.arange(len(rows))
         region = table.src_region[rows]
         remote[rank] = _expand(region, table.src_offset[rows], table.nbytes[rows], src_stride[region], ns)
-        by_rank[rank] = tuple((int(g), rows[group[rows] == g], position[rows[group[rows] == g]])
+        # per group: each row's first index in the local list and in this rank's remote list
+        by_rank[rank] = tuple((int(g), (rows[group[rows] == g] * nd).astype(np.int32),
+                               (position[rows[group[rows] == g]] * ns).astype(np.int32))
                               for g in np.unique(group[rows]).tolist())
     return PreparedLists(dst_rank=dst_rank, src_blocks=ns, dst_blocks=nd, position=position, local=local,
                          remote=remote, by_rank=by_rank)

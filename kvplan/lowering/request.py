@@ -190,19 +190,35 @@ def _pair_group(plan, group: int, sb: np.ndarray, db: np.ndarray, prefix: str):
     return sb, db
 
 
-def _check_distinct(lists: list[np.ndarray], *, pooled: bool) -> None:
+def _repeated(ids: np.ndarray, num_blocks: int | None) -> int | None:
+    """The smallest id listed twice, or None. Counting into a table of the engine's
+    blocks is linear where that table is not much larger than the list (the per-request
+    path of a serving engine); otherwise one sort.
+
+    >>> _repeated(np.array([4, 1, 4, 1]), 8), _repeated(np.array([4, 1]), None)
+    (1, None)
+    """
+    if len(ids) < 2:
+        return None
+    if num_blocks is not None and num_blocks <= 16 * len(ids) + 4096:
+        twice = np.flatnonzero(np.bincount(ids, minlength=num_blocks) > 1)
+    else:
+        ordered = np.sort(ids)
+        twice = ordered[1:][ordered[1:] == ordered[:-1]]
+    return int(twice.min()) if len(twice) else None
+
+
+def _check_distinct(lists: list[np.ndarray], *, pooled: bool, num_blocks: int | None) -> None:
     """A decode block is written once: no id twice in a group, and with pooled regions
     (a block id belongs to one group at a time) no id in two groups."""
     for group, db in enumerate(lists):
-        unique, counts = np.unique(db, return_counts=True)
-        if (counts > 1).any():
-            raise BlockError(f"decode group {group} lists block {int(unique[counts > 1][0])} twice: two prefill "
+        block = _repeated(db, num_blocks)
+        if block is not None:
+            raise BlockError(f"decode group {group} lists block {block} twice: two prefill "
                              "blocks would be written into one page")
     if pooled and len(lists) > 1:
-        every = np.concatenate(lists)
-        unique, counts = np.unique(every, return_counts=True)
-        if (counts > 1).any():
-            block = int(unique[counts > 1][0])
+        block = _repeated(np.concatenate(lists), num_blocks)
+        if block is not None:
             owners = [g for g, db in enumerate(lists) if block in db]
             raise BlockError(f"decode block {block} is listed by groups {owners}, which share pooled regions: "
                              "their pages would overwrite each other")
@@ -277,6 +293,6 @@ def request_blocks(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str =
         dst_pad[: len(db)] = db
         groups.append(GroupRequest(blocks_per_span=(ns, nd), src_ids=frozen(src_pad), dst_ids=frozen(dst_pad),
                                    partial=len(sb) < len(src_pad) or len(db) < len(dst_pad), decode_blocks=len(db)))
-    _check_distinct(decode_ids, pooled=dst.pooled)
+    _check_distinct(decode_ids, pooled=dst.pooled, num_blocks=dst.num_blocks)
     first, windowed = _first_kept(dst, [g.decode_blocks for g in groups])
     return RequestBlocks(dst_rank=int(dst_rank), groups=tuple(groups), first_kept=frozen(first), windowed=windowed)
