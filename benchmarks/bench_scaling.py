@@ -8,7 +8,8 @@ over request length, with fitted exponents; peak memory of the heaviest plans.
   median pair (target: <= 20 ms each).
 * Blocks that do not divide: Nemotron-3-Nano through `vllm_engine` at TP 1->4 and 4->1,
   and the 80-layer model at 2,096 / 1,056-token blocks (TP 2 both sides): time, and
-  peak traced memory of a separate call (`tracemalloc`; target < 50 ms, < 64 MiB).
+  peak traced memory of a separate call (`tracemalloc`; target < 50 ms, < 64 MiB), and
+  one `verify()` of each (target: under 5 s).
 * plan() against layers (8 - 160, TP 2 -> 8) and against the block ratio (prefill
   block 16 x 1 - 64 tokens, decode 16): the exponent b of ``t = a * x**b`` fitted by
   least squares in log-log (flat: b near 0).
@@ -33,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
-from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan, vllm_engine  # noqa: E402
+from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan, verify, vllm_engine  # noqa: E402
 
 TPS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -95,14 +96,20 @@ def main(argv=None) -> int:
                                                   lambda: vllm_engine("nemotron-3-nano-30b-a3b", tp=1)),
              "80 layers 2096 / 1056 tokens, TP 2->2": (lambda: EngineSpec(model=m80, tp=2, block_tokens=2096),
                                                        lambda: EngineSpec(model=m80, tp=2, block_tokens=1056))}
+    verified = {}
     for name, (src, dst) in cases.items():
         s, d = src(), dst()
         t = median_ms(lambda s=s, d=d: plan(s, d), r)
         peak = peak_mib(lambda s=s, d=d: plan(s, d))
-        out[name] = {"ms": t, "peak_mib": peak}
+        p = plan(s, d)
+        start = time.perf_counter()
+        verify(p)  # once: the identity simulation of every rank (target: under 5 s)
+        verified[name] = (time.perf_counter() - start) * 1e3
+        out[name] = {"ms": t, "peak_mib": peak, "verify_ms": verified[name]}
         span = max(math.lcm(s.group_block_tokens(g)[0], d.group_block_tokens(g)[0]) for g in range(len(d.layer_groups)))
         print(f"| {name} | {span:,} | {t:.1f} | {peak:.1f} |")
 
+    print("\n`verify()` of each, once: " + "; ".join(f"{name} {ms / 1e3:.2f} s" for name, ms in verified.items()))
     print("\n## Scaling (fitted exponent b of t = a x^b)\n\n| what | x | ms | b |\n|---|---|---|---|")
     layers = (8, 20, 40, 80, 160)
     ts = [median_ms(lambda n=n: plan(EngineSpec(model=dense(n, 8), tp=2), EngineSpec(model=dense(n, 8), tp=8)), r)

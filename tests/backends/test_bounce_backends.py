@@ -80,11 +80,12 @@ def test_nixl_push_from_another_process():
 
 
 @pytest.mark.parametrize("push", [False, True])
-@settings(max_examples=12)
+@settings(max_examples=6)
 @given(data=st.data())
 def test_nixl_staging_ring_moves_requests_longer_than_the_ring(push, data):
-    """Pull and push through rings of 1 - 3 slots of 1 - 3 spans: requests of up to 12
-    spans reuse slots; the staging registered is the ring's, and every page matches."""
+    """Pull and push through rings of 1 - 3 slots of 1 - 3 spans: longer requests reuse
+    slots; the staging registered is the ring's, and every page matches (the property
+    suite, tests/plan/test_ring.py, covers the chunking itself on many more requests)."""
     from kvplan.lowering import StagingRing
 
     need("nixl")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, SpecError, Transfer, plan
@@ -41,6 +41,7 @@ def _steps(p, dst_rank: int, chunk, first_position: int) -> tuple[Transfer, Tran
     return step("pre", p.src_regions, range(p.src.world_size)), step("post", p.dst_regions, [None])
 
 
+@settings(max_examples=settings().max_examples // 3)  # chunk by chunk through the oracle: slow
 @given(st.data())
 def test_a_request_through_a_staging_ring_delivers_exactly_the_expected_bytes(data):
     p, dst_rank, (src_blocks, dst_blocks) = _draw_request(data)
@@ -67,6 +68,7 @@ def test_a_request_through_a_staging_ring_delivers_exactly_the_expected_bytes(da
         assert all(size <= dst_ring[region - first_dst] for region, size in used_dst.items())
 
 
+@settings(max_examples=settings().max_examples // 3)
 @given(st.data())
 def test_ring_copies_of_a_whole_request_equal_the_lowered_copies(data):
     """One chunk holding the whole request at position 0 is the request's lowered reads."""
