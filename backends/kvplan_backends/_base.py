@@ -339,6 +339,15 @@ class BackendBase:
         """The decode rank waits until every prefill rank of `ranks` has pushed `request`."""
         raise NotImplementedError
 
+    def _read_lists(self, transfer, request: str):
+        """What `_read_listed` takes for `transfer`, after the gate: work a staging ring
+        keeps for chunks that reuse a slot (`_ring`); by default the transfer itself,
+        gated again by `_read`."""
+        return transfer
+
+    def _read_listed(self, lists, request: str) -> None:
+        self._read(lists, request)
+
     def _signal(self, rank: int, tag: bytes, request: str) -> None:
         """Send peer `rank` the notification `tag` (`rings`)."""
         raise NotImplementedError
@@ -351,6 +360,14 @@ class BackendBase:
     def _start_copies(self, rows, rank: int, request: str, tag: bytes):
         """Prefill rank `rank` starts writing `rows` into the decode rank, which is told
         `tag` once they have landed (`rings` with `pushes`); returns a handle."""
+        raise NotImplementedError
+
+    def _write_lists(self, rows, rank: int, request: str):
+        """What `_start_listed` takes for prefill rank `rank`'s `rows`, after the gate."""
+        raise NotImplementedError
+
+    def _start_listed(self, lists, request: str, tag: bytes):
+        """`_start_copies` of what `_write_lists` made."""
         raise NotImplementedError
 
     def _finish_copies(self, handle, request: str) -> None:
@@ -416,6 +433,11 @@ class BackendBase:
             if key not in self._step_routes:
                 self._step_routes[key] = RingCopies(prepared.plan, prepared.dst_rank)
             return self._step_routes[key]
+
+    def _ring_reads(self, prepared: Prepared) -> dict:
+        """`prepared`'s ring chunk copies kept by chunk shape (`_ring._kept`)."""
+        with self._lock:
+            return self._step_routes.setdefault((prepared.state, "ring reads", None), {})
 
     def _fast_route(self, prepared: Prepared, src_blocks, dst_blocks, prefix: str, request: str, check, move) -> None:
         """Run a fast route's copy, `move()`, for a request of `prepared`: its sources

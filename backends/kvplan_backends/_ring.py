@@ -91,6 +91,7 @@ def serve_chunks(backend, prepared, blocks, rank: int, request: str) -> None:
     ring, dst = prepared.state.ring, prepared.dst_rank
     route = backend._step_route(prepared, "pre", rank)
     copies = backend._ring_copies(prepared)
+    kept = backend._ring_reads(prepared)
     in_flight = {}
     try:
         for j, chunk in enumerate(ring_chunks(prepared.plan, blocks, ring)):
@@ -103,8 +104,10 @@ def serve_chunks(backend, prepared, blocks, rank: int, request: str) -> None:
             route.run(chunk, first_position=position)
             ready = ring_tag(request, "ready", j)
             if backend.pushes:
-                in_flight[j] = backend._start_copies(copies.chunk(chunk, first_position=position, src_rank=rank),
-                                                     rank, request, ready)
+                lists = _kept(backend, kept, (position, chunk.spans, chunk.first_kept.tobytes()), [dst],
+                              lambda: backend._write_lists(copies.chunk(chunk, first_position=position, src_rank=rank),
+                                                           rank, request))
+                in_flight[j] = backend._start_listed(lists, request, ready)
             else:
                 backend._signal(dst, ready, request)
         for j in sorted(in_flight):
@@ -121,12 +124,33 @@ def execute_chunks(backend, prepared, blocks, request: str) -> None:
     copies = backend._ring_copies(prepared)
     ranks = list(plan.reads(prepared.dst_rank).source_ranks)
     chunks = ring_chunks(plan, blocks, ring)
+    kept = backend._ring_reads(prepared)
     for j, chunk in enumerate(chunks):
         position = ring.slot_position(j)
         backend._await_signals(ranks, ring_tag(request, "ready", j), request)
         if not backend.pushes:
-            backend._execute_transfer(copies.chunk(chunk, first_position=position), request)
+            with backend._reading(ranks, request):
+                lists = _kept(backend, kept, (position, chunk.spans, chunk.first_kept.tobytes()), ranks,
+                              lambda: backend._read_lists(copies.chunk(chunk, first_position=position), request))
+                backend._read_listed(lists, request)
         route.run(chunk, first_position=position)
         if j + ring.slots < len(chunks):
             for rank in ranks:
                 backend._signal(rank, ring_tag(request, "free", j), request)
+
+
+KEPT = 64  # chunk shapes whose copies a prepared ring keeps (slots x the few lengths a last chunk has)
+
+
+def _kept(backend, kept: dict, key: tuple, peers, make):
+    """A chunk's copies, gated and listed once per chunk shape (`key`: slot position,
+    spans per group, window limits) while `peers` stay the ones they were listed for: a
+    ring's full chunks reuse a few slots, so their copies, bounds and descriptor lists
+    repeat request after request."""
+    now = tuple(backend.peers.get(rank) for rank in peers)
+    entry = kept.get(key)
+    if entry is None or any(a is not b for a, b in zip(entry[0], now, strict=True)):
+        if len(kept) >= KEPT:
+            kept.pop(next(iter(kept)))
+        entry = kept[key] = (now, make())
+    return entry[1]

@@ -144,20 +144,31 @@ class NixlBackend(BackendBase):
 
     # -- reads of a Transfer: one-shot descriptor lists --------------------------------
     def _read(self, transfer, request: str) -> None:
+        self._read_listed(self._read_lists(transfer, request), request)
+
+    def _read_lists(self, transfer, request: str) -> dict:
+        """A transfer's reads as NIXL descriptor lists, per source rank (descriptors of
+        this rank, of the source, the transfer's rows), after the gate; a staging ring
+        keeps them for the chunks that reuse a slot (`_ring`)."""
         if not len(transfer):
-            return
+            return {}
         src, dst = self._bind_remote(transfer)
-        handles, rows_of = {}, {}
+        lists = {}
+        for rank in transfer.source_ranks:
+            rows = transfer.src_rank == rank
+            lists[rank] = (*self._descs(rank, (dst[rows], transfer.dst_region[rows]),
+                                        (src[rows], transfer.src_region[rows]), transfer.nbytes[rows], request),
+                           np.flatnonzero(rows))
+        return lists
+
+    def _read_listed(self, lists: dict, request: str) -> None:
+        handles = {}
         with self._lock:
             try:
-                for rank in transfer.source_ranks:
-                    rows = transfer.src_rank == rank
-                    rows_of[rank] = np.flatnonzero(rows)
+                for rank, (local, remote, rows) in lists.items():
                     # no notification: nobody on the source side would consume it
-                    handles[rank] = self._initialize("READ", rank, (dst[rows], transfer.dst_region[rows]),
-                                                     (src[rows], transfer.src_region[rows]), transfer.nbytes[rows],
-                                                     request, b"")
-                self._run(handles, request, rows_of)
+                    handles[rank] = self._initialize_lists("READ", rank, local, remote, len(rows), request, b"")
+                self._run(handles, request, {rank: lists[rank][2] for rank in handles})
             finally:
                 self._release_handles(handles)
 
@@ -169,21 +180,32 @@ class NixlBackend(BackendBase):
     def _start_copies(self, rows, rank: int, request: str, tag: bytes):
         """Write prefill rank `rank`'s `rows` into the decode rank, which is told `tag`
         once they have landed; returns (decode rank, handle or None)."""
+        return self._start_listed(self._write_lists(rows, rank, request), request, tag)
+
+    def _write_lists(self, rows, rank: int, request: str) -> tuple:
+        """(decode rank, descriptor lists here and there, row count) of prefill rank
+        `rank`'s writes of `rows`, after the gate with the sides swapped (this rank's
+        memory is read, the decode rank's written); a staging ring keeps them per chunk
+        shape (`_ring`)."""
         dst_rank = rows.dst_rank
         self._require_peers([dst_rank], request)
         peer, own = self.peers[dst_rank], self._own()
         if not len(rows):
-            self._signal(dst_rank, tag, request)
-            return dst_rank, None
-        # the gate, with the sides swapped: this rank's memory is read, the decode rank's written
+            return dst_rank, None, None, 0
         self._gate(rows, {rank: own.sizes}, peer.sizes, dst_rank=None)
         src, dst = rows.bind({rank: own.bases}, peer.bases)
+        return (dst_rank, *self._descs(dst_rank, (src, rows.src_region), (dst, rows.dst_region), rows.nbytes, request),
+                len(rows))
+
+    def _start_listed(self, lists: tuple, request: str, tag: bytes):
+        dst_rank, local, remote, count = lists
+        if not count:
+            self._signal(dst_rank, tag, request)
+            return dst_rank, None
         with self._lock:
-            handle = self._initialize("WRITE", dst_rank, (src, rows.src_region), (dst, rows.dst_region), rows.nbytes,
-                                      request, tag)
+            handle = self._initialize_lists("WRITE", dst_rank, local, remote, count, request, tag)
             try:
-                state = self._call(lambda: self.agent.transfer(handle), "transfer", peer=self._peer(dst_rank),
-                                   request=request)
+                state = self._call(lambda: self.agent.transfer(handle), "transfer", peer=dst_rank, request=request)
                 if state not in ("PROC", "DONE"):
                     raise TransportError(f"NIXL WRITE ended in state {state!r}", peer=self._peer(dst_rank),
                                          request=request)
@@ -244,13 +266,20 @@ class NixlBackend(BackendBase):
     def _initialize(self, op: str, rank: int, local, remote, nbytes, request: str, notif: bytes):
         """One NIXL transfer handle between this rank's memory and peer `rank`'s: `local` /
         `remote` are (addresses, region ids) on each side, READ into local or WRITE from it."""
-        where = {"peer": self._peer(rank), "request": request}
-        descs = [self._call(lambda a=addr, r=regions, m=memory: self.agent.get_xfer_descs(
-                     _rows(a, nbytes, np.asarray(m.devices)[r]), _mem_type(m)), "get_xfer_descs", **where)
-                 for (addr, regions), memory in ((local, self.memory), (remote, self.peers[rank]))]
-        self.last_stats[rank] = {"descriptors_in": len(nbytes)}
-        return self._call(lambda: self.agent.initialize_xfer(op, descs[0], descs[1], self.remote_names[rank], notif),
-                          "initialize_xfer", **where)
+        return self._initialize_lists(op, rank, *self._descs(rank, local, remote, nbytes, request), len(nbytes),
+                                      request, notif)
+
+    def _descs(self, rank: int, local, remote, nbytes, request: str) -> tuple:
+        """NIXL descriptor lists of (addresses, region ids) on this rank and on peer `rank`."""
+        return tuple(self._call(lambda a=addr, r=regions, m=memory: self.agent.get_xfer_descs(
+                         _rows(a, nbytes, np.asarray(m.devices)[r]), _mem_type(m)), "get_xfer_descs", peer=rank,
+                         request=request)
+                     for (addr, regions), memory in ((local, self.memory), (remote, self.peers[rank])))
+
+    def _initialize_lists(self, op: str, rank: int, local, remote, count: int, request: str, notif: bytes):
+        self.last_stats[rank] = {"descriptors_in": count}
+        return self._call(lambda: self.agent.initialize_xfer(op, local, remote, self.remote_names[rank], notif),
+                          "initialize_xfer", peer=rank, request=request)
 
     # -- requests of a Prepared: descriptor lists prepared once -----------------------
     def _execute_prepared(self, prepared, src_blocks, dst_blocks, prefix: str, request: str, check=False) -> None:
