@@ -18,8 +18,9 @@ from .errors import (BlockError, BoundsError, KvplanError, ModelMismatchError, P
 from .layout import Region, engine_memory
 from .lowering import Transfer
 from .models import from_hf_config, get_model
-from .planning import ReadTable
+from .planning import ReadTable, check_compatible
 from .presets import vllm_engine
+from .spec.fingerprint import fingerprint
 from .spec import (AttentionSpec, EngineSpec, GatedDeltaNetSpec, LayerGroup, Mamba1Spec, Mamba2Spec, ModelSpec,
                    ShortConvSpec)
 from .transport import (BackendNotFound, Prepared, TransferIntegrityError, TransportError, TransportTimeout,
@@ -29,6 +30,7 @@ __all__ = [
     "AttentionSpec", "BackendNotFound", "BlockError", "BoundsError", "EngineSpec", "EngineTransferPlan",
     "GatedDeltaNetSpec", "KvplanError", "LayerGroup", "Mamba1Spec", "Mamba2Spec", "ModelMismatchError",
     "ModelSpec", "PlanError", "PlanMismatchError", "Prepared", "RankError", "ReadTable", "Region", "ShardingError", "ShortConvSpec",
-    "SpecError", "Transfer", "TransferIntegrityError", "TransportError", "TransportTimeout", "engine_memory", "from_hf_config", "get_model",
+    "SpecError", "Transfer", "TransferIntegrityError", "TransportError", "TransportTimeout", "check_compatible",
+    "engine_memory", "fingerprint", "from_hf_config", "get_model",
     "load_backend", "plan", "verify", "vllm_engine",
 ]

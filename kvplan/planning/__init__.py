@@ -8,7 +8,7 @@ a conv strategy and `bounce` any layer for the bounce transfer strategy; `compat
 """
 
 from .bounce import TRANSFER_STRATEGIES, apply_bounce, staging_slot
-from .compat import check_compatible
+from .compat import check_compatible, require_compatible
 from .conv import STRATEGIES, apply_strategy
 from .plan_tables import PlanTables, blocks_per_span
 from .planner import plan_tables
@@ -19,6 +19,6 @@ from .tables import SCRATCH, ReadTable, StrategyRows, TemplateRows
 
 __all__ = [
     "SCRATCH", "STRATEGIES", "TRANSFER_STRATEGIES", "CopyRows", "PlanTables", "ReadTable", "RowTable", "StrategyRows", "TemplateRows",
-    "apply_bounce", "apply_strategy", "blocks_per_span", "check_compatible", "choose_source", "column", "cut_rows", "merged_nbytes",
+    "apply_bounce", "apply_strategy", "blocks_per_span", "check_compatible", "choose_source", "require_compatible", "column", "cut_rows", "merged_nbytes",
     "plan_tables", "preferred_sources", "run_starts", "source_runs", "staging_slot",
 ]

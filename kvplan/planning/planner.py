@@ -20,7 +20,7 @@ from ..layout.state import state_natural_bytes
 from ..spec.engine import EngineSpec
 from ..spec.fingerprint import pair_fingerprint
 from .budget import check_budget, check_rows
-from .compat import check_compatible
+from .compat import require_compatible
 from .bounce import TRANSFER_STRATEGIES, apply_bounce
 from .conv import STRATEGIES, apply_strategy
 from .intersect import layer_rows
@@ -49,7 +49,7 @@ def plan_tables(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direc
     if transfer_strategy == "bounce" and conv_strategy != "direct":
         raise SpecError(f"transfer_strategy 'bounce' packs every row, conv state included: it takes "
                         f"conv_strategy 'direct', got {conv_strategy!r}")
-    check_compatible(src, dst)
+    require_compatible(src, dst)
     src_mem, dst_mem = engine_memory(src), engine_memory(dst)
     check_budget(src_mem, dst_mem, conv_strategy)  # before any array is allocated
     # a layer class: layers whose layouts are equal on every rank of both engines (same

@@ -200,6 +200,28 @@ def test_compatible_engines_may_name_the_model_differently():
     check_same_state_geometry(attention_only, attrs.evolve(attention_only, num_speculative_tokens=2))
 
 
+def test_check_compatible_lists_every_difference_at_once_and_plan_names_them_all():
+    import kvplan
+    from kvplan import plan
+
+    a = EngineSpec(model=ModelSpec(name="a", layers=(A, C, A)), tp=1)
+    b = EngineSpec(model=ModelSpec(name="b", layers=(AttentionSpec(2, 4), C, AttentionSpec(2, 8, dtype="fp8"))),
+                   tp=2, num_speculative_tokens=1)
+    found = kvplan.check_compatible(a, b)
+    assert len(found) == 3
+    assert found[0].startswith("layer 0 (AttentionSpec) differs: head_dim: prefill 8 vs decode 4")
+    assert found[1].startswith("layer 2 (AttentionSpec) differs: dtype: prefill 'bfloat16' vs decode")
+    assert "num_speculative_tokens=0" in found[2] and "num_speculative_tokens=1" in found[2]
+    assert kvplan.check_compatible(a, attrs.evolve(a, tp=2)) == ()
+    with pytest.raises(ModelMismatchError, match=r"differ in 3 ways: \(1\) layer 0 .* \(2\) layer 2 .* \(3\) conv"):
+        plan(a, b)
+    with pytest.raises(SpecError, match="takes two EngineSpec"):
+        kvplan.check_compatible(a, "b")
+    # a fingerprint ignores the model's name and sees TP
+    assert kvplan.fingerprint(a) == kvplan.fingerprint(attrs.evolve(a, model=attrs.evolve(a.model, name="z")))
+    assert kvplan.fingerprint(a) != kvplan.fingerprint(attrs.evolve(a, tp=2))
+
+
 @settings(max_examples=15)
 @given(hybrid_engine_pairs(max_layers=3), st.sampled_from(["direct", "staged", "permuted"]))
 def test_plan_is_plan_tables_with_its_consumers_bound(engines, strategy):
