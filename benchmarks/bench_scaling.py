@@ -36,17 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan, verify, vllm_engine  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_plan import median_ms  # noqa: E402  (one warm-up call, then the median of the repeats)
+
 TPS = (1, 2, 4, 8, 16, 32, 64)
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def peak_mib(fn) -> float:
