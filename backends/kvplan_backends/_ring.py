@@ -104,7 +104,7 @@ def serve_chunks(backend, prepared, blocks, rank: int, request: str) -> None:
             route.run(chunk, first_position=position)
             ready = ring_tag(request, "ready", j)
             if backend.pushes:
-                lists = _kept(backend, kept, (position, chunk.spans, chunk.first_kept.tobytes()), [dst],
+                lists = _kept(backend, kept, ("writes", rank, position, chunk.spans, chunk.first_kept.tobytes()), [dst],
                               lambda: backend._write_lists(copies.chunk(chunk, first_position=position, src_rank=rank),
                                                            rank, request))
                 in_flight[j] = backend._start_listed(lists, request, ready)
@@ -130,7 +130,7 @@ def execute_chunks(backend, prepared, blocks, request: str) -> None:
         backend._await_signals(ranks, ring_tag(request, "ready", j), request)
         if not backend.pushes:
             with backend._reading(ranks, request):
-                lists = _kept(backend, kept, (position, chunk.spans, chunk.first_kept.tobytes()), ranks,
+                lists = _kept(backend, kept, ("reads", position, chunk.spans, chunk.first_kept.tobytes()), ranks,
                               lambda: backend._read_lists(copies.chunk(chunk, first_position=position), request))
                 backend._read_listed(lists, request)
         route.run(chunk, first_position=position)
@@ -143,14 +143,17 @@ KEPT = 64  # chunk shapes whose copies a prepared ring keeps (slots x the few le
 
 
 def _kept(backend, kept: dict, key: tuple, peers, make):
-    """A chunk's copies, gated and listed once per chunk shape (`key`: slot position,
-    spans per group, window limits) while `peers` stay the ones they were listed for: a
-    ring's full chunks reuse a few slots, so their copies, bounds and descriptor lists
-    repeat request after request."""
+    """A chunk's copies, gated and listed once per chunk shape (`key`: which side's
+    copies, slot position, spans per group, window limits) while `peers` stay the ones
+    they were listed for: a ring's full chunks reuse a few slots, so their copies,
+    bounds and descriptor lists repeat request after request."""
     now = tuple(backend.peers.get(rank) for rank in peers)
-    entry = kept.get(key)
+    with backend._lock:  # requests of one prepared plan may be served from several threads
+        entry = kept.get(key)
     if entry is None or any(a is not b for a, b in zip(entry[0], now, strict=True)):
-        if len(kept) >= KEPT:
-            kept.pop(next(iter(kept)))
-        entry = kept[key] = (now, make())
+        entry = (now, make())
+        with backend._lock:
+            if len(kept) >= KEPT:
+                kept.pop(next(iter(kept)))
+            kept[key] = entry
     return entry[1]
