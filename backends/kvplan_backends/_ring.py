@@ -15,8 +15,11 @@ words are the transport's own notifications (`_signal` / `_await_signals`). Serv
 runs on a thread of its own: `serve` returns at once and its Completion's `wait`
 returns when the rank's last chunk has left (or raises what stopped it), so one
 process may serve several prefill ranks, or serve and execute, without deadlock.
-Every chunk's pack and unpack pass the step route's bounds, and its copies the gate,
-on the side that moves them, as any request does.
+Every chunk's pack and unpack pass the step route's bounds. Its copies pass the gate
+on the side that moves them when first made for a chunk shape (slot position, spans,
+window limits); the gated copies and their descriptor lists are then kept for the
+chunks of that shape while the peers stay the ones they were checked against
+(`_kept`), since a ring's full chunks reuse a few slots request after request.
 """
 
 from __future__ import annotations
