@@ -21,6 +21,7 @@ from .models import from_hf_config, get_model
 from .planning import ReadTable, check_compatible
 from .presets import vllm_engine
 from .spec.fingerprint import fingerprint
+from .spec.serial import engine_from_json, engine_to_json
 from .spec import (AttentionSpec, EngineSpec, GatedDeltaNetSpec, LayerGroup, Mamba1Spec, Mamba2Spec, ModelSpec,
                    ShortConvSpec)
 from .transport import (BackendNotFound, Prepared, TransferIntegrityError, TransportError, TransportTimeout,
@@ -31,6 +32,6 @@ __all__ = [
     "GatedDeltaNetSpec", "KvplanError", "LayerGroup", "Mamba1Spec", "Mamba2Spec", "ModelMismatchError",
     "ModelSpec", "PlanError", "PlanMismatchError", "Prepared", "RankError", "ReadTable", "Region", "ShardingError", "ShortConvSpec",
     "SpecError", "Transfer", "TransferIntegrityError", "TransportError", "TransportTimeout", "check_compatible",
-    "engine_memory", "fingerprint", "from_hf_config", "get_model",
+    "engine_from_json", "engine_memory", "engine_to_json", "fingerprint", "from_hf_config", "get_model",
     "load_backend", "plan", "verify", "vllm_engine",
 ]

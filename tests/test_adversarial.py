@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from kvplan import (AttentionSpec, EngineSpec, GatedDeltaNetSpec, KvplanError, LayerGroup, Mamba1Spec, Mamba2Spec,
                     ModelSpec, ShortConvSpec, Transfer, from_hf_config, get_model, plan, verify, vllm_engine)
 from kvplan.cli import main
+from kvplan.spec import engine_from_json, engine_to_json
 from kvplan.layout import engine_memory
 from kvplan.lowering import (RingCopies, StagingRing, check_bounds, copy_template, expand_step, positional,
                              request_blocks, ring_buffer_bytes, ring_chunks, staging_ring)
@@ -356,6 +357,16 @@ def test_staging_ring(chunk_bytes, slots, chunk_spans, first, rank, blocks, targ
             for j, chunk in enumerate(ring_chunks(BOUNCE, request, ring)):
                 t = RingCopies(BOUNCE, rank).chunk(chunk, first_position=ring.slot_position(j))
                 assert all(end <= sizes[region - own] for region, end in t.scratch_bytes()[1].items())
+
+
+@settings(max_examples=EXAMPLES["steps"])
+@given(value=junk, text=st.one_of(st.text(max_size=40), junk.map(lambda v: repr(v))))
+def test_engine_json(value, text):
+    """Engine JSON entry points: junk in, a KvplanError out (or, for text, an engine)."""
+    attempt(engine_to_json, value)
+    attempt(engine_from_json, value)
+    back = attempt(engine_from_json, text)
+    assert back is None or isinstance(back, EngineSpec)
 
 
 # -- Transfer -------------------------------------------------------------------------------------------

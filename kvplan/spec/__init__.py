@@ -18,11 +18,13 @@ from .layers import (LAYER_SPECS, STATE_SPECS, AttentionSpec, GatedDeltaNetSpec,
 from .limits import LIMITS, Limit, check_count
 from .model import ModelSpec
 from .placement import Axis, Replicate, Shard, overlap, pp_layer_ranges, replica_groups
+from .serial import engine_from_json, engine_to_json
 
 __all__ = [
     "COMPONENTS", "COMPONENT_CODE", "CONV_COMPONENTS", "CONV_LAYOUTS", "KV_LAYOUTS", "KV_STORAGES", "LAYER_SPECS",
     "LIMITS", "Limit", "RULES", "STATE_SPECS", "AttentionSpec", "Axis", "EngineSpec", "GatedDeltaNetSpec",
     "LayerGroup", "Mamba1Spec", "Mamba2Spec", "ModelSpec", "Replicate", "Shard", "ShortConvSpec", "StatePart",
-    "canonical_dtype", "check_count", "check_groups", "conv_rows", "default_groups", "dtype_bytes", "fingerprint",
+    "canonical_dtype", "check_count", "check_groups", "conv_rows", "default_groups", "dtype_bytes",
+    "engine_from_json", "engine_to_json", "fingerprint",
     "overlap", "pair_fingerprint", "pp_layer_ranges", "replica_groups",
 ]
