@@ -48,9 +48,20 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml holds the one number)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kvplan")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kvplan", description="Plan KV-cache transfers between a prefill "
                                      "engine (P, source) and a decode engine (D, destination).")
+    parser.add_argument("--version", action="version", version=f"kvplan {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list the built-in models")
     p = commands.add_parser("plan", help="plan every decode rank's reads and print a summary")

@@ -57,11 +57,12 @@ process; `ucx` sends them with the data).
 
 from __future__ import annotations
 
+import inspect
 from typing import Protocol, Sequence, runtime_checkable
 
 import attrs
 
-from .errors import KvplanError
+from .errors import KvplanError, SpecError
 from .lowering.transfer import Transfer
 
 GROUP = "kvplan.backends"
@@ -222,7 +223,15 @@ def load_backend(name: str, **options) -> Transport:
     if name not in found:
         raise BackendNotFound(f"no kvplan backend named {name!r}; installed: {', '.join(sorted(found)) or 'none'}")
     try:
-        return found[name].load()(**options)
+        factory = found[name].load()
+        try:  # an unknown option is the caller's mistake: say which options the backend takes
+            inspect.signature(factory).bind(**options)
+        except TypeError:
+            takes = [p for p in inspect.signature(factory).parameters if p != "self"]
+            unknown = sorted(set(options) - set(takes))
+            raise SpecError(f"backend {name!r} takes the options {', '.join(takes) or 'none'}; got "
+                                  f"{', '.join(unknown) or ', '.join(sorted(options))}"[:300]) from None
+        return factory(**options)
     except ImportError as error:
         hint = INSTALL_HINTS.get(name)
         hint = f"; install it with: {hint} (README, Transports)" if hint else ""

@@ -89,7 +89,12 @@ class BackendBase:
     rings = False  # can move bounce staging through a ring of chunks (`_ring`): ranks notify each other
     timeout_s = 30.0  # how long close() waits for reads of this rank's memory in flight
 
-    def __init__(self):
+    def __init__(self, *, timeout_s: float = 30.0):
+        # every backend takes timeout_s: how long a call waits for a peer (and close() for reads in flight)
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 <= timeout_s < float("inf"):
+            raise SpecError(f"{self.name} backend: timeout_s must be a finite number of seconds >= 0 (0: do not "
+                            f"wait), got {timeout_s!r}"[:300])
+        self.timeout_s = float(timeout_s)
         self.memory: Memory | None = None
         self.rank: int | None = None  # this backend's rank in its engine (register, or the first execute / serve)
         self.peers: dict[int, Memory] = {}

@@ -56,8 +56,8 @@ from ._prepared import block_relative
 class CupyPeerBackend(BackendBase):
     name = "cupy"
 
-    def __init__(self, *, stream=None, blocking: bool = True, peer_access: bool = True):
-        super().__init__()
+    def __init__(self, *, stream=None, blocking: bool = True, peer_access: bool = True, timeout_s: float = 30.0):
+        super().__init__(timeout_s=timeout_s)
         import cupy
 
         from . import _gpucopy

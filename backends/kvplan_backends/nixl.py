@@ -77,7 +77,7 @@ class NixlBackend(BackendBase):
 
     def __init__(self, agent_name: str | None = None, *, timeout_s: float = 30.0, telemetry: bool = False,
                  num_threads: int = 0, push: bool = False):
-        super().__init__()
+        super().__init__(timeout_s=timeout_s)
         if not isinstance(push, bool):
             raise SpecError(f"nixl backend: push must be True or False, got {push!r}")
         # push: plans with local steps (bounce) are written by the prefill side, NIXL WRITE
@@ -88,7 +88,6 @@ class NixlBackend(BackendBase):
         self.agent_name = agent_name or f"kvplan-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         config = api.nixl_agent_config(backends=["UCX"], capture_telemetry=telemetry, num_threads=num_threads)
         self.agent = api.nixl_agent(self.agent_name, config)
-        self.timeout_s = timeout_s
         self.telemetry = telemetry
         self.remote_names: dict[int, str] = {}
         self.last_stats: dict[int, dict] = {}

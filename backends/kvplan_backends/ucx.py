@@ -120,12 +120,12 @@ class UcxBackend(BackendBase):
     sends = True
 
     def __init__(self, *, timeout_s: float = 30.0, drain_s: float = 1.0):
-        super().__init__()
+        super().__init__(timeout_s=timeout_s)
         from ucxx._lib import libucxx
         from ucxx._lib.arr import Array
 
         self._u, self._array = libucxx, Array
-        self.timeout_s, self.drain_s = timeout_s, drain_s
+        self.drain_s = drain_s
         self._endpoints: dict[int, object] = {}
         self._addresses: dict[int, bytes] = {}
         self._sending: dict[int, _Pending] = {}   # tag -> its send, until received

@@ -311,3 +311,27 @@ def test_cli_output_cut_short_by_its_reader_ends_without_a_traceback():
         err = process.stderr.read().decode()
         status = process.wait(timeout=120)
     assert err == "" and status == 1, (status, err)
+
+
+def test_cli_version_and_backend_options():
+    """`kvplan --version` prints the installed version; `load_backend` refuses an option its
+    backend does not take, and a timeout that is not a finite number >= 0, with a SpecError."""
+    import contextlib
+    import io
+    from importlib.metadata import version
+
+    from kvplan import SpecError, load_backend
+    from kvplan.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--version"]) == 0
+    assert out.getvalue().strip() == f"kvplan {version('kvplan')}"
+    backend = load_backend("host", timeout_s=10)  # every backend takes timeout_s
+    assert backend.timeout_s == 10.0
+    backend.close()
+    with pytest.raises(SpecError, match="takes the options timeout_s; got timeout"):
+        load_backend("host", timeout=10)
+    for bad in (-1, "5", float("nan"), float("inf"), True, None):
+        with pytest.raises(SpecError, match="timeout_s must be a finite number of seconds >= 0"):
+            load_backend("host", timeout_s=bad)
