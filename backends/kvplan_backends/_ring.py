@@ -30,6 +30,8 @@ from kvplan.errors import SpecError
 from kvplan.lowering import StagingRing, ring_chunks
 from kvplan.transport import TransportTimeout
 
+from . import _steps
+
 
 def ring_tag(request: str, word: str, chunk: int) -> bytes:
     """A ring notification; the request's length goes first so no tag is a prefix of
@@ -53,7 +55,7 @@ def check_ring(ring, plan, backend) -> None:
     if getattr(plan, "transfer_strategy", None) != "bounce":
         raise SpecError(f"a staging ring moves bounce plans; this plan's transfer_strategy is "
                         f"{getattr(plan, 'transfer_strategy', None)!r}")
-    if plan.src.num_blocks is None or plan.dst.num_blocks is None:
+    if not _steps.available(plan):  # the one rule for running local steps from templates
         raise SpecError("a staging ring runs pack and unpack from step templates, which need both engines' "
                         "num_blocks")
 
@@ -107,7 +109,7 @@ def serve_chunks(backend, prepared, blocks, rank: int, request: str) -> None:
             route.run(chunk, first_position=position)
             ready = ring_tag(request, "ready", j)
             if backend.pushes:
-                lists = _kept(backend, kept, ("writes", rank, position, chunk.spans, chunk.first_kept.tobytes()), [dst],
+                lists = _kept(backend, kept, ("writes", rank, *_shape(chunk, position)), [dst],
                               lambda: backend._write_lists(copies.chunk(chunk, first_position=position, src_rank=rank),
                                                            rank, request))
                 in_flight[j] = backend._start_listed(lists, request, ready)
@@ -133,7 +135,7 @@ def execute_chunks(backend, prepared, blocks, request: str) -> None:
         backend._await_signals(ranks, ring_tag(request, "ready", j), request)
         if not backend.pushes:
             with backend._reading(ranks, request):
-                lists = _kept(backend, kept, ("reads", position, chunk.spans, chunk.first_kept.tobytes()), ranks,
+                lists = _kept(backend, kept, ("reads", *_shape(chunk, position)), ranks,
                               lambda: backend._read_lists(copies.chunk(chunk, first_position=position), request))
                 backend._read_listed(lists, request)
         route.run(chunk, first_position=position)
@@ -143,6 +145,11 @@ def execute_chunks(backend, prepared, blocks, request: str) -> None:
 
 
 KEPT = 64  # chunk shapes whose copies a prepared ring keeps (slots x the few lengths a last chunk has)
+
+
+def _shape(chunk, position: int) -> tuple:
+    """What a chunk's copies depend on: its slot position, spans per group, window limits."""
+    return position, chunk.spans, chunk.first_kept.tobytes()
 
 
 def _kept(backend, kept: dict, key: tuple, peers, make):
