@@ -259,6 +259,9 @@ class BackendBase:
             if route is not None:  # pack from the step template; the copies only if sent from here
                 blocks = request_blocks(work.plan, work.dst_rank, src_blocks, dst_blocks, prefix=prefix)
                 route.run(blocks)
+                if self.pushes and work.plan.transfer_strategy == "bounce":
+                    self._push_request(work, blocks, rank, request)
+                    return Done()
                 if self.pushes:
                     self._push(self._copies(work, blocks, src_blocks, dst_blocks, prefix), rank, request)
                     return Done()
@@ -340,6 +343,11 @@ class BackendBase:
         """Prefill rank `rank` writes its rows of `transfer` into the decode rank (`pushes`)."""
         raise NotImplementedError
 
+    def _push_request(self, prepared: Prepared, blocks, rank: int, request: str) -> None:
+        """Prefill rank `rank` writes a bounce request's copies into the decode rank
+        (`pushes`), finished on return."""
+        raise NotImplementedError
+
     def _await_push(self, ranks, request: str) -> None:
         """The decode rank waits until every prefill rank of `ranks` has pushed `request`."""
         raise NotImplementedError
@@ -407,6 +415,11 @@ class BackendBase:
         if self.pushes:  # the prefill ranks write the copies: wait for their word, then unpack
             self.route = "pushed, step templates"
             self._await_push(list(prepared.plan.reads(prepared.dst_rank).source_ranks), request)
+        elif prepared.plan.transfer_strategy == "bounce" and not self.sends:
+            # a whole request is one chunk at staging position 0: its copies kept per shape
+            self.route = "kept reads, step templates"
+            _ring.read_chunk(self, prepared, blocks, 0, list(prepared.plan.reads(prepared.dst_rank).source_ranks),
+                             request)
         else:
             self.route = "lowered reads, step templates"
             self._execute_transfer(self._copies(prepared, blocks, src_blocks, dst_blocks, prefix), request)

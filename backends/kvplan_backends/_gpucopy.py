@@ -64,6 +64,9 @@ extern "C" __global__ void copy_ranges(const unsigned long long* __restrict__ sr
 // flight per SM hide the latency of the two dependent index loads before the data.
 //   src = sbase[e] + src_id * sstride[e] + soff[e], dst likewise, lens[e] bytes,
 // skipped when an id is -1 or the decode block is before the layer's first kept one.
+// A bounce step's staging side (scratch 1: source, 2: destination) is indexed by span
+// position, its id's index // blocks per span + first_position (kvplan.lowering.positional),
+// where the id is not -1.
 // req = [8 per group: entry start, entries, spans, ns, nd, src ids at, dst ids at,
 //        first copy][first kept block per layer][block ids]
 extern "C" __global__ void copy_template(
@@ -71,7 +74,8 @@ extern "C" __global__ void copy_template(
     const long long* __restrict__ sstride, const long long* __restrict__ dstride,
     const long long* __restrict__ soff, const long long* __restrict__ doff, const long long* __restrict__ lens,
     const long long* __restrict__ sblk, const long long* __restrict__ dblk, const long long* __restrict__ layer,
-    const long long* __restrict__ req, long long groups, long long layers, long long total) {
+    const long long* __restrict__ req, long long groups, long long layers, long long total, long long scratch,
+    long long first_position) {
   const long long* first_kept = req + groups * 8;
   const long long* ids = first_kept + layers;
   const long long lane = threadIdx.x & 31;
@@ -87,6 +91,8 @@ extern "C" __global__ void copy_template(
     long long s_id = ids[m[5] + j * m[3] + sblk[e]];
     long long d_id = ids[m[6] + di];
     if (s_id < 0 || d_id < 0 || di < first_kept[layer[e]]) continue;
+    if (scratch == 1) s_id = (j * m[3] + sblk[e]) / m[3] + first_position;
+    else if (scratch == 2) d_id = di / m[4] + first_position;
     copy_range((const unsigned char*)(sbase[e] + s_id * sstride[e] + soff[e]),
                (unsigned char*)(dbase[e] + d_id * dstride[e] + doff[e]), lens[e], lane, 32);
   }
@@ -200,7 +206,7 @@ def upload_template(cp, device: int, template, src_base, dst_base, stream) -> tu
         cols = [cp.asarray(np.asarray(a, np.uint64)) for a in (src_base, dst_base)]
         cols += [cp.asarray(np.ascontiguousarray(getattr(template, name), np.int64)) for name in
                  ("src_stride", "dst_stride", "src_offset", "dst_offset", "nbytes", "src_block", "dst_block", "layer")]
-    return (tuple(cols), *group_entries(template))
+    return (tuple(cols), *group_entries(template), Upload())
 
 
 def group_entries(template) -> tuple[np.ndarray, np.ndarray]:
@@ -225,20 +231,56 @@ def pack_request(template, blocks, entry_start, entries) -> tuple[np.ndarray, in
     return packed, len(meta), copies
 
 
-def launch_template(cp, device: int, uploaded: tuple, template, blocks, stream) -> int:
+SCRATCH_SIDES = {None: 0, "src": 1, "dst": 2}  # the kernel's `scratch` argument
+
+
+def launch_template(cp, device: int, uploaded: tuple, template, blocks, stream, *, scratch: str | None = None,
+                    first_position: int = 0) -> int:
     """Enqueue one launch copying a request (`kvplan.lowering.RequestBlocks`); the only
-    upload per request is its block ids and a few counts. Returns the copies launched."""
-    cols, entry_start, entries = uploaded
+    upload per request is its block ids and a few counts. `scratch` ("src" / "dst"):
+    that side is a bounce step's staging, indexed by span position from
+    `first_position` (the kernel computes `kvplan.lowering.positional`'s positions).
+    Returns the copies launched."""
+    cols, entry_start, entries, upload = uploaded
     packed, groups, copies = pack_request(template, blocks, entry_start, entries)
     if not copies:
         return 0
     with cp.cuda.Device(device), stream:
-        request = cp.asarray(packed)
+        request = upload.send(cp, packed, stream)
         warps_per_block = THREADS // 32
         _kernel(cp, device, "copy_template")((_grid(cp, device, -(-copies // warps_per_block)),), (THREADS,),
                                              (*cols, request, np.int64(groups), np.int64(len(blocks.first_kept)),
-                                              np.int64(copies)))
+                                              np.int64(copies), np.int64(SCRATCH_SIDES[scratch]),
+                                              np.int64(first_position)))
     return copies
+
+
+class Upload:
+    """A request's kernel argument sent from pinned host memory, reused request after
+    request (`cp.asarray` of pageable memory allocates and copies synchronously, tens of
+    microseconds a request); an event keeps the buffer until its last copy has run."""
+
+    def __init__(self):
+        self._host = self._device = self._event = None
+
+    def send(self, cp, packed: np.ndarray, stream):
+        """`packed` (int64) on the current device, its copy enqueued on `stream`."""
+        n = len(packed)
+        if self._host is None or len(self._host) < n:
+            size = max(n, 2 * len(self._host) if self._host is not None else 4096)
+            if self._event is not None:
+                self._event.synchronize()
+            memory = cp.cuda.alloc_pinned_memory(size * 8)
+            self._host = np.frombuffer(memory, np.int64, size)
+            self._device = cp.empty(size, cp.int64)
+            self._event = cp.cuda.Event(disable_timing=True)
+        else:
+            self._event.synchronize()  # the last request's copy has read the buffer (long since, as a rule)
+        self._host[:n] = packed
+        cp.cuda.runtime.memcpyAsync(self._device.data.ptr, self._host.ctypes.data, n * 8,
+                                    cp.cuda.runtime.memcpyHostToDevice, stream.ptr)
+        self._event.record(stream)
+        return self._device[:n]
 
 
 def digest_pieces(addr, nbytes, piece_bytes: int = DIGEST_PIECE_BYTES) -> tuple[np.ndarray, ...]:

@@ -95,8 +95,6 @@ def serve_chunks(backend, prepared, blocks, rank: int, request: str) -> None:
     """Prefill rank `rank`'s loop (module docstring)."""
     ring, dst = prepared.state.ring, prepared.dst_rank
     route = backend._step_route(prepared, "pre", rank)
-    copies = backend._ring_copies(prepared)
-    kept = backend._ring_reads(prepared)
     in_flight = {}
     try:
         for j, chunk in enumerate(ring_chunks(prepared.plan, blocks, ring)):
@@ -109,10 +107,7 @@ def serve_chunks(backend, prepared, blocks, rank: int, request: str) -> None:
             route.run(chunk, first_position=position)
             ready = ring_tag(request, "ready", j)
             if backend.pushes:
-                lists = _kept(backend, kept, ("writes", rank, *_shape(chunk, position)), [dst],
-                              lambda: backend._write_lists(copies.chunk(chunk, first_position=position, src_rank=rank),
-                                                           rank, request))
-                in_flight[j] = backend._start_listed(lists, request, ready)
+                in_flight[j] = start_writes(backend, prepared, chunk, position, rank, request, ready)
             else:
                 backend._signal(dst, ready, request)
         for j in sorted(in_flight):
@@ -126,22 +121,38 @@ def execute_chunks(backend, prepared, blocks, request: str) -> None:
     """The decode rank's loop (module docstring)."""
     ring, plan = prepared.state.ring, prepared.plan
     route = backend._step_route(prepared, "post", None)
-    copies = backend._ring_copies(prepared)
     ranks = list(plan.reads(prepared.dst_rank).source_ranks)
     chunks = ring_chunks(plan, blocks, ring)
-    kept = backend._ring_reads(prepared)
     for j, chunk in enumerate(chunks):
         position = ring.slot_position(j)
         backend._await_signals(ranks, ring_tag(request, "ready", j), request)
         if not backend.pushes:
-            with backend._reading(ranks, request):
-                lists = _kept(backend, kept, ("reads", *_shape(chunk, position)), ranks,
-                              lambda: backend._read_lists(copies.chunk(chunk, first_position=position), request))
-                backend._read_listed(lists, request)
+            read_chunk(backend, prepared, chunk, position, ranks, request)
         route.run(chunk, first_position=position)
         if j + ring.slots < len(chunks):
             for rank in ranks:
                 backend._signal(rank, ring_tag(request, "free", j), request)
+
+
+def read_chunk(backend, prepared, chunk, position: int, ranks, request: str) -> None:
+    """The decode rank reads one chunk's copies (or a whole request's: position 0)
+    from prefill ranks `ranks`, gated and listed once per chunk shape (`_kept`)."""
+    with backend._reading(ranks, request):
+        lists = _kept(backend, backend._ring_reads(prepared), ("reads", *_shape(chunk, position)), ranks,
+                      lambda: backend._read_lists(backend._ring_copies(prepared).chunk(chunk, first_position=position),
+                                                  request))
+        backend._read_listed(lists, request)
+
+
+def start_writes(backend, prepared, chunk, position: int, rank: int, request: str, tag: bytes):
+    """Prefill rank `rank` starts writing one chunk's copies (or a whole request's) into
+    the decode rank, which is told `tag` once they have landed; gated and listed once
+    per chunk shape (`_kept`). Returns the `_start_listed` handle."""
+    lists = _kept(backend, backend._ring_reads(prepared), ("writes", rank, *_shape(chunk, position)),
+                  [prepared.dst_rank], lambda: backend._write_lists(
+                      backend._ring_copies(prepared).chunk(chunk, first_position=position, src_rank=rank), rank,
+                      request))
+    return backend._start_listed(lists, request, tag)
 
 
 KEPT = 64  # chunk shapes whose copies a prepared ring keeps (slots x the few lengths a last chunk has)

@@ -91,13 +91,14 @@ class StepRoute:
             raise BoundsError(f"{self.step} step needs {int(need[k])} B of scratch region {region} "
                               f"({regions[region].name}) for this request of {int(spans[k])} spans; "
                               f"{int(self._sizes[region])} B are registered")
-        indexed = positional(blocks, self.scratch_side, first_position=first_position)
         if self._device is None:
-            return self._run_host(indexed)
+            return self._run_host(positional(blocks, self.scratch_side, first_position=first_position))
         cp, device = self._cp, self.memory.device
         with cp.cuda.Device(device):
             stream = cp.cuda.get_current_stream()
-            copies = self._gpu.launch_template(cp, device, self._device, t, indexed, stream)
+            # the kernel indexes the staging side by span position itself (positional's rule)
+            copies = self._gpu.launch_template(cp, device, self._device, t, blocks, stream, scratch=self.scratch_side,
+                                               first_position=first_position)
             stream.synchronize()
         return copies
 

@@ -47,6 +47,7 @@ from kvplan.errors import SpecError
 from kvplan.lowering import check_descriptors, prepared_lists
 from kvplan.transport import TransportError, TransportTimeout
 
+from . import _ring
 from ._base import BackendBase
 from ._nixl_import import nixl_api
 from ._prepared import block_relative
@@ -174,6 +175,11 @@ class NixlBackend(BackendBase):
     # -- push: the prefill side writes a bounce plan's copies --------------------------
     def _push(self, transfer, rank: int, request: str) -> None:
         self._finish_copies(self._start_copies(transfer.for_source(rank), rank, request, _push_tag(request, rank)),
+                            request)
+
+    def _push_request(self, prepared, blocks, rank: int, request: str) -> None:
+        # a whole request is one staging chunk at position 0: its writes kept per shape
+        self._finish_copies(_ring.start_writes(self, prepared, blocks, 0, rank, request, _push_tag(request, rank)),
                             request)
 
     def _start_copies(self, rows, rank: int, request: str, tag: bytes):

@@ -34,9 +34,9 @@ def _check(kind, case, push: bool = False, apart: bool = False, ring=None):
         for have, expect in zip(_pages(p, snapshots), want, strict=True):
             assert all((a is None and b is None) or (a == b).all() for a, b in zip(have, expect, strict=True))
     # pack and unpack ran from step templates (only block ids per request); with push the
-    # prefill ranks wrote the copies
-    routes = ("staging ring, pushed", "staging ring") if ring else ("pushed, step templates",
-                                                                     "lowered reads, step templates")
+    # prefill ranks wrote the copies; one-sided reads keep a request's copies per shape
+    pulled = "lowered reads, step templates" if kind == "ucx" else "kept reads, step templates"
+    routes = ("staging ring, pushed", "staging ring") if ring else ("pushed, step templates", pulled)
     assert set(got.routes) == {routes[0] if push else routes[1]}
     # a request's copies are one row per (layer, source rank): far fewer than its runs
     for req in reqs:

@@ -120,8 +120,8 @@ def test_bounce_on_gpus_matches_the_direct_plan(mode, data):
     own = len(p.dst_regions) - len(p.dst_scratch)
     for snapshots in (got.prepared, got.transfer) if ring is None else (got.prepared,):
         assert same_each([s[:own] for s in snapshots], want)
-    routes = ("staging ring, pushed", "staging ring") if ring else ("pushed, step templates",
-                                                                     "lowered reads, step templates")
+    pulled = "lowered reads, step templates" if kind == "ucx" else "kept reads, step templates"
+    routes = ("staging ring, pushed", "staging ring") if ring else ("pushed, step templates", pulled)
     assert set(got.routes) == {routes[0] if push else routes[1]}
 
 
