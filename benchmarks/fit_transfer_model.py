@@ -13,8 +13,8 @@ Per request of `rows` direct copies (or `copies` bounce copies) moving `bytes`:
 and the evaluation use the same 16 plans: in-sample, so the table says how well the model
 describes these runs, not how well it extrapolates.
 
-    python3 benchmarks/fit_transfer_model.py benchmarks/data/2026-11-29-bounce-nixl.json \\
-        benchmarks/data/2026-11-29-bounce-cupy-ucx.json
+    python3 benchmarks/fit_transfer_model.py benchmarks/data/2026-11-30-bounce-nixl.json \\
+        benchmarks/data/2026-11-30-bounce-cupy-ucx.json
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ KEYS = {"nixl": ("nixl_prep_GBps", "nixl_bounce_GBps"), "ucx": ("ucx_GBps", "ucx
 
 
 def nonnegative_lstsq(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares with every coefficient >= 0 (two or three unknowns: try each active set)."""
+    """Least squares of relative errors (times span three decades; a pick depends on
+    ratios) with every coefficient >= 0 (two or three unknowns: try each active set)."""
+    scale = 1 / np.maximum(np.abs(y), 1e-9)
+    a, y = a * scale[:, None], y * scale
     best, best_err = np.zeros(a.shape[1]), np.inf
     for keep in itertools.product([True, False], repeat=a.shape[1]):
         cols = [i for i, k in enumerate(keep) if k]

@@ -148,6 +148,35 @@ def raw_reads(dst, rank: int, region: int, nbytes: int, reps: int) -> dict:
             t = statistics.median(times)
             out[f"{label} {n} x {piece >> 20} MiB"] = {"ms": 1e3 * t, "GBps": n * piece / t / 1e9}
         dst.agent.release_xfer_handle(handle)
+    for handles in (2, 4, 8):  # the same bytes as several handles posted at once
+        piece = nbytes // handles
+        pairs = []
+        for k in range(handles):
+            at = np.array([k * piece], np.int64)
+            size = np.array([piece], np.int64)
+            pairs.append((dst.agent.get_xfer_descs(nixl._rows(own.bases[local_region] + at.astype(np.uint64), size,
+                                                              np.array([own.devices[local_region]])), "VRAM"),
+                          dst.agent.get_xfer_descs(nixl._rows(peer.bases[region] + at.astype(np.uint64), size,
+                                                              np.array([peer.devices[region]])), "VRAM")))
+        hs = [dst.agent.initialize_xfer("READ", a, b, dst.remote_names[rank], b"") for a, b in pairs]
+
+        def together():
+            for h in hs:
+                dst.agent.transfer(h)
+            waiting = list(hs)
+            while waiting:
+                waiting = [h for h in waiting if dst.agent.check_xfer_state(h) == "PROC"]
+
+        together()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            together()
+            times.append(time.perf_counter() - start)
+        t = statistics.median(times)
+        out[f"{handles} handles x {piece >> 20} MiB at once"] = {"ms": 1e3 * t, "GBps": handles * piece / t / 1e9}
+        for h in hs:
+            dst.agent.release_xfer_handle(h)
     for k, v in out.items():
         print(f"   raw READ {k:28s} {v['ms']:7.3f} ms {v['GBps']:7.1f} GB/s")
     return out

@@ -8,8 +8,9 @@ the same bytes at local memory speed for bounce:
     bounce  t = bounce_request_s + bounce_copies * per_copy_s + bytes / link_Bps + 2 * bytes / local_Bps
 
 The constants (`TRANSPORT_MODELS`) were fitted on the GPU host (2 x H200, NVLink) with
-`benchmarks/fit_transfer_model.py` from the 2026-11-29 runs of the 16 benchmark plans
-(`benchmarks/data/`); on other hardware, fit your own and pass a `TransportModel`.
+`benchmarks/fit_transfer_model.py` (least squares of relative errors) from the
+2026-11-30 runs of the 16 benchmark plans (`benchmarks/data/`); on other hardware, fit
+your own and pass a `TransportModel`.
 Counts assume scattered block ids (nothing merges across blocks) and every block of
 the request needed (sliding windows need fewer).
 """
@@ -44,13 +45,13 @@ class TransportModel:
         return self.bounce_request_s + copies * self.per_copy_s + nbytes / self.link_Bps + 2 * nbytes / self.local_Bps
 
 
-# benchmarks/fit_transfer_model.py on benchmarks/data/2026-11-29-bounce-*.json
+# benchmarks/fit_transfer_model.py on benchmarks/data/2026-11-30-bounce-*.json
 TRANSPORT_MODELS = {
-    "nixl": TransportModel(request_s=0.0, per_copy_s=7.651e-06, link_Bps=1.983e11, bounce_request_s=2.706e-3,
+    "nixl": TransportModel(request_s=0.0, per_copy_s=8.023e-06, link_Bps=2.715e11, bounce_request_s=1.896e-3,
                            local_Bps=1.4e12),
-    "ucx": TransportModel(request_s=0.0, per_copy_s=1.32e-06, link_Bps=2.427e11, bounce_request_s=6.58e-3,
+    "ucx": TransportModel(request_s=3.493e-3, per_copy_s=7.561e-07, link_Bps=1.463e11, bounce_request_s=3.362e-3,
                           local_Bps=1.4e12),
-    "cupy": TransportModel(request_s=2.851e-4, per_copy_s=0.0, link_Bps=3.462e11, bounce_request_s=1.907e-3,
+    "cupy": TransportModel(request_s=1.846e-4, per_copy_s=7.529e-11, link_Bps=3.75e11, bounce_request_s=9.274e-4,
                            local_Bps=1.4e12),
 }
 
