@@ -33,9 +33,10 @@ class EngineTransferPlan(PlanTables):
     ([16384, 16384], 65536)
     """
 
-    def lower(self, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> Transfer:
-        """Concrete coalesced `Transfer` for one request (`kvplan.lowering.lower`)."""
-        return lower(self, dst_rank, src_blocks, dst_blocks, prefix=prefix)
+    def lower(self, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact", layers=None) -> Transfer:
+        """Concrete coalesced `Transfer` for one request (`kvplan.lowering.lower`);
+        `layers`: only a range of layers (streaming a request layer by layer)."""
+        return lower(self, dst_rank, src_blocks, dst_blocks, prefix=prefix, layers=layers)
 
     def cost(self, dst_rank: int | None = None) -> PlanCost:
         """Descriptors, bytes, local copies and scratch memory (`kvplan.report.plan_cost`)."""

@@ -58,7 +58,7 @@ junk = st.recursive(junk_scalars, lambda inner: st.one_of(
 
 # examples per test (fixed: the "ci" profile derandomizes them); the total is over 5,000
 EXAMPLES = {"layer_specs": 700, "models_and_groups": 500, "engine_spec": 700, "plan": 450, "verify": 300,
-            "lower": 1000, "transfer": 500, "hf_config": 800, "vllm_engine": 400, "cli": 250, "steps": 300}
+            "lower": 1000, "layers": 300, "transfer": 500, "hf_config": 800, "vllm_engine": 400, "cli": 250, "steps": 300}
 
 
 def mix(valid, weight: int = 3):
@@ -309,6 +309,25 @@ def test_lower(request):
     event("lowered" if t is not None else "refused")
     if t is not None:
         _assert_inside(p, t, src_blocks, dst_blocks)
+
+
+layer_ranges = st.one_of(
+    st.none(), st.builds(range, st.integers(-3, 12), st.integers(-3, 12), st.sampled_from([1, 1, 2, -1])),
+    st.builds(slice, st.one_of(st.none(), st.integers(-12, 12), st.text(max_size=2)),
+              st.one_of(st.none(), st.integers(-12, 12)), st.sampled_from([None, 1, 2, -1, 0])))
+
+
+@settings(max_examples=EXAMPLES["layers"])
+@given(request=requests(), layers=mix(layer_ranges))
+def test_lower_layer_ranges(request, layers):
+    """`lower(..., layers=...)`: junk and out-of-range layer ranges end in a KvplanError;
+    what comes back stays inside the request's memory and is a subset of the whole."""
+    p, rank, src_blocks, dst_blocks, prefix = request
+    t = attempt(p.lower, rank, src_blocks, dst_blocks, prefix=prefix, layers=layers)
+    event("lowered" if t is not None else "refused")
+    if t is not None:
+        _assert_inside(p, t, src_blocks, dst_blocks)
+        assert t.total_bytes <= p.lower(rank, src_blocks, dst_blocks, prefix=prefix).total_bytes
 
 
 # -- step templates (bounce pack and unpack) ------------------------------------------------------------

@@ -175,8 +175,14 @@ def request_rows(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "
     return RequestRows.concat(parts, table=table)
 
 
-def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact", steps: bool = True) -> Transfer:
+def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact", steps: bool = True,
+          layers=None) -> Transfer:
     """Coalesced `Transfer` for `dst_rank` reading a request's blocks (see `request_rows`).
+
+    `layers` (a `range` or `slice` of the model's cache layers, step 1): only those
+    layers' copies and local steps, for streaming a request layer by layer as prefill
+    produces it. Rows never merge across layers, so the transfers of ranges that
+    partition the layers hold exactly the whole request's rows.
 
     Plans with local steps (bounce, a staged or permuted conv strategy) attach them:
     `pre_steps` (run on the source ranks before the reads) and `post_steps` (run on
@@ -189,20 +195,80 @@ def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact",
     >>> t = lower(plan_tables(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4)), 3, [7, 8], [40, 41])
     >>> t.src_offset.tolist(), t.dst_offset.tolist(), t.nbytes.tolist()
     ([245760, 278528], [655360, 671744], [16384, 16384])
+    >>> m2 = ModelSpec(name="m2", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),) * 3)
+    >>> p2 = plan_tables(EngineSpec(model=m2, tp=2), EngineSpec(model=m2, tp=4))
+    >>> [len(lower(p2, 3, [7, 8], [40, 41], layers=range(k, k + 1))) for k in range(3)]   # layer by layer
+    [2, 2, 2]
     """
     if not isinstance(steps, bool):
         raise SpecError(f"lower(steps=...) must be True or False, got {steps!r}")
     request = request_blocks(plan, dst_rank, src_blocks, dst_blocks, prefix=prefix)
+    span = layer_range(plan, layers)
     src_regions, dst_regions = plan.src_regions, plan.dst_regions
     n_src, n_dst = len(src_regions) - len(plan.src_scratch), len(dst_regions) - len(plan.dst_scratch)
-    reads = _lower_table(plan, plan.reads(dst_rank), request, src_regions, dst_regions, n_src, n_dst)
+    reads = _lower_table(plan, _of_layers(plan, plan.reads(dst_rank), span), request, src_regions, dst_regions,
+                         n_src, n_dst)
     if not steps or (not plan.pre_tables and not plan.post_tables):
         return reads
     # pre steps copy within source memory (regions -> source scratch); post steps within
     # the destination (scratch -> regions): both sides of a step use one engine's table
-    pre = _lower_table(plan, plan.pre_tables[dst_rank], request, src_regions, src_regions, n_src, n_src)
-    post = _lower_table(plan, plan.post_tables[dst_rank], request, dst_regions, dst_regions, n_dst, n_dst)
+    pre = _lower_table(plan, _of_layers(plan, plan.pre_tables[dst_rank], span), request, src_regions, src_regions,
+                       n_src, n_src)
+    post = _lower_table(plan, _of_layers(plan, plan.post_tables[dst_rank], span), request, dst_regions, dst_regions,
+                        n_dst, n_dst)
     return attrs.evolve(reads, pre_steps=pre, post_steps=post)
+
+
+def layer_range(plan, layers) -> tuple[int, int] | None:
+    """(start, stop) of a `range` or `slice` of `plan`'s cache layers with step 1 (a
+    slice's bounds clipped like a list's, a range's checked), or None for all layers.
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> from kvplan.planning import plan_tables
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),) * 4)
+    >>> p = plan_tables(EngineSpec(model=m), EngineSpec(model=m))
+    >>> layer_range(p, slice(-2, None)), layer_range(p, range(1, 3))
+    ((2, 4), (1, 3))
+    >>> layer_range(p, range(3, 9))
+    Traceback (most recent call last):
+    ...
+    kvplan.errors.SpecError: lower(layers=range(3, 9)): the model has 4 cache layers (0 - 3)
+    """
+    if layers is None:
+        return None
+    count = len(plan.dst.model.layers)
+    if isinstance(layers, slice):
+        try:
+            start, stop, step = layers.indices(count)
+        except (TypeError, ValueError):  # bounds that are not integers; a step of 0
+            raise SpecError(f"lower(layers={layers!r}): a slice of integer bounds and step 1"[:300]) from None
+        if step != 1:
+            raise SpecError(f"lower(layers={layers!r}): layers go in one contiguous range (step 1)")
+        return start, max(start, stop)
+    if not isinstance(layers, range):
+        raise SpecError(f"lower(layers=...) takes a range or a slice of cache layers, got {layers!r}"[:300])
+    if layers.step != 1:
+        raise SpecError(f"lower(layers={layers!r}): layers go in one contiguous range (step 1)")
+    if not 0 <= layers.start <= layers.stop <= count:
+        raise SpecError(f"lower(layers={layers!r}): the model has {count} cache layers (0 - {count - 1})"[:300])
+    return layers.start, layers.stop
+
+
+# A table's rows of a layer range, kept per plan (weakly) so the class memo, keyed by
+# table identity, serves every request streamed with the same ranges.
+_LAYER_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _of_layers(plan, table, span: tuple[int, int] | None):
+    if span is None:
+        return table
+    memo = _LAYER_TABLES.setdefault(plan, {})
+    key = (id(table), span)
+    if key not in memo:
+        if len(memo) >= 4096:  # many distinct ranges: start over rather than grow without bound
+            memo.clear()
+        memo[key] = (table, table.select((table.layer >= span[0]) & (table.layer < span[1])))
+    return memo[key][1]
 
 
 _TRANSFER_COLUMNS = Transfer.column_names()

@@ -156,12 +156,14 @@ def zero(buffers) -> None:
 
 
 def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = False, src_device: int = -1,
-        dst_device: int = -1, options=None, source_options=None, ring=None) -> Run:
+        dst_device: int = -1, options=None, source_options=None, ring=None, layers_per_part: int | None = None) -> Run:
     """The session through backend `kind` (see the module docstring): prefill ranks in
     this process, or with `apart` in a spawned one; buffers on the given devices;
     `options` for the decode rank's backend, `source_options` for the prefill ranks'.
     With a staging `ring`, staging is the ring's bytes only and the session runs the
-    prepared route alone (a whole lowered request would not fit)."""
+    prepared route alone (a whole lowered request would not fit). With
+    `layers_per_part`, the lowered requests stream layer by layer: each is served and
+    executed as ``lower(..., layers=range(...))`` parts of that many layers."""
     options = OPTIONS.get(kind, {}) if options is None else options
     source_options = OPTIONS.get(kind) if source_options is None else source_options
     src_extra, dst_extra = scratch(p, reqs, dst_rank) if ring is None else ring_buffer_bytes(p, ring, dst_rank)
@@ -191,11 +193,15 @@ def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = Fa
                 result.routes.append(dst.route)
                 result.launches.append(getattr(dst, "last_launch", {}).get("path"))
             zero(out)
+            count = len(p.src.model.layers)
+            step = layers_per_part or count
             for i, (src_blocks, dst_blocks) in enumerate(reqs if ring is None else ()):
-                transfer = p.lower(dst_rank, src_blocks, dst_blocks)
-                sources.serve_transfer(transfer, request=f"{tag}-transfer-{i}")
-                dst.execute(transfer, request=f"{tag}-transfer-{i}")
-                sources.wait()
+                for start in range(0, count, step):
+                    part = p.lower(dst_rank, src_blocks, dst_blocks,
+                                   layers=range(start, min(start + step, count)) if layers_per_part else None)
+                    sources.serve_transfer(part, request=f"{tag}-transfer-{i}-{start}")
+                    dst.execute(part, request=f"{tag}-transfer-{i}-{start}")
+                    sources.wait()
                 result.transfer.append(snapshot(out))
                 result.launches.append(getattr(dst, "last_launch", {}).get("path"))
     finally:
