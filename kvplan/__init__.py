@@ -11,7 +11,7 @@ gives a request's `Transfer` (byte ranges); `verify()` checks every byte. Transp
 live in the separate `kvplan_backends` package, loaded by name with `load_backend`.
 """
 
-from .api import EngineTransferPlan, plan
+from .api import EngineTransferPlan, plan, plan_from_json, plan_to_json
 from .check import verify
 from .errors import (BlockError, BoundsError, KvplanError, ModelMismatchError, PlanError, PlanMismatchError, RankError,
                      ShardingError, SpecError)
@@ -33,5 +33,5 @@ __all__ = [
     "ModelSpec", "PlanError", "PlanMismatchError", "Prepared", "RankError", "ReadTable", "Region", "ShardingError", "ShortConvSpec",
     "SpecError", "Transfer", "TransferIntegrityError", "TransportError", "TransportTimeout", "check_compatible",
     "engine_from_json", "engine_memory", "engine_to_json", "fingerprint", "from_hf_config", "get_model",
-    "load_backend", "plan", "verify", "vllm_engine",
+    "load_backend", "plan", "plan_from_json", "plan_to_json", "verify", "vllm_engine",
 ]

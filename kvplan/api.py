@@ -15,6 +15,7 @@ from .lowering.lower import lower
 from .lowering.transfer import Transfer
 from .planning.plan_tables import PlanTables
 from .planning.planner import plan_tables
+from .planning.serial import tables_from_json, tables_to_json
 from .report.cost import PlanCost, plan_cost
 from .report.estimate import TRANSPORT_MODELS, TransferEstimate, estimate
 from .report.describe import describe
@@ -90,5 +91,29 @@ def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct", tra
 
 
 def _plan(src, dst, conv_strategy: str, transfer_strategy: str) -> EngineTransferPlan:
-    tables = plan_tables(src, dst, conv_strategy=conv_strategy, transfer_strategy=transfer_strategy)
+    return _bound(plan_tables(src, dst, conv_strategy=conv_strategy, transfer_strategy=transfer_strategy))
+
+
+def _bound(tables: PlanTables) -> EngineTransferPlan:
     return EngineTransferPlan(**{f.name: getattr(tables, f.name) for f in attrs.fields(PlanTables)})
+
+
+def plan_to_json(plan) -> str:
+    """A plan as a JSON document (schema ``kvplan.plan/1``: engines, strategies, regions
+    and every decode rank's tables; `kvplan.planning.serial`, docs/json.md).
+
+    >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> p = plan(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4))
+    >>> q = plan_from_json(plan_to_json(p))
+    >>> q.fingerprint == p.fingerprint, q.lower(3, [7, 8], [40, 41]).nbytes.tolist()
+    (True, [16384, 16384])
+    """
+    return tables_to_json(plan)
+
+
+def plan_from_json(text) -> EngineTransferPlan:
+    """The plan of a `plan_to_json` document, planned again from its engines and
+    strategies and checked field by field against the document (a mismatch raises
+    `kvplan.PlanMismatchError`), so it equals the original and verifies."""
+    return _bound(tables_from_json(text))

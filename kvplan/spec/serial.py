@@ -6,9 +6,11 @@ builds the same value back, through the specs' own validators, so a malformed or
 foreign document ends in a `SpecError` naming what is wrong. A loaded engine equals the
 original and has the same `fingerprint`.
 
-Schema ``kvplan.engine/1``: an object with ``schema``, every `EngineSpec` field by name
-(``model`` an object with ``name`` and ``layers``, each layer an object with ``kind``,
-a layer spec's class name (`kvplan.spec.LAYER_SPECS`), and that spec's fields; ``groups`` null or a list of objects with `LayerGroup`'s fields).
+Schema ``kvplan.engine/1`` (docs/json.md describes it field by field): an object with
+``schema``, every `EngineSpec` field by name (``model`` an object with ``name`` and
+``layers``, each layer an object with ``kind``, a layer spec's class name
+(`kvplan.spec.LAYER_SPECS`), and that spec's fields; ``groups`` null or a list of
+objects with `LayerGroup`'s fields).
 
 >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
 >>> e = EngineSpec(model=ModelSpec(name="m", layers=(AttentionSpec(8, 128),)), tp=2)
@@ -51,18 +53,25 @@ def engine_to_json(engine: EngineSpec) -> str:
     return json.dumps({"schema": SCHEMA, **out}, sort_keys=True)
 
 
-def engine_from_json(text: str) -> EngineSpec:
-    """The `EngineSpec` of a document `engine_to_json` wrote (module docstring)."""
+def load_document(text, schema: str, what: str, call: str) -> dict:
+    """A kvplan JSON document of `schema` parsed into a dict; anything else (not text,
+    no JSON, not an object, another schema) ends in a `SpecError` naming `what`."""
     if not isinstance(text, (str, bytes, bytearray)):
-        raise SpecError(f"engine_from_json takes a JSON string, got {type(text).__name__}")
+        raise SpecError(f"{call} takes a JSON string, got {type(text).__name__}")
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError) as error:
-        raise SpecError(f"engine JSON does not parse: {error}"[:300]) from None
+        raise SpecError(f"{what} JSON does not parse: {error}"[:300]) from None
     if not isinstance(doc, dict):
-        raise SpecError(f"engine JSON must be an object, got {type(doc).__name__}")
-    if doc.get("schema") != SCHEMA:
-        raise SpecError(f"engine JSON has schema {doc.get('schema')!r}; this kvplan reads {SCHEMA!r}"[:300])
+        raise SpecError(f"{what} JSON must be an object, got {type(doc).__name__}")
+    if doc.get("schema") != schema:
+        raise SpecError(f"{what} JSON has schema {doc.get('schema')!r}; this kvplan reads {schema!r}"[:300])
+    return doc
+
+
+def engine_from_json(text: str) -> EngineSpec:
+    """The `EngineSpec` of a document `engine_to_json` wrote (module docstring)."""
+    doc = load_document(text, SCHEMA, "engine", "engine_from_json")
     try:
         fields = {k: v for k, v in doc.items() if k != "schema"}
         model = fields.get("model")

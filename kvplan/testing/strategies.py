@@ -205,6 +205,18 @@ def planned_requests(draw, *, num_blocks: int = 40):
     return plan(src, dst), dst_rank, src_blocks, dst_blocks
 
 
+@st.composite
+def strategy_plans(draw):
+    """(plan, hybrid) of an attention or a hybrid model under a drawn transfer strategy
+    (direct or bounce) and, for direct hybrid plans, a drawn conv strategy."""
+    hybrid = draw(st.booleans(), label="hybrid")
+    src, dst = draw(hybrid_engine_pairs() if hybrid else engine_pairs(), label="engines")
+    options = {"transfer_strategy": draw(st.sampled_from(["direct", "bounce"]), label="transfer_strategy")}
+    if hybrid and options["transfer_strategy"] == "direct":
+        options["conv_strategy"] = draw(conv_strategies(), label="conv_strategy")
+    return plan(src, dst, **options), hybrid
+
+
 # -- small exchanges for transport tests ------------------------------------------------------
 # Requests against engines with `num_blocks` set, small enough to run through a real
 # transport many times: attention models with TP from {1, 2, 4} (`exchanges`), hybrid

@@ -1,5 +1,6 @@
-"""Engine specs through JSON (`kvplan.spec.serial`): what comes back equals what went in,
-has the same fingerprint, and plans alike; a damaged document ends in a KvplanError."""
+"""Engine specs and plans through JSON (`kvplan.spec.serial`, `kvplan.planning.serial`):
+what comes back equals what went in, has the same fingerprint, plans alike (a plan
+verifies); a damaged or changed document ends in a KvplanError."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvplan import KvplanError, SpecError, engine_from_json, engine_to_json, fingerprint, plan
-from kvplan.testing.strategies import engine_pairs, hybrid_engine_pairs
+from kvplan import (KvplanError, SpecError, engine_from_json, engine_to_json, fingerprint, plan, plan_from_json,
+                    plan_to_json, verify)
+from kvplan.testing.strategies import engine_pairs, hybrid_engine_pairs, strategy_plans
 
 
 @given(st.one_of(engine_pairs(), hybrid_engine_pairs()))
@@ -54,3 +56,64 @@ def test_documents_that_are_not_engines_are_refused():
             engine_from_json(text)
     with pytest.raises(SpecError, match="takes an EngineSpec"):
         engine_to_json("engine")
+
+
+# -- plans (`kvplan.planning.serial`, schema kvplan.plan/1) ----------------------------------------------
+
+
+@settings(max_examples=100)
+@given(strategy_plans())
+def test_plans_round_trip_through_json(case):
+    p = case[0]
+    text = plan_to_json(p)
+    back = plan_from_json(text)
+    assert plan_to_json(back) == text and back.fingerprint == p.fingerprint
+    verify(back)
+    # the document holds every table as columns: a reader without kvplan gets the rows
+    doc = json.loads(text)
+    assert doc["schema"] == "kvplan.plan/1" and len(doc["tables"]) == p.dst.world_size
+    for table, row in zip(p.tables, doc["tables"], strict=True):
+        assert row["columns"]["nbytes"] == table.nbytes.tolist() and row["dst_rank"] == table.dst_rank
+    assert [r["name"] for r in doc["src_regions"]] == [r.name for r in p.src_regions]
+
+
+@settings(max_examples=150)
+@given(case=strategy_plans(), data=st.data())
+def test_a_changed_plan_document_is_refused(case, data):
+    p = case[0]
+    doc = json.loads(plan_to_json(p))
+    key = data.draw(st.sampled_from(sorted(doc)), label="key")
+    how = data.draw(st.sampled_from(["drop", "null", "string", "extra", "bump"]), label="how")
+    if how == "drop":
+        del doc[key]
+    elif how == "extra":
+        doc["unknown_field"] = 1
+    elif how == "bump":  # one number anywhere in the field, or one more item
+        value = doc[key]
+        if isinstance(value, list) and value and isinstance(value[0], dict) and "columns" in value[0]:
+            cols = value[data.draw(st.integers(0, len(value) - 1), label="table")]["columns"]
+            name = data.draw(st.sampled_from(sorted(cols)), label="column")
+            if not cols[name]:
+                return
+            cols[name][data.draw(st.integers(0, len(cols[name]) - 1), label="row")] += 1
+        elif isinstance(value, list):
+            value.append(value[-1] if value else 0)
+        elif isinstance(value, str):
+            doc[key] = value + "x"
+        else:
+            return
+    else:
+        doc[key] = None if how == "null" else "x"
+    with pytest.raises(KvplanError) as error:
+        plan_from_json(json.dumps(doc))
+    assert str(error.value)
+
+
+def test_documents_that_are_not_plans_are_refused():
+    for text in ("", "[]", "{", '{"schema": "kvplan.plan/1"}', "null", b"\xff", 5, None,
+                 '{"schema": "kvplan.plan/1", "src": 1, "dst": 2, "conv_strategy": "direct", '
+                 '"transfer_strategy": "direct"}'):
+        with pytest.raises(SpecError):
+            plan_from_json(text)
+    with pytest.raises(SpecError, match="takes a plan"):
+        plan_to_json("plan")

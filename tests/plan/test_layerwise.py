@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, SpecError, plan
 from kvplan.testing.oracle import check_delivery, request_memories
-from kvplan.testing.strategies import (conv_strategies, engine_pairs, group_requests, hybrid_engine_pairs,
-                                      planned_requests, requests)
+from kvplan.testing.strategies import group_requests, planned_requests, requests, strategy_plans
 
 NUM_BLOCKS = 40
 COLUMNS = ("src_rank", "src_region", "src_offset", "dst_region", "dst_offset", "nbytes")
@@ -38,12 +37,8 @@ def _cuts(draw, layers: int) -> list[range]:
 
 @given(st.data())
 def test_layer_ranges_partition_the_request(data):
-    hybrid = data.draw(st.booleans(), label="hybrid")
-    src, dst = data.draw(hybrid_engine_pairs() if hybrid else engine_pairs(), label="engines")
-    options = {"transfer_strategy": data.draw(st.sampled_from(["direct", "bounce"]), label="transfer_strategy")}
-    if hybrid and options["transfer_strategy"] == "direct":
-        options["conv_strategy"] = data.draw(conv_strategies(), label="conv_strategy")
-    p = plan(src, dst, **options)
+    p, hybrid = data.draw(strategy_plans(), label="plan")
+    src, dst = p.src, p.dst
     dst_rank = data.draw(st.integers(0, dst.world_size - 1), label="dst_rank")
     src_blocks, dst_blocks = data.draw((group_requests if hybrid else requests)(src, dst, num_blocks=NUM_BLOCKS),
                                        label="request")
