@@ -12,6 +12,7 @@ live in the separate `kvplan_backends` package, loaded by name with `load_backen
 """
 
 from .api import EngineTransferPlan, plan, plan_from_json, plan_to_json
+from .cache import PlanCache
 from .check import verify
 from .errors import (BlockError, BoundsError, KvplanError, ModelMismatchError, PlanError, PlanMismatchError, RankError,
                      ShardingError, SpecError)
@@ -30,7 +31,7 @@ from .transport import (BackendNotFound, Prepared, TransferIntegrityError, Trans
 __all__ = [
     "AttentionSpec", "BackendNotFound", "BlockError", "BoundsError", "EngineSpec", "EngineTransferPlan",
     "GatedDeltaNetSpec", "KvplanError", "LayerGroup", "Mamba1Spec", "Mamba2Spec", "ModelMismatchError",
-    "ModelSpec", "PlanError", "PlanMismatchError", "Prepared", "RankError", "ReadTable", "Region", "ShardingError", "ShortConvSpec",
+    "ModelSpec", "PlanCache", "PlanError", "PlanMismatchError", "Prepared", "RankError", "ReadTable", "Region", "ShardingError", "ShortConvSpec",
     "SpecError", "Transfer", "TransferIntegrityError", "TransportError", "TransportTimeout", "check_compatible",
     "engine_from_json", "engine_memory", "engine_to_json", "fingerprint", "from_hf_config", "get_model",
     "load_backend", "plan", "plan_from_json", "plan_to_json", "verify", "vllm_engine",

@@ -20,6 +20,9 @@ import hashlib
 
 import attrs
 
+from ..errors import SpecError
+from .engine import EngineSpec
+
 RULES = "kvplan-rules-1"
 
 
@@ -29,6 +32,8 @@ def _text(engine) -> str:
 
 def fingerprint(engine) -> str:
     """16 hex digits identifying `engine`'s byte layout (see the module docstring)."""
+    if not isinstance(engine, EngineSpec):
+        raise SpecError(f"fingerprint takes an EngineSpec, got {type(engine).__name__}")
     return hashlib.sha256(f"{RULES}\n{_text(engine)}".encode()).hexdigest()[:16]
 
 
