@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import attrs
 
-from .lowering.lower import lower
+from .lowering.lower import lower, lower_push
 from .lowering.transfer import Transfer
 from .planning.plan_tables import PlanTables
 from .planning.planner import plan_tables
@@ -38,6 +38,11 @@ class EngineTransferPlan(PlanTables):
         """Concrete coalesced `Transfer` for one request (`kvplan.lowering.lower`);
         `layers`: only a range of layers (streaming a request layer by layer)."""
         return lower(self, dst_rank, src_blocks, dst_blocks, prefix=prefix, layers=layers)
+
+    def lower_push(self, src_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact", layers=None) -> tuple:
+        """What prefill rank `src_rank` writes for one request, per decode rank
+        (`kvplan.lowering.lower_push`)."""
+        return lower_push(self, src_rank, src_blocks, dst_blocks, prefix=prefix, layers=layers)
 
     def cost(self, dst_rank: int | None = None) -> PlanCost:
         """Descriptors, bytes, local copies and scratch memory (`kvplan.report.plan_cost`)."""

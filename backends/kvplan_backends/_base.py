@@ -271,7 +271,7 @@ class BackendBase:
             if ticket is None:
                 transfer = work
                 self._check_plan(transfer)
-            elif self.sends or work.plan.has_local_steps or check:
+            elif self.sends or self.pushes or work.plan.has_local_steps or check:
                 transfer = _lower(work, src_blocks, dst_blocks, prefix)
             else:  # one-sided, nothing to run here: still refuse a bad request on this side
                 request_blocks(work.plan, work.dst_rank, src_blocks, dst_blocks, prefix=prefix)

@@ -5,6 +5,10 @@ Each rank is one agent. `register` registers every region once; `metadata()` /
 agent metadata). The decode rank reads; prefill ranks only run their local steps.
 
 * `execute(transfer)`: any `Transfer` (coalesced rows) as one-shot descriptor lists.
+* ``push=True`` (both sides): `serve` on each prefill rank writes its rows (NIXL WRITE:
+  a lowered request's rows, or a bounce plan's staging copies) and ends with a
+  notification; `execute` on the decode rank checks the rows against its memory, waits
+  for every source's notification and runs its post steps, posting nothing itself.
 * `execute(prepared, src_blocks, dst_blocks)`: the first request of a `Prepared`
   prepares descriptor lists once per peer (`kvplan.lowering.prepared_lists`, every row
   x every block, bounds-checked) and keeps their handles until `close()`; each request
@@ -81,8 +85,8 @@ class NixlBackend(BackendBase):
         super().__init__(timeout_s=timeout_s)
         if not isinstance(push, bool):
             raise SpecError(f"nixl backend: push must be True or False, got {push!r}")
-        # push: plans with local steps (bounce) are written by the prefill side, NIXL WRITE
-        # with a notification per request and source rank, so the decode side posts nothing
+        # push: the prefill side writes every request (NIXL WRITE, one notification per
+        # request and source rank), so the decode side posts nothing and waits for the words
         self.pushes = push
         self.rings = True  # notifications carry a staging ring's words (_ring)
         api = nixl_api()
@@ -144,7 +148,18 @@ class NixlBackend(BackendBase):
 
     # -- reads of a Transfer: one-shot descriptor lists --------------------------------
     def _read(self, transfer, request: str) -> None:
+        if self.pushes:  # the prefill ranks write these rows (`_send`): wait for their word
+            self._bind_remote(transfer)  # the gate still checks the rows against both sides
+            self._await_push(list(transfer.source_ranks), request)
+            return
         self._read_listed(self._read_lists(transfer, request), request)
+
+    def _send(self, transfer, rank: int, request: str, digests: dict | None):
+        """A prefill rank's part of a lowered transfer: pushed (NIXL WRITE) with `push`,
+        else nothing (the decode rank reads)."""
+        if self.pushes:
+            self._push(transfer, rank, request)
+        return super()._send(transfer, rank, request, digests)
 
     def _read_lists(self, transfer, request: str) -> dict:
         """A transfer's reads as NIXL descriptor lists, per source rank (descriptors of
@@ -288,10 +303,14 @@ class NixlBackend(BackendBase):
 
     # -- requests of a Prepared: descriptor lists prepared once -----------------------
     def _execute_prepared(self, prepared, src_blocks, dst_blocks, prefix: str, request: str, check=False) -> None:
-        # PreparedLists.indices pairs blocks by the exact rule only: other prefix rules lower
-        fast = self._fast_state(prepared) if prefix == "exact" else None
+        # pushed: the request is lowered here too (the gate checks its rows on this side),
+        # then the prefill ranks' words are awaited; PreparedLists.indices pairs blocks by
+        # the exact rule only: other prefix rules lower
+        fast = self._fast_state(prepared) if prefix == "exact" and not self.pushes else None
         if fast is None:
             super()._execute_prepared(prepared, src_blocks, dst_blocks, prefix, request, check)
+            if self.pushes and self.route == "lowered":
+                self.route = "pushed"
             return
         self.route = "prepared lists"
         lists, prepped = fast

@@ -13,7 +13,7 @@ from .addresses import bind, bind_ranked, per_rank
 from .bounds import check_bounds, check_descriptors, check_transfer
 from .descriptors import DescriptorList, PreparedLists, Staged, prepared_lists, source_ranks, split_ranges, staged
 from .integrity import mix, range_digests
-from .lower import RequestRows, lower, request_rows
+from .lower import RequestRows, lower, lower_push, request_rows
 from .request import GroupRequest, RequestBlocks, block_ids, request_blocks
 from .ring import RingCopies, StagingRing, pair_span_bytes, ring_buffer_bytes, ring_chunks, staging_ring
 from .template import CopyTemplate, copy_template, expand, expand_step, positional
@@ -21,6 +21,6 @@ from .transfer import Transfer, scratch_buffer_bytes
 
 __all__ = [
     "CopyTemplate", "DescriptorList", "GroupRequest", "PreparedLists", "RequestBlocks", "RequestRows", "Staged",
-    "RingCopies", "StagingRing", "Transfer", "bind", "bind_ranked", "block_ids", "check_bounds", "check_descriptors", "check_transfer", "copy_template", "expand", "expand_step", "lower", "per_rank", "positional",
+    "RingCopies", "StagingRing", "Transfer", "bind", "bind_ranked", "block_ids", "check_bounds", "check_descriptors", "check_transfer", "copy_template", "expand", "expand_step", "lower", "lower_push", "per_rank", "positional",
     "mix", "pair_span_bytes", "prepared_lists", "range_digests", "request_blocks", "request_rows", "ring_buffer_bytes", "ring_chunks", "scratch_buffer_bytes", "source_ranks", "split_ranges", "staged", "staging_ring",
 ]

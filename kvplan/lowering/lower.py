@@ -219,6 +219,29 @@ def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact",
     return attrs.evolve(reads, pre_steps=pre, post_steps=post)
 
 
+def lower_push(plan, src_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact", layers=None) -> tuple:
+    """What prefill rank `src_rank` writes for one request, pushed: one `Transfer` per
+    decode rank (in rank order; empty where it writes nothing), the rows of that rank's
+    `lower()` sourced here (`PlanTables.writes` is the plan's view). Plans with local
+    steps are pushed by a backend that runs them (``NixlBackend(push=True)``): their
+    unpack waits for every source, which one prefill rank's view cannot hold.
+
+    >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+    >>> from kvplan.planning import plan_tables
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),))
+    >>> p = plan_tables(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4))
+    >>> [t.nbytes.tolist() for t in lower_push(p, 1, [7, 8], [40, 41])]
+    [[], [], [16384, 16384], [16384, 16384]]
+    """
+    if plan.pre_tables or plan.post_tables:
+        raise SpecError(f"lower_push: this plan has local steps ({plan.transfer_strategy} transfer, "
+                        f"{plan.conv_strategy} conv strategy); push it through a backend that runs them "
+                        "(serve / execute with NixlBackend(push=True))")
+    plan.writes(src_rank)  # RankError for a rank outside the prefill engine
+    return tuple(lower(plan, d, src_blocks, dst_blocks, prefix=prefix, layers=layers).for_source(src_rank)
+                 for d in range(len(plan.tables)))
+
+
 def layer_range(plan, layers) -> tuple[int, int] | None:
     """(start, stop) of a `range` or `slice` of `plan`'s cache layers with step 1 (a
     slice's bounds clipped like a list's, a range's checked), or None for all layers.

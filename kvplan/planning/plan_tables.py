@@ -91,3 +91,20 @@ class PlanTables:
                 not 0 <= dst_rank < len(self.tables):
             raise RankError(f"dst_rank {dst_rank} is outside the decode engine's {len(self.tables)} ranks")
         return self.tables[dst_rank]
+
+    def writes(self, src_rank: int) -> tuple:
+        """What prefill rank `src_rank` writes into each decode rank, for a push: one
+        `ReadTable` per decode rank (in rank order; empty where it writes nothing), the
+        rows of that rank's reads sourced here. The same plan seen from the prefill side.
+
+        >>> from kvplan.planning import plan_tables
+        >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+        >>> m = ModelSpec(name="m", layers=(AttentionSpec(8, 128),))
+        >>> p = plan_tables(EngineSpec(model=m, tp=2), EngineSpec(model=m, tp=4))
+        >>> [len(t) for t in p.writes(1)]      # prefill rank 1 holds heads 4-7: decode ranks 2, 3
+        [0, 0, 1, 1]
+        """
+        if isinstance(src_rank, bool) or not isinstance(src_rank, (int, np.integer)) or \
+                not 0 <= src_rank < self.src.world_size:
+            raise RankError(f"src_rank {src_rank} is outside the prefill engine's {self.src.world_size} ranks")
+        return tuple(t.select(t.src_rank == src_rank) for t in self.tables)

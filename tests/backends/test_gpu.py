@@ -137,6 +137,32 @@ def test_two_process_vram_matches_host(kind, case):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["nixl-push", "nixl-layers", "ucx-layers", "nixl-push-layers"])
+@settings(max_examples=4, deadline=None)
+@given(data=st.data())
+def test_two_process_push_and_layer_streaming_on_gpus(mode, data):
+    """Serving features on the GPUs, prefill ranks in a second process: nixl push of
+    plans without local steps (the prefill side writes, NIXL WRITE); requests streamed
+    layer by layer (`lower(..., layers=range)` parts served and executed in turn), for
+    dense, hybrid and bounce plans."""
+    kind = mode.split("-")[0]
+    need(kind)
+    options = {"push": True} if "-push" in mode else None
+    layered = mode.endswith("-layers")
+    sessions_of = st.one_of(sessions(), hybrid_sessions("direct"), *([bounce_sessions()] if layered else []))
+    case = data.draw(sessions_of, label="session")
+    per_part = data.draw(st.integers(1, 2), label="layers_per_part") if layered else None
+    got = run(kind, *case, apart=True, tag=f"gpu-{mode}", options=options, source_options=options,
+              layers_per_part=per_part, **gpu_pair())
+    own = len(case[0].dst_regions) - len(case[0].dst_scratch)
+    want = sliced(*case)
+    assert same_each([s[:own] for s in got.transfer], [s[:own] for s in want])
+    assert same_each([s[:own] for s in got.prepared], [s[:own] for s in want])
+    if options:
+        assert set(got.routes) <= {"pushed", "pushed, step templates"}
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["nixl", "ucx"])
 @pytest.mark.parametrize("conv_strategy", ["staged", "permuted"])
 @settings(max_examples=3, deadline=None)
