@@ -21,6 +21,7 @@ from .report.estimate import TRANSPORT_MODELS, TransferEstimate, estimate
 from .report.describe import describe
 from .errors import SpecError
 from .spec.engine import EngineSpec
+from .spec.store import StoreSpec, as_engine, check_window_reads
 
 
 @attrs.frozen(eq=False, kw_only=True)
@@ -62,6 +63,7 @@ def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct", tra
          transport: str | None = None) -> EngineTransferPlan:
     """Plan every decode rank's reads from the prefill engine.
 
+    Either side may be a `kvplan.StoreSpec` (a canonical, TP-independent store layout).
     `conv_strategy` picks how conv state crosses a TP change ("direct", "staged",
     "permuted"; see `kvplan.planning.conv`); attention and SSM state are always direct.
     `transfer_strategy` "bounce" packs what each decode rank needs on every source rank
@@ -78,6 +80,9 @@ def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct", tra
     >>> [(int(t.src_rank[0]), int(t.src_offset[0]), int(t.nbytes[0]))]
     [(1, 16384, 16384)]
     """
+    if isinstance(src, StoreSpec) and isinstance(as_engine(dst), EngineSpec):
+        check_window_reads(src, as_engine(dst))  # a store keeps only its own window blocks
+    src, dst = as_engine(src), as_engine(dst)  # a StoreSpec plans as its TP 1 engine
     if transport is not None and (not isinstance(transport, str) or transport not in (*TRANSPORT_MODELS, "host")):
         raise SpecError(f"transport must be None or one of {', '.join((*TRANSPORT_MODELS, 'host'))}, "
                         f"got {transport!r}"[:300])

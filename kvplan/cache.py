@@ -29,6 +29,7 @@ import attrs
 
 from .api import EngineTransferPlan, plan
 from .spec.fingerprint import fingerprint
+from .spec.store import as_engine
 from .spec.limits import check_count
 
 
@@ -50,6 +51,7 @@ class PlanCache:
         if not all(o is None or isinstance(o, str) for o in options):  # plan() names what is wrong
             return plan(src, dst, conv_strategy=conv_strategy, transfer_strategy=transfer_strategy,
                         transport=transport)
+        src, dst = as_engine(src), as_engine(dst)
         key = (fingerprint(src), fingerprint(dst), *options)
         with self._lock:
             found = self._plans.get(key)

@@ -2,7 +2,7 @@
 
 Everything here is a frozen value or a pure rule about values: layer specs and their
 TP-sharded axes (`layers`, `placement`), the model (`model`), layer groups
-(`groups`), the engine (`engine`), dtypes and the component vocabulary, and the
+(`groups`), the engine (`engine`), a store's canonical layout (`store`), dtypes and the component vocabulary, and the
 largest sizes kvplan accepts (`limits`, checked by the specs here and by the later
 stages where sizes multiply). Later stages (layout, planning, lowering) import from
 here; nothing here imports them.
@@ -19,12 +19,13 @@ from .limits import LIMITS, Limit, check_count
 from .model import ModelSpec
 from .placement import Axis, Replicate, Shard, overlap, pp_layer_ranges, replica_groups
 from .serial import engine_from_json, engine_to_json
+from .store import StoreSpec, as_engine
 
 __all__ = [
     "COMPONENTS", "COMPONENT_CODE", "CONV_COMPONENTS", "CONV_LAYOUTS", "KV_LAYOUTS", "KV_STORAGES", "LAYER_SPECS",
     "LIMITS", "Limit", "RULES", "STATE_SPECS", "AttentionSpec", "Axis", "EngineSpec", "GatedDeltaNetSpec",
-    "LayerGroup", "Mamba1Spec", "Mamba2Spec", "ModelSpec", "Replicate", "Shard", "ShortConvSpec", "StatePart",
-    "canonical_dtype", "check_count", "check_groups", "conv_rows", "default_groups", "dtype_bytes",
+    "LayerGroup", "Mamba1Spec", "Mamba2Spec", "ModelSpec", "Replicate", "Shard", "ShortConvSpec", "StatePart", "StoreSpec",
+    "as_engine", "canonical_dtype", "check_count", "check_groups", "conv_rows", "default_groups", "dtype_bytes",
     "engine_from_json", "engine_to_json", "fingerprint",
     "overlap", "pair_fingerprint", "pp_layer_ranges", "replica_groups",
 ]
