@@ -283,12 +283,17 @@ def _pattern_kinds(cfg: _Config, kinds, source: str) -> list[str]:
     return out
 
 
-def _assemble(cfg: _Config, kinds: list[str], state) -> tuple:
-    """The cache-holding layers of `kinds`: `state` or the config's attention layer."""
+def _assemble(cfg: _Config, kinds: list[str], state) -> dict:
+    """The cache-holding layers of `kinds` (`state` or the config's attention layer),
+    with their model layers where some layers hold no cache (MLP / MoE only)."""
     # Attention keys are read only when the model has attention layers (a pure-Mamba
     # Granite config need not carry them).
     attention = _attention(cfg) if "attention" in kinds else None
-    return tuple(attention if kind == "attention" else state for kind in kinds if kind != "none")
+    layers = tuple(attention if kind == "attention" else state for kind in kinds if kind != "none")
+    if len(layers) == len(kinds):
+        return {"layers": layers}
+    return {"layers": layers, "model_layers": tuple(i for i, kind in enumerate(kinds) if kind != "none"),
+            "num_model_layers": len(kinds)}
 
 
 def _nemotron_h(cfg: _Config) -> tuple:
@@ -335,7 +340,9 @@ def _falcon_h1(cfg: _Config) -> tuple:
     intermediate = cfg.integer("mamba_d_ssm")
     if intermediate is None:
         intermediate = cfg.integer("mamba_expand", default=2) * cfg.required_int("hidden_size")
-    return (_attention(cfg), _granite_mamba2(cfg, intermediate)) * cfg.num_layers()
+    count = cfg.num_layers()
+    return {"layers": (_attention(cfg), _granite_mamba2(cfg, intermediate)) * count,
+            "model_layers": tuple(i // 2 for i in range(2 * count)), "num_model_layers": count}
 
 
 def _qwen3_next(cfg: _Config) -> tuple:
@@ -368,7 +375,7 @@ def _jamba(cfg: _Config) -> tuple:
 
 
 # model_type -> (reader, text-config defaults or None when the values are top level)
-_FAMILIES: dict[str, tuple[Callable[[_Config], tuple], Mapping | None]] = {
+_FAMILIES: dict[str, tuple[Callable[[_Config], tuple | dict], Mapping | None]] = {
     "deepseek_v3": (_deepseek_v3, None),
     "falcon_h1": (_falcon_h1, None),
     "gemma3": (_gemma3, _GEMMA3_TEXT_DEFAULTS),
@@ -416,4 +423,5 @@ def from_hf_config(config: Mapping, *, name: str | None = None) -> ModelSpec:
             raise SpecError(f"{model_type} config has a text_config that is not a dict: {text!r}")
         # Multimodal wrappers nest the language model; *_text configs are flat.
         cfg = _Config(config if text is None else text, model_type, text_defaults, outer=config)
-    return ModelSpec(name=model_type if name is None else name, layers=reader(cfg))
+    read = reader(cfg)  # the cache layers, or with their model layers (`ModelSpec.model_layers`)
+    return ModelSpec(name=model_type if name is None else name, **(read if isinstance(read, dict) else {"layers": read}))

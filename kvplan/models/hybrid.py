@@ -42,8 +42,11 @@ def _nemotron_3_nano() -> ModelSpec:
     mamba = Mamba2Spec(num_heads=64, head_dim=64, n_groups=8, d_state=128, conv_kernel=4,
                        conv_dtype=_MODEL_DTYPE, ssm_dtype="float32")
     by_symbol = {"M": mamba, "*": attention}
+    # MoE layers hold no cache but count for the pipeline split (num_hidden_layers 52)
     return ModelSpec(name="nemotron-3-nano-30b-a3b",
-                     layers=tuple(by_symbol[symbol] for symbol in pattern if symbol in by_symbol))
+                     layers=tuple(by_symbol[symbol] for symbol in pattern if symbol in by_symbol),
+                     model_layers=tuple(i for i, symbol in enumerate(pattern) if symbol in by_symbol),
+                     num_model_layers=len(pattern))
 
 
 def _granite_4_h_small() -> ModelSpec:
@@ -72,7 +75,8 @@ def _falcon_h1_7b() -> ModelSpec:
     attention = AttentionSpec(num_kv_heads=2, head_dim=128, dtype=_MODEL_DTYPE)
     mamba = Mamba2Spec(num_heads=24, head_dim=128, n_groups=1, d_state=256, conv_kernel=4,
                        conv_dtype=_MODEL_DTYPE, ssm_dtype=_MODEL_DTYPE)
-    return ModelSpec(name="falcon-h1-7b", layers=(attention, mamba) * 44)
+    return ModelSpec(name="falcon-h1-7b", layers=(attention, mamba) * 44,
+                     model_layers=tuple(i // 2 for i in range(88)), num_model_layers=44)
 
 
 def _qwen3_next_80b() -> ModelSpec:

@@ -92,7 +92,7 @@ class EngineSpec:
                 checked.add(spec)
                 for axis in spec.tp_axes():
                     axis.interval(self.tp, 0, where=f" of layer {index}")
-        pp_layer_ranges(self.model.num_layers, self.pp)
+        self.stage_layers  # ShardingError for more stages than the model has layers
         if self.pooled:
             if self.pp != 1:
                 raise SpecError(f"pooled (HMA) regions with pp={self.pp}: pipeline stages would split a "
@@ -145,7 +145,14 @@ class EngineSpec:
 
     @cached_property
     def stage_layers(self) -> tuple[tuple[int, int], ...]:
-        return pp_layer_ranges(self.model.num_layers, self.pp)
+        """Cache layers ``[start, end)`` of each pipeline stage: the model's own layers
+        split as vLLM splits them (`pp_layer_ranges`), each stage holding the cache layers
+        of its model layers (`ModelSpec.model_layers`); a stage may hold none."""
+        by_model = pp_layer_ranges(self.model.model_layer_count, self.pp)
+        ids = self.model.model_layers
+        if ids is None:
+            return by_model
+        return tuple((bisect.bisect_left(ids, first), bisect.bisect_left(ids, end)) for first, end in by_model)
 
     def stage_of(self, layer: int) -> int:
         if not 0 <= layer < self.model.num_layers:

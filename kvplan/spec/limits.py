@@ -76,6 +76,8 @@ MAX_TP = Limit("MAX_TP", 1024, "TP size of one engine: the largest deployments u
 MAX_PP = Limit("MAX_PP", 1024, "pipeline stages of one engine: real engines use at most 16-32")
 MAX_LAYERS = Limit("MAX_LAYERS", 4096, "cache-holding layers of one model (or slots of one layer group): "
                    "the largest models have under 200")
+MAX_MODEL_LAYERS = Limit("MAX_MODEL_LAYERS", 16384, "a model's own layers, cache-holding or not (what pipeline "
+                         "stages split): the largest models have under 200")
 MAX_HEADS = Limit("MAX_HEADS", 65536, "heads or groups of one layer: real layers have at most 128")
 MAX_HEAD_DIM = Limit("MAX_HEAD_DIM", 65536, "a head dim, latent width or SSM state size: real ones are at "
                      "most 576")
@@ -117,7 +119,7 @@ MAX_TRANSFER_ROWS = Limit("MAX_TRANSFER_ROWS", 2**26, "rows one lowered request 
                           "million-token request of a real 80-layer model needs about 40 million")
 
 LIMITS: tuple[Limit, ...] = (
-    MAX_TP, MAX_PP, MAX_LAYERS, MAX_HEADS, MAX_HEAD_DIM, MAX_CONV_CHANNELS, MAX_CONV_KERNEL,
+    MAX_TP, MAX_PP, MAX_LAYERS, MAX_MODEL_LAYERS, MAX_HEADS, MAX_HEAD_DIM, MAX_CONV_CHANNELS, MAX_CONV_KERNEL,
     MAX_SPECULATIVE_TOKENS, MAX_BLOCK_TOKENS, MAX_WINDOW_TOKENS, MAX_NUM_BLOCKS, MAX_PAGE_BYTES,
     MAX_SPAN_TOKENS, MAX_LAYER_CELLS, MAX_PLAN_CELLS, MAX_PLAN_ROWS, MAX_RANK_LAYERS, MAX_TEMPLATES,
     MAX_TRANSFER_ROWS,

@@ -7,8 +7,8 @@ foreign document ends in a `SpecError` naming what is wrong. A loaded engine equ
 original and has the same `fingerprint`.
 
 Schema ``kvplan.engine/1`` (docs/json.md describes it field by field): an object with
-``schema``, every `EngineSpec` field by name (``model`` an object with ``name`` and
-``layers``, each layer an object with ``kind``, a layer spec's class name
+``schema``, every `EngineSpec` field by name (``model`` an object with ``name``,
+``layers``, ``model_layers`` and ``num_model_layers``, each layer an object with ``kind``, a layer spec's class name
 (`kvplan.spec.LAYER_SPECS`), and that spec's fields; ``groups`` null or a list of
 objects with `LayerGroup`'s fields).
 
@@ -47,8 +47,11 @@ def engine_to_json(engine: EngineSpec) -> str:
     if not isinstance(engine, EngineSpec):
         raise SpecError(f"engine_to_json takes an EngineSpec, got {type(engine).__name__}")
     out = _fields(engine)
-    out["model"] = {"name": engine.model.name,
-                    "layers": [{"kind": type(layer).__name__, **_fields(layer)} for layer in engine.model.layers]}
+    model = engine.model
+    out["model"] = {"name": model.name,
+                    "layers": [{"kind": type(layer).__name__, **_fields(layer)} for layer in model.layers],
+                    "model_layers": None if model.model_layers is None else list(model.model_layers),
+                    "num_model_layers": model.num_model_layers}
     out["groups"] = None if engine.groups is None else [_fields(g) for g in engine.groups]
     return json.dumps({"schema": SCHEMA, **out}, sort_keys=True)
 
