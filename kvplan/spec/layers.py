@@ -136,7 +136,9 @@ def _ssm_dtype():
 
 
 def _sharded(what: str, extent: int) -> Axis:
-    return Axis(what=what, extent=extent, placement=Shard(replicate_excess=False))
+    """State heads or channels split over TP; past their count each is replicated on
+    TP / extent ranks (TP a multiple of it), as attention replicates KV heads."""
+    return Axis(what=what, extent=extent, placement=Shard())
 
 
 def _heads():
