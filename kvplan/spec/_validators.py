@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Iterable, Mapping, Set
+
+import attrs
 
 from ..errors import SpecError
 from .limits import Limit, check_count
+
+
+def plain_int(value):
+    """A numpy (or any other) integer as a Python int, so `np.int64(2)` and `2` make equal
+    specs with equal fingerprints; anything else unchanged, for the validator to judge."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
 
 
 def _name(instance, attribute) -> str:
@@ -38,6 +49,12 @@ def at_most(limit, check=positive):
             limit.check(value, _name(instance, attribute))
 
     return validate
+
+
+def int_field(limit, check=positive, **kwargs):
+    """An attrs field holding an int: numpy integers become ints (`plain_int`), then
+    `at_most(limit, check)` judges the value."""
+    return attrs.field(converter=plain_int, validator=at_most(limit, check), **kwargs)
 
 
 def boolean(instance, attribute, value) -> None:

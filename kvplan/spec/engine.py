@@ -15,7 +15,7 @@ from functools import cached_property
 import attrs
 
 from ..errors import SpecError
-from ._validators import at_most, boolean, bounded_tuple, non_negative, one_of, optional_positive
+from ._validators import boolean, bounded_tuple, int_field, non_negative, one_of, optional_positive
 from .groups import LayerGroup, check_groups, default_groups
 from .limits import (MAX_BLOCK_TOKENS, MAX_LAYERS, MAX_NUM_BLOCKS, MAX_PAGE_BYTES, MAX_PP, MAX_SPECULATIVE_TOKENS,
                      MAX_TP)
@@ -63,18 +63,18 @@ class EngineSpec:
     """
 
     model: ModelSpec = attrs.field(validator=lambda _, __, value: _is_model(value))
-    tp: int = attrs.field(default=1, validator=at_most(MAX_TP))
-    pp: int = attrs.field(default=1, validator=at_most(MAX_PP))
-    block_tokens: int = attrs.field(default=16, validator=at_most(MAX_BLOCK_TOKENS))
-    kernel_block_tokens: int | None = attrs.field(default=None, validator=at_most(MAX_BLOCK_TOKENS, optional_positive))
+    tp: int = int_field(MAX_TP, default=1)
+    pp: int = int_field(MAX_PP, default=1)
+    block_tokens: int = int_field(MAX_BLOCK_TOKENS, default=16)
+    kernel_block_tokens: int | None = int_field(MAX_BLOCK_TOKENS, optional_positive, default=None)
     kv_layout: str = attrs.field(default="HND", validator=one_of(*KV_LAYOUTS))
     kv_storage: str = attrs.field(default="packed", validator=one_of(*KV_STORAGES))
     conv_layout: str = attrs.field(default="DS", validator=one_of(*CONV_LAYOUTS))
-    num_speculative_tokens: int = attrs.field(default=0, validator=at_most(MAX_SPECULATIVE_TOKENS, non_negative))
+    num_speculative_tokens: int = int_field(MAX_SPECULATIVE_TOKENS, non_negative, default=0)
     groups: tuple | None = attrs.field(default=None, converter=_groups)
     pooled: bool = attrs.field(default=False, validator=boolean)
-    page_bytes: int | None = attrs.field(default=None, validator=at_most(MAX_PAGE_BYTES, optional_positive))
-    num_blocks: int | None = attrs.field(default=None, validator=at_most(MAX_NUM_BLOCKS, optional_positive))
+    page_bytes: int | None = int_field(MAX_PAGE_BYTES, optional_positive, default=None)
+    num_blocks: int | None = int_field(MAX_NUM_BLOCKS, optional_positive, default=None)
 
     def __attrs_post_init__(self):
         if self.groups is not None:

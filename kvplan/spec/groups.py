@@ -18,7 +18,7 @@ import numbers
 import attrs
 
 from ..errors import SpecError
-from ._validators import at_most, bounded_tuple, optional_positive
+from ._validators import bounded_tuple, int_field, optional_positive
 from .limits import MAX_BLOCK_TOKENS, MAX_LAYERS
 
 
@@ -47,11 +47,8 @@ class LayerGroup:
     """
 
     layers: tuple = attrs.field(converter=_to_layers)
-    block_tokens: int | None = attrs.field(default=None, validator=at_most(MAX_BLOCK_TOKENS, optional_positive),
-                                           kw_only=True)
-    kernel_block_tokens: int | None = attrs.field(default=None,
-                                                  validator=at_most(MAX_BLOCK_TOKENS, optional_positive),
-                                                  kw_only=True)
+    block_tokens: int | None = int_field(MAX_BLOCK_TOKENS, optional_positive, default=None, kw_only=True)
+    kernel_block_tokens: int | None = int_field(MAX_BLOCK_TOKENS, optional_positive, default=None, kw_only=True)
 
     def __attrs_post_init__(self):
         real = [layer for layer in self.layers if layer is not None]

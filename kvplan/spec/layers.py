@@ -29,7 +29,7 @@ import math
 import attrs
 
 from ..errors import SpecError
-from ._validators import at_most, boolean, optional_positive
+from ._validators import boolean, int_field, optional_positive
 from .dtypes import canonical_dtype, dtype_bytes
 from .limits import MAX_CONV_CHANNELS, MAX_CONV_KERNEL, MAX_HEAD_DIM, MAX_HEADS, MAX_WINDOW_TOKENS
 from .placement import Axis, Replicate, Shard
@@ -48,14 +48,12 @@ class AttentionSpec:
     a request (`kept_blocks`).
     """
 
-    num_kv_heads: int = attrs.field(validator=at_most(MAX_HEADS))
-    head_dim: int = attrs.field(validator=at_most(MAX_HEAD_DIM))
-    head_dim_v: int | None = attrs.field(default=None, validator=at_most(MAX_HEAD_DIM, optional_positive),
-                                         kw_only=True)
+    num_kv_heads: int = int_field(MAX_HEADS)
+    head_dim: int = int_field(MAX_HEAD_DIM)
+    head_dim_v: int | None = int_field(MAX_HEAD_DIM, optional_positive, default=None, kw_only=True)
     dtype: str = attrs.field(default="bfloat16", converter=canonical_dtype, kw_only=True)
     mla: bool = attrs.field(default=False, validator=boolean, kw_only=True)
-    sliding_window: int | None = attrs.field(default=None, validator=at_most(MAX_WINDOW_TOKENS, optional_positive),
-                                             kw_only=True)
+    sliding_window: int | None = int_field(MAX_WINDOW_TOKENS, optional_positive, default=None, kw_only=True)
 
     holds_tokens = True
 
@@ -142,19 +140,19 @@ def _sharded(what: str, extent: int) -> Axis:
 
 
 def _heads():
-    return attrs.field(validator=at_most(MAX_HEADS))
+    return int_field(MAX_HEADS)
 
 
 def _dim():
-    return attrs.field(validator=at_most(MAX_HEAD_DIM))
+    return int_field(MAX_HEAD_DIM)
 
 
 def _channels():
-    return attrs.field(validator=at_most(MAX_CONV_CHANNELS))
+    return int_field(MAX_CONV_CHANNELS)
 
 
 def _conv_kernel():
-    return attrs.field(validator=at_most(MAX_CONV_KERNEL))
+    return int_field(MAX_CONV_KERNEL)
 
 
 class _StateLayer:

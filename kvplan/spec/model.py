@@ -20,7 +20,7 @@ import numbers
 import attrs
 
 from ..errors import SpecError
-from ._validators import bounded_tuple
+from ._validators import bounded_tuple, plain_int
 from .limits import MAX_LAYERS, MAX_MODEL_LAYERS, check_count
 
 
@@ -58,7 +58,7 @@ class ModelSpec:
     name: str = attrs.field(validator=_is_name)
     layers: tuple = attrs.field(converter=_to_layers)
     model_layers: tuple | None = attrs.field(default=None, converter=_to_model_layers, kw_only=True)
-    num_model_layers: int | None = attrs.field(default=None, kw_only=True)
+    num_model_layers: int | None = attrs.field(default=None, converter=plain_int, kw_only=True)
 
     def __attrs_post_init__(self):
         if not self.layers:

@@ -33,7 +33,7 @@ import attrs
 import numpy as np
 
 from ..errors import PlanError, SpecError
-from ._validators import at_most, non_negative, optional_positive
+from ._validators import int_field, non_negative, optional_positive, plain_int
 from .engine import EngineSpec
 from .groups import LayerGroup
 from .limits import MAX_BLOCK_TOKENS, MAX_NUM_BLOCKS, MAX_SPECULATIVE_TOKENS, check_count
@@ -57,10 +57,10 @@ class StoreSpec:
     `num_blocks` the objects per layer, when known."""
 
     model: ModelSpec = attrs.field(validator=_model)
-    block_tokens: int = attrs.field(default=256, validator=_block_tokens)
+    block_tokens: int = attrs.field(default=256, converter=plain_int, validator=_block_tokens)
     groups: tuple | None = None
-    num_speculative_tokens: int = attrs.field(default=0, validator=at_most(MAX_SPECULATIVE_TOKENS, non_negative))
-    num_blocks: int | None = attrs.field(default=None, validator=at_most(MAX_NUM_BLOCKS, optional_positive))
+    num_speculative_tokens: int = int_field(MAX_SPECULATIVE_TOKENS, non_negative, default=0)
+    num_blocks: int | None = int_field(MAX_NUM_BLOCKS, optional_positive, default=None)
 
     @property
     def engine(self) -> EngineSpec:
