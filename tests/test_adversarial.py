@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from kvplan import (AttentionSpec, EngineSpec, GatedDeltaNetSpec, KvplanError, LayerGroup, Mamba1Spec, Mamba2Spec,
-                    ModelSpec, ShortConvSpec, Transfer, from_hf_config, get_model, plan, verify, vllm_engine)
+                    ModelSpec, PlanCache, ShortConvSpec, StoreSpec, Transfer, from_hf_config, get_model, plan,
+                    plan_from_json, verify, vllm_engine)
 from kvplan.cli import main
 from kvplan.spec import engine_from_json, engine_to_json
 from kvplan.layout import engine_memory
@@ -58,7 +59,7 @@ junk = st.recursive(junk_scalars, lambda inner: st.one_of(
 
 # examples per test (fixed: the "ci" profile derandomizes them); the total is over 5,000
 EXAMPLES = {"layer_specs": 700, "models_and_groups": 500, "engine_spec": 700, "plan": 450, "verify": 300,
-            "lower": 1000, "layers": 300, "transfer": 500, "hf_config": 800, "vllm_engine": 400, "cli": 250, "steps": 300}
+            "lower": 1000, "layers": 300, "serving": 300, "transfer": 500, "hf_config": 800, "vllm_engine": 400, "cli": 250, "steps": 300}
 
 
 def mix(valid, weight: int = 3):
@@ -328,6 +329,44 @@ def test_lower_layer_ranges(request, layers):
     if t is not None:
         _assert_inside(p, t, src_blocks, dst_blocks)
         assert t.total_bytes <= p.lower(rank, src_blocks, dst_blocks, prefix=prefix).total_bytes
+
+
+# -- serving features: stores, plan JSON, push views, the plan cache, model-layer maps ---------------------
+
+
+@settings(max_examples=EXAMPLES["serving"])
+@given(which=st.sampled_from(["store", "store_like", "plan_json", "push", "writes", "cache", "model_layers"]),
+       a=junk, b=mix(st.integers(0, 3)), c=mix(st.lists(st.integers(0, 40), max_size=4)))
+def test_serving_entry_points(which, a, b, c):
+    """The serving features' entry points: junk of any type or size ends in a KvplanError,
+    and what comes back is usable (a store plans, a plan verifies, pushes stay inside)."""
+    event(which)
+    if which == "store":
+        store = attempt(StoreSpec, model=M, block_tokens=a, num_blocks=b)
+        if store is not None:
+            verify(plan(EngineSpec(model=M, tp=2), store))
+    elif which == "store_like":
+        attempt(StoreSpec.like, a, block_tokens=b)
+    elif which == "plan_json":
+        got = attempt(plan_from_json, a if isinstance(a, (str, bytes)) else repr(a))
+        assert got is None
+    elif which == "push":
+        views = attempt(PLAN.lower_push, b, c, a)
+        if views is not None:
+            for t in views:
+                _assert_inside(PLAN, t, c, a)
+    elif which == "writes":
+        tables = attempt(PLAN.writes, a)
+        assert tables is None or len(tables) == PLAN.dst.world_size
+    elif which == "cache":
+        cache = attempt(PlanCache, max_plans=b)
+        if cache is not None:
+            p = attempt(cache.plan, EngineSpec(model=M), EngineSpec(model=M, tp=2), transfer_strategy=a)
+            assert p is None or p.transfer_strategy in ("direct", "bounce")
+    else:
+        model = attempt(ModelSpec, name="m", layers=M.layers, model_layers=a, num_model_layers=b)
+        if model is not None:
+            attempt(EngineSpec, model=model, pp=2)
 
 
 # -- step templates (bounce pack and unpack) ------------------------------------------------------------
