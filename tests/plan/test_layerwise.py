@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, SpecError, plan
@@ -35,6 +35,7 @@ def _cuts(draw, layers: int) -> list[range]:
     return [range(a, b) for a, b in zip(edges, edges[1:], strict=False)]
 
 
+@settings(max_examples=settings().max_examples // 3)  # a third of the profile: each example lowers 2 - 6 times
 @given(st.data())
 def test_layer_ranges_partition_the_request(data):
     p, hybrid = data.draw(strategy_plans(), label="plan")
@@ -51,6 +52,7 @@ def test_layer_ranges_partition_the_request(data):
     check_delivery(parts, *request_memories(src, dst, dst_rank, src_blocks, dst_blocks, NUM_BLOCKS))
 
 
+@settings(max_examples=settings().max_examples // 3)
 @given(planned_requests(num_blocks=NUM_BLOCKS))
 def test_one_layer_at_a_time_reads_only_that_layer(request):
     p, dst_rank, src_blocks, dst_blocks = request
