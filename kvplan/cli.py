@@ -2,7 +2,7 @@
 
     python -m kvplan plan --model llama-3.1-70b --src-tp 2 --dst-tp 8
     python -m kvplan plan --model deepseek-v3 --src-tp 8 --dst-tp 2 --rank 1 --verify
-    python -m kvplan models
+    python -m kvplan models [--json]
 
 Bad input (any `KvplanError`, and argparse's own usage errors) prints one line
 ``kvplan: error: ...`` to stderr and exits with status 2, the status argparse uses for
@@ -34,6 +34,7 @@ from .planning import STRATEGIES, ReadTable
 from .presets import vllm_engine
 from .report import compare_conv_strategies
 from .spec import COMPONENTS, CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES, EngineSpec
+from .spec.serial import model_document
 
 
 class _UsageError(Exception):
@@ -63,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                                      "engine (P, source) and a decode engine (D, destination).")
     parser.add_argument("--version", action="version", version=f"kvplan {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("models", help="list the built-in models")
+    models = commands.add_parser("models", help="list the built-in models")
+    models.add_argument("--json", action="store_true", help="as JSON (schema kvplan.models/1, docs/json.md)")
     p = commands.add_parser("plan", help="plan every decode rank's reads and print a summary")
     p.add_argument("--model", default="llama-3.1-8b", help="built-in model name (see `kvplan models`)")
     p.add_argument("--kv-dtype", default=None, help="override the KV-cache dtype of every layer (e.g. fp8)")
@@ -170,7 +172,11 @@ def _model_row(name: str, model) -> str:
             f"{' / '.join(map(str, per_token)) or '-':>13}  {'; '.join(notes)}").rstrip()
 
 
-def _models_command() -> None:
+def _models_command(as_json: bool = False) -> None:
+    if as_json:  # schema kvplan.models/1: each model as an engine document's model object
+        print(json.dumps({"schema": "kvplan.models/1",
+                          "models": [model_document(MODELS[name]) for name in sorted(MODELS)]}, sort_keys=True))
+        return
     print(f"{'name':<24} {'layers':>6}  {'kv heads x dim':<18} {'B/token/layer':>13}  notes")
     for name in sorted(MODELS):
         print(_model_row(name, MODELS[name]))
@@ -204,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             raise _UsageError(f"arguments must be a list of strings, got {argv!r}"[:300])
         args = _parser().parse_args(argv)
         if args.command == "models":
-            _models_command()
+            _models_command(args.json)
         else:
             _plan_command(args)
     except (KvplanError, _UsageError) as exc:

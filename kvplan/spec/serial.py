@@ -47,13 +47,44 @@ def engine_to_json(engine: EngineSpec) -> str:
     if not isinstance(engine, EngineSpec):
         raise SpecError(f"engine_to_json takes an EngineSpec, got {type(engine).__name__}")
     out = _fields(engine)
-    model = engine.model
-    out["model"] = {"name": model.name,
-                    "layers": [{"kind": type(layer).__name__, **_fields(layer)} for layer in model.layers],
-                    "model_layers": None if model.model_layers is None else list(model.model_layers),
-                    "num_model_layers": model.num_model_layers}
+    out["model"] = model_document(engine.model)
     out["groups"] = None if engine.groups is None else [_fields(g) for g in engine.groups]
     return json.dumps({"schema": SCHEMA, **out}, sort_keys=True)
+
+
+def model_document(model: ModelSpec) -> dict:
+    """A model as the JSON object an engine document holds (``name``, ``layers`` tagged by
+    kind, ``model_layers``, ``num_model_layers``); `model_from_document` reads it back.
+
+    >>> from kvplan.spec import AttentionSpec
+    >>> m = ModelSpec(name="m", layers=(AttentionSpec(8, 128),))
+    >>> model_from_document(model_document(m)) == m
+    True
+    """
+    if not isinstance(model, ModelSpec):
+        raise SpecError(f"model_document takes a ModelSpec, got {type(model).__name__}")
+    return {"name": model.name,
+            "layers": [{"kind": type(layer).__name__, **_fields(layer)} for layer in model.layers],
+            "model_layers": None if model.model_layers is None else list(model.model_layers),
+            "num_model_layers": model.num_model_layers}
+
+
+def model_from_document(model) -> ModelSpec:
+    """The `ModelSpec` of a `model_document` object, built through the specs' validators."""
+    if not isinstance(model, dict) or not isinstance(model.get("layers"), list):
+        raise SpecError("model JSON: a model must be an object with a 'layers' list")
+    try:
+        layers = []
+        for i, layer in enumerate(model["layers"]):
+            kind = layer.get("kind") if isinstance(layer, dict) else None
+            if kind not in LAYER_KINDS:
+                raise SpecError(f"model JSON: layer {i} has kind {kind!r}; kinds are {', '.join(LAYER_KINDS)}"[:300])
+            layers.append(LAYER_KINDS[kind](**{k: v for k, v in layer.items() if k != "kind"}))
+        return ModelSpec(**{**model, "layers": tuple(layers)})
+    except KvplanError:
+        raise
+    except (TypeError, ValueError, AttributeError) as error:  # unknown or missing fields, wrong shapes
+        raise SpecError(f"model JSON does not describe a ModelSpec: {error}"[:300]) from None
 
 
 def load_document(text, schema: str, what: str, call: str) -> dict:
@@ -77,16 +108,7 @@ def engine_from_json(text: str) -> EngineSpec:
     doc = load_document(text, SCHEMA, "engine", "engine_from_json")
     try:
         fields = {k: v for k, v in doc.items() if k != "schema"}
-        model = fields.get("model")
-        if not isinstance(model, dict) or not isinstance(model.get("layers"), list):
-            raise SpecError("engine JSON: 'model' must be an object with a 'layers' list")
-        layers = []
-        for i, layer in enumerate(model["layers"]):
-            kind = layer.get("kind") if isinstance(layer, dict) else None
-            if kind not in LAYER_KINDS:
-                raise SpecError(f"engine JSON: layer {i} has kind {kind!r}; kinds are {', '.join(LAYER_KINDS)}"[:300])
-            layers.append(LAYER_KINDS[kind](**{k: v for k, v in layer.items() if k != "kind"}))
-        fields["model"] = ModelSpec(**{**model, "layers": tuple(layers)})
+        fields["model"] = model_from_document(fields.get("model"))
         if fields.get("groups") is not None:
             if not isinstance(fields["groups"], list) or not all(isinstance(g, dict) for g in fields["groups"]):
                 raise SpecError("engine JSON: 'groups' must be null or a list of objects")

@@ -117,3 +117,23 @@ def test_documents_that_are_not_plans_are_refused():
             plan_from_json(text)
     with pytest.raises(SpecError, match="takes a plan"):
         plan_to_json("plan")
+
+
+def test_models_json_lists_every_builtin_model_readably():
+    """`kvplan models --json` (schema kvplan.models/1): every built-in model as an engine
+    document's model object, which reads back to the same ModelSpec."""
+    import subprocess
+    import sys
+
+    from kvplan.models import MODELS
+    from kvplan.spec.serial import model_from_document
+
+    out = subprocess.run([sys.executable, "-m", "kvplan", "models", "--json"], check=True, capture_output=True,
+                         text=True).stdout
+    doc = json.loads(out)
+    assert doc["schema"] == "kvplan.models/1" and sorted(m["name"] for m in doc["models"]) == sorted(MODELS)
+    for entry in doc["models"]:
+        assert model_from_document(entry) == MODELS[entry["name"]]
+    for bad in (None, [], {"layers": "x"}, {"name": "m", "layers": [{"kind": "Nope"}]}, {"name": "m", "layers": [1]}):
+        with pytest.raises(SpecError):
+            model_from_document(bad)
