@@ -139,14 +139,8 @@ def raw_reads(dst, rank: int, region: int, nbytes: int, reps: int) -> dict:
             assert state == "DONE", state
 
         for label, fn in (("fresh", fresh), ("repost", repost)):
-            fn()
-            times = []
-            for _ in range(reps):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-            t = statistics.median(times)
-            out[f"{label} {n} x {piece >> 20} MiB"] = {"ms": 1e3 * t, "GBps": n * piece / t / 1e9}
+            ms = bt.wall_ms(fn, reps)  # one warm-up call, then the median
+            out[f"{label} {n} x {piece >> 20} MiB"] = {"ms": ms, "GBps": n * piece / ms / 1e6}
         dst.agent.release_xfer_handle(handle)
     for handles in (2, 4, 8):  # the same bytes as several handles posted at once
         piece = nbytes // handles
@@ -167,14 +161,8 @@ def raw_reads(dst, rank: int, region: int, nbytes: int, reps: int) -> dict:
             while waiting:
                 waiting = [h for h in waiting if dst.agent.check_xfer_state(h) == "PROC"]
 
-        together()
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            together()
-            times.append(time.perf_counter() - start)
-        t = statistics.median(times)
-        out[f"{handles} handles x {piece >> 20} MiB at once"] = {"ms": 1e3 * t, "GBps": handles * piece / t / 1e9}
+        ms = bt.wall_ms(together, reps)
+        out[f"{handles} handles x {piece >> 20} MiB at once"] = {"ms": ms, "GBps": handles * piece / ms / 1e6}
         for h in hs:
             dst.agent.release_xfer_handle(h)
     for k, v in out.items():

@@ -237,7 +237,7 @@ def lower_push(plan, src_rank: int, src_blocks, dst_blocks, *, prefix: str = "ex
         raise SpecError(f"lower_push: this plan has local steps ({plan.transfer_strategy} transfer, "
                         f"{plan.conv_strategy} conv strategy); push it through a backend that runs them "
                         "(serve / execute with NixlBackend(push=True))")
-    plan.writes(src_rank)  # RankError for a rank outside the prefill engine
+    src_rank = plan.check_src_rank(src_rank)
     return tuple(lower(plan, d, src_blocks, dst_blocks, prefix=prefix, layers=layers).for_source(src_rank)
                  for d in range(len(plan.tables)))
 

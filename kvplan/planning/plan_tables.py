@@ -34,6 +34,13 @@ def blocks_per_span(src, dst, group: int) -> tuple[int, int]:
     return span // a, span // b
 
 
+def _rank(value, count: int, name: str, engine: str) -> int:
+    """A rank of an engine of `count` ranks as an int; `RankError` naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < count:
+        raise RankError(f"{name} {value} is outside the {engine} engine's {count} ranks")
+    return int(value)
+
+
 @attrs.frozen(eq=False, kw_only=True)
 class PlanTables:
     """Every decode rank's reads from the prefill engine, per span of logical blocks.
@@ -87,10 +94,11 @@ class PlanTables:
 
     def reads(self, dst_rank: int):
         """The `ReadTable` of one decode rank (``stage * tp + tp_rank``)."""
-        if isinstance(dst_rank, bool) or not isinstance(dst_rank, (int, np.integer)) or \
-                not 0 <= dst_rank < len(self.tables):
-            raise RankError(f"dst_rank {dst_rank} is outside the decode engine's {len(self.tables)} ranks")
-        return self.tables[dst_rank]
+        return self.tables[_rank(dst_rank, len(self.tables), "dst_rank", "decode")]
+
+    def check_src_rank(self, src_rank: int) -> int:
+        """`src_rank` as an int, or `RankError` when it is not a prefill rank."""
+        return _rank(src_rank, self.src.world_size, "src_rank", "prefill")
 
     def writes(self, src_rank: int) -> tuple:
         """What prefill rank `src_rank` writes into each decode rank, for a push: one
@@ -104,7 +112,5 @@ class PlanTables:
         >>> [len(t) for t in p.writes(1)]      # prefill rank 1 holds heads 4-7: decode ranks 2, 3
         [0, 0, 1, 1]
         """
-        if isinstance(src_rank, bool) or not isinstance(src_rank, (int, np.integer)) or \
-                not 0 <= src_rank < self.src.world_size:
-            raise RankError(f"src_rank {src_rank} is outside the prefill engine's {self.src.world_size} ranks")
+        src_rank = self.check_src_rank(src_rank)
         return tuple(t.select(t.src_rank == src_rank) for t in self.tables)

@@ -16,6 +16,7 @@ version of kvplan's byte rules, so a plan made under other rules never passes fo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import attrs
@@ -34,6 +35,13 @@ def fingerprint(engine) -> str:
     """16 hex digits identifying `engine`'s byte layout (see the module docstring)."""
     if not isinstance(engine, EngineSpec):
         raise SpecError(f"fingerprint takes an EngineSpec, got {type(engine).__name__}")
+    return _digest(engine)
+
+
+# engines are frozen values: a serving loop that fingerprints the same engines request
+# after request (PlanCache) pays the repr and hash once per engine value
+@functools.lru_cache(maxsize=1024)
+def _digest(engine) -> str:
     return hashlib.sha256(f"{RULES}\n{_text(engine)}".encode()).hexdigest()[:16]
 
 
