@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{side}-conv-layout", default="DS", choices=CONV_LAYOUTS, help=f"{label} conv state order")
     p.add_argument("--vllm", action="store_true",
                    help="lay out both engines as vLLM 0.33 would (hybrid block sizes, kernel blocks, HMA pools)")
-    p.add_argument("--backend", default="flashinfer", help="vLLM attention backend for --vllm (default flashinfer)")
+    p.add_argument("--backend", default=None, help="vLLM attention backend for --vllm (default flashinfer)")
     p.add_argument("--spec-tokens", type=int, default=0, help="speculative tokens (extra conv rows), both engines")
     p.add_argument("--conv-strategy", default="direct", choices=STRATEGIES,
                    help="how conv state crosses a TP change (default direct)")
@@ -97,9 +97,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what --vllm builds on each side, which these flags could not change
+_VLLM_FIXED = (("layout", "HND"), ("storage", "packed"), ("conv_layout", "DS"), ("kernel_block", None))
+
+
+def _refuse_ignored(args, model) -> None:
+    """Every flag takes effect or is refused: none is silently dropped."""
+    if args.vllm:
+        for side in ("src", "dst"):
+            for name, fixed in _VLLM_FIXED:
+                value = getattr(args, f"{side}_{name}")
+                if value != fixed:
+                    flag = f"--{side}-{name.replace('_', '-')}"
+                    raise _UsageError(f"{flag} {value}: --vllm lays the engines out as vLLM 0.33 does "
+                                      f"({'kernel blocks chosen by the backend' if fixed is None else fixed}); "
+                                      f"drop {flag} or --vllm")
+    elif args.backend is not None:
+        raise _UsageError(f"--backend {args.backend} chooses vLLM's attention backend: it needs --vllm")
+    states = [layer for layer in model.layers if not layer.holds_tokens]
+    if not states and args.spec_tokens:
+        raise _UsageError(f"--spec-tokens {args.spec_tokens} adds conv-state rows; {model.name} has no state layers")
+    if not states and args.conv_strategy != "direct":
+        raise _UsageError(f"--conv-strategy {args.conv_strategy} moves conv state; {model.name} has no state layers")
+
+
 def _engine(args, side: str, model) -> EngineSpec:
     if args.vllm:
-        return vllm_engine(model, getattr(args, f"{side}_tp"), backend=args.backend, pp=getattr(args, f"{side}_pp"),
+        return vllm_engine(model, getattr(args, f"{side}_tp"), backend=args.backend or "flashinfer",
+                           pp=getattr(args, f"{side}_pp"),
                            block_size=getattr(args, f"{side}_block"), num_speculative_tokens=args.spec_tokens)
     block = getattr(args, f"{side}_block")
     return EngineSpec(model=model, tp=getattr(args, f"{side}_tp"), pp=getattr(args, f"{side}_pp"),
@@ -129,6 +154,7 @@ def _plan_command(args) -> None:
         model = attrs.evolve(model, layers=tuple(
             attrs.evolve(layer, dtype=args.kv_dtype) if layer.holds_tokens else layer
             for layer in model.layers))
+    _refuse_ignored(args, model)
     src, dst = _engine(args, "src", model), _engine(args, "dst", model)
     p = plan(src, dst, conv_strategy=args.conv_strategy, transfer_strategy=args.transfer_strategy,
              transport=args.transport)

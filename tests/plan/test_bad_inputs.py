@@ -290,9 +290,18 @@ def test_verify_rejects_corrupted_plan(corrupted, quoted):
     (["plan", "--dst-tp", "1000000"], ["1,000,000", "MAX_TP"]),
     (["plan", "--src-block", "17", "--dst-block", "1000003", "--verify"], ["MAX_"]),
     (["plan", "--src-block", "1000000000000"], ["MAX_BLOCK_TOKENS"]),
-    (["plan", "--spec-tokens", "1000000000"], ["MAX_SPECULATIVE_TOKENS"]),
+    (["plan", "--model", "jamba-v0.1", "--spec-tokens", "1000000000"], ["MAX_SPECULATIVE_TOKENS"]),
     (["plan", "--model", "nemotron-3-nano-30b-a3b", "--vllm", "--spec-tokens", "1000000000"],
      ["MAX_SPECULATIVE_TOKENS"]),
+    # flags that would do nothing are refused, not dropped
+    (["plan", "--backend", "flashinfer"], ["--backend flashinfer", "needs --vllm"]),
+    (["plan", "--spec-tokens", "2"], ["--spec-tokens 2", "llama-3.1-8b has no state layers"]),
+    (["plan", "--conv-strategy", "staged"], ["--conv-strategy staged", "no state layers"]),
+    (["plan", "--model", "nemotron-3-nano-30b-a3b", "--vllm", "--dst-layout", "NHD"], ["--dst-layout NHD", "--vllm"]),
+    (["plan", "--model", "nemotron-3-nano-30b-a3b", "--vllm", "--src-storage", "separate"], ["--src-storage separate"]),
+    (["plan", "--model", "nemotron-3-nano-30b-a3b", "--vllm", "--dst-kernel-block", "16"],
+     ["--dst-kernel-block 16", "kernel blocks chosen by the backend"]),
+    (["plan", "--model", "nemotron-3-nano-30b-a3b", "--vllm", "--src-conv-layout", "SD"], ["--src-conv-layout SD"]),
 ])
 def test_cli_error_is_one_line_exit_2(capsys, argv, quoted):
     assert main(argv) == 2
