@@ -59,7 +59,7 @@ junk = st.recursive(junk_scalars, lambda inner: st.one_of(
 
 # examples per test (fixed: the "ci" profile derandomizes them); the total is over 5,000
 EXAMPLES = {"layer_specs": 700, "models_and_groups": 500, "engine_spec": 700, "plan": 450, "verify": 300,
-            "lower": 1000, "layers": 300, "serving": 300, "transfer": 500, "hf_config": 800, "vllm_engine": 400, "cli": 250, "steps": 300}
+            "lower": 1000, "layers": 150, "serving": 150, "transfer": 500, "hf_config": 800, "vllm_engine": 400, "cli": 250, "steps": 300}
 
 
 def mix(valid, weight: int = 3):

@@ -21,7 +21,7 @@ def _pages(p, snapshots) -> list:
 
 
 @pytest.mark.parametrize("kind", ["host", "nixl", "ucx"])
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(data=st.data())
 def test_layer_by_layer_submissions_deliver_the_request(kind, data):
     need(kind)

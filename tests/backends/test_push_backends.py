@@ -32,7 +32,7 @@ def _same(p, got, want) -> bool:
         for g, w in zip(got, want, strict=True))
 
 
-@settings(max_examples=12)
+@settings(max_examples=6)
 @given(data=st.data())
 def test_nixl_push_of_plans_without_local_steps(data):
     need("nixl")
@@ -53,7 +53,7 @@ def test_nixl_push_from_another_process():
 
 
 @pytest.mark.parametrize("kind", ["nixl", "ucx"])
-@settings(max_examples=10)
+@settings(max_examples=5)
 @given(data=st.data())
 def test_push_views_move_each_prefill_ranks_own_rows(kind, data):
     need(kind)

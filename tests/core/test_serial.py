@@ -61,7 +61,7 @@ def test_documents_that_are_not_engines_are_refused():
 # -- plans (`kvplan.planning.serial`, schema kvplan.plan/1) ----------------------------------------------
 
 
-@settings(max_examples=100)
+@settings(max_examples=50)
 @given(strategy_plans())
 def test_plans_round_trip_through_json(case):
     p = case[0]
@@ -77,7 +77,7 @@ def test_plans_round_trip_through_json(case):
     assert [r["name"] for r in doc["src_regions"]] == [r.name for r in p.src_regions]
 
 
-@settings(max_examples=150)
+@settings(max_examples=60)
 @given(case=strategy_plans(), data=st.data())
 def test_a_changed_plan_document_is_refused(case, data):
     p = case[0]

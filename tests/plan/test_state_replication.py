@@ -32,7 +32,7 @@ def _small_state(draw):
     return ShortConvSpec(conv_dim=n, conv_kernel=3)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(state=_small_state(), tps=st.tuples(st.sampled_from([1, 2, 4, 8]), st.sampled_from([1, 2, 4, 8])),
        conv=st.sampled_from(STRATEGIES), layouts=st.tuples(st.sampled_from(["DS", "SD"]), st.sampled_from(["DS", "SD"])),
        tokens=st.integers(1, 12))

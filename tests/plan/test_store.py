@@ -44,7 +44,7 @@ def _three_way(draw, engines):
     return lists
 
 
-@settings(max_examples=settings().max_examples // 3, deadline=None)
+@settings(max_examples=settings().max_examples // 6, deadline=None)
 @given(data=st.data())
 def test_engine_to_store_to_engine_equals_engine_to_engine(data):
     hybrid = data.draw(st.booleans(), label="hybrid")
