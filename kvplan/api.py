@@ -80,9 +80,9 @@ def plan(src: EngineSpec, dst: EngineSpec, *, conv_strategy: str = "direct", tra
     >>> [(int(t.src_rank[0]), int(t.src_offset[0]), int(t.nbytes[0]))]
     [(1, 16384, 16384)]
     """
-    if isinstance(src, StoreSpec) and isinstance(as_engine(dst), EngineSpec):
-        check_window_reads(src, as_engine(dst))  # a store keeps only its own window blocks
-    src, dst = as_engine(src), as_engine(dst)  # a StoreSpec plans as its TP 1 engine
+    store, (src, dst) = src, (as_engine(src), as_engine(dst))  # a StoreSpec plans as its TP 1 engine
+    if isinstance(store, StoreSpec) and isinstance(dst, EngineSpec):
+        check_window_reads(store, dst)  # a store keeps only its own window blocks
     if transport is not None and (not isinstance(transport, str) or transport not in (*TRANSPORT_MODELS, "host")):
         raise SpecError(f"transport must be None or one of {', '.join((*TRANSPORT_MODELS, 'host'))}, "
                         f"got {transport!r}"[:300])

@@ -77,8 +77,8 @@ class ModelSpec:
         if len(ids) != len(self.layers):
             raise SpecError(f"model {self.name!r}: model_layers has {len(ids)} entries for {len(self.layers)} "
                             "cache layers (one per cache layer)")
-        if any(b < a for a, b in zip(ids, ids[1:])):
-            k = next(i for i in range(1, len(ids)) if ids[i] < ids[i - 1])
+        k = next((i for i in range(1, len(ids)) if ids[i] < ids[i - 1]), None)
+        if k is not None:
             raise SpecError(f"model {self.name!r}: model_layers must not decrease (cache layers are in model "
                             f"order), got {ids[k - 1]} then {ids[k]} at cache layers {k - 1}, {k}")
         if self.num_model_layers is not None and ids[-1] >= self.num_model_layers:

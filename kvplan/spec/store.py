@@ -33,20 +33,16 @@ import attrs
 import numpy as np
 
 from ..errors import PlanError, SpecError
-from ._validators import int_field, non_negative, optional_positive, plain_int
+from ._validators import int_field, non_negative, optional_positive
 from .engine import EngineSpec
 from .groups import LayerGroup
-from .limits import MAX_BLOCK_TOKENS, MAX_NUM_BLOCKS, MAX_SPECULATIVE_TOKENS, check_count
+from .limits import MAX_BLOCK_TOKENS, MAX_NUM_BLOCKS, MAX_SPECULATIVE_TOKENS
 from .model import ModelSpec
 
 
 def _model(instance, attribute, value) -> None:
     if not isinstance(value, ModelSpec):
         raise SpecError(f"StoreSpec.model must be a ModelSpec, got {type(value).__name__}")
-
-
-def _block_tokens(instance, attribute, value) -> None:
-    check_count(value, "StoreSpec.block_tokens", MAX_BLOCK_TOKENS)
 
 
 @attrs.frozen(kw_only=True)
@@ -57,7 +53,7 @@ class StoreSpec:
     `num_blocks` the objects per layer, when known."""
 
     model: ModelSpec = attrs.field(validator=_model)
-    block_tokens: int = attrs.field(default=256, converter=plain_int, validator=_block_tokens)
+    block_tokens: int = int_field(MAX_BLOCK_TOKENS, default=256)
     groups: tuple | None = None
     num_speculative_tokens: int = int_field(MAX_SPECULATIVE_TOKENS, non_negative, default=0)
     num_blocks: int | None = int_field(MAX_NUM_BLOCKS, optional_positive, default=None)
