@@ -25,13 +25,13 @@ from .spec.fingerprint import fingerprint
 from .spec.serial import engine_from_json, engine_to_json
 from .spec import (AttentionSpec, EngineSpec, GatedDeltaNetSpec, LayerGroup, Mamba1Spec, Mamba2Spec, ModelSpec,
                    ShortConvSpec, StoreSpec)
-from .transport import (BackendNotFound, Prepared, TransferIntegrityError, TransportError, TransportTimeout,
+from .transport import (BackendNotFound, PeerCard, Prepared, TransferIntegrityError, TransportError, TransportTimeout,
                         load_backend)
 
 __all__ = [
     "AttentionSpec", "BackendNotFound", "BlockError", "BoundsError", "EngineSpec", "EngineTransferPlan",
     "GatedDeltaNetSpec", "KvplanError", "LayerGroup", "Mamba1Spec", "Mamba2Spec", "ModelMismatchError",
-    "ModelSpec", "PlanCache", "PlanError", "PlanMismatchError", "Prepared", "RankError", "ReadTable", "Region", "ShardingError", "ShortConvSpec", "StoreSpec",
+    "ModelSpec", "PeerCard", "PlanCache", "PlanError", "PlanMismatchError", "Prepared", "RankError", "ReadTable", "Region", "ShardingError", "ShortConvSpec", "StoreSpec",
     "SpecError", "Transfer", "TransferIntegrityError", "TransportError", "TransportTimeout", "check_compatible",
     "engine_from_json", "engine_memory", "engine_to_json", "fingerprint", "from_hf_config", "get_model",
     "load_backend", "plan", "plan_from_json", "plan_to_json", "verify", "vllm_engine",

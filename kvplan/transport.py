@@ -7,6 +7,8 @@ bytes a plan describes, computing no offsets itself:
 
     backend.register(buffers, rank=r)  one buffer per region of the engine (+ scratch)
     backend.add_peer(rank, md)         md = the peer backend's metadata()
+    address = backend.publish(engine, host=ip)   across hosts: serve this rank's card ...
+    card = backend.fetch_peer(peer_address)       ... and fetch a peer's: card.engine, card.metadata
     prepared = backend.prepare(plan, dst_rank)                        once per plan and rank
     backend.execute(prepared, src_blocks, dst_blocks, request="r1")   per request, decode side
     backend.serve(prepared, src_blocks, dst_blocks, rank=r, request="r1")   prefill side
@@ -148,6 +150,26 @@ class Prepared:
     state: object = attrs.field(default=None, repr=False)
 
 
+@attrs.frozen(kw_only=True)
+class PeerCard:
+    """What ``fetch_peer(address)`` learned of a rank of the other engine through the
+    transport's own listener: its `rank`, the `engine` it registered memory for and
+    that engine's `fingerprint` (both None if it published no engine), and the
+    `metadata` bytes ``add_peer(card.rank, card.metadata)`` takes. A card whose engine
+    does not give its fingerprint here, or whose registered memory is smaller than its
+    engine needs, is refused before it is returned.
+
+    >>> PeerCard(address="ucx://10.0.0.5:41231", rank=1, engine=None, fingerprint=None, metadata=b"{}")
+    PeerCard(address='ucx://10.0.0.5:41231', rank=1, fingerprint=None)
+    """
+
+    address: str
+    rank: int | None
+    engine: object = attrs.field(repr=False)  # an EngineSpec's repr runs to thousands of characters
+    fingerprint: str | None
+    metadata: bytes = attrs.field(repr=False)
+
+
 @runtime_checkable
 class Completion(Protocol):
     """Something a backend started and a caller may wait for. A backend's completions
@@ -178,7 +200,17 @@ class Transport(Protocol):
         """What a peer needs to reach this rank's registered memory."""
 
     def add_peer(self, rank: int, metadata: bytes) -> None:
-        """Learn peer `rank` (a rank of the other engine) from its `metadata()`."""
+        """Learn peer `rank` (a rank of the other engine) from its `metadata()` (or a
+        fetched `PeerCard`'s)."""
+
+    def publish(self, engine=None, *, host: str) -> str:
+        """Serve this rank's card (its metadata, `engine` and the engine's fingerprint)
+        to peers on other hosts through the transport's own listener; returns the
+        address they pass to `fetch_peer`. Once, after `register`."""
+
+    def fetch_peer(self, address: str) -> PeerCard:
+        """The card a rank of the other engine published at `address` (its
+        `publish`), checked; pass ``card.metadata`` to `add_peer`."""
 
     def prepare(self, plan, dst_rank: int) -> Prepared:
         """Prepare `plan`'s reads of decode rank `dst_rank` once."""

@@ -55,15 +55,17 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 
 import numpy as np
 
 from kvplan.errors import PlanMismatchError, SpecError
 from kvplan.lowering import (DescriptorList, RingCopies, check_descriptors, check_transfer, lower, request_blocks,
                              source_ranks)
-from kvplan.transport import Prepared, TransportError
+from kvplan.spec.fingerprint import fingerprint
+from kvplan.transport import PeerCard, Prepared, TransportError
 
-from . import _integrity, _local, _ring, _steps
+from . import _exchange, _integrity, _local, _ring, _steps
 from ._memory import PROCESS, Memory, Registration, live, pack_metadata, unpack_metadata
 from ._prepared import Ticket, check_work
 
@@ -108,6 +110,9 @@ class BackendBase:
         self._step_routes: dict[tuple, _steps.StepRoute] = {}  # per Prepared, step and rank: local steps
         self._lock = threading.RLock()  # transport state shared by threads (fast states, handles)
         self._closed = False
+        self._engine = None  # what publish() named: this rank's engine
+        self._published: str | None = None  # publish()'s address
+        self._peer_engines: dict[int, str | None] = {}  # peers' published engine fingerprints
 
     # -- memory and peers -------------------------------------------------------------
     def register(self, buffers, *, rank: int | None = None) -> None:
@@ -130,8 +135,54 @@ class BackendBase:
         """Refuse memory this transport cannot use (before anything is registered)."""
 
     def metadata(self) -> bytes:
+        self._own()  # a closed or unregistered backend says so before a transport is asked
+        return self._card(self._metadata_fields())
+
+    def _card(self, fields: dict) -> bytes:
+        """This rank's metadata header (plus the published engine) with a transport's `fields`."""
         return pack_metadata(self.name, self._own(), pid=os.getpid(), process=PROCESS, token=self._registration.token,
-                             rank=self.rank, **self._metadata_fields())
+                             rank=self.rank, **_exchange.engine_fields(self._engine), **fields)
+
+    # -- meeting peers on other hosts (`_exchange`) --------------------------------------
+    def publish(self, engine=None, *, host: str) -> str:
+        """Serve this rank's card to peers on other hosts through the transport's own
+        listener and return the address they `fetch_peer`. `engine`: the EngineSpec
+        this rank registered memory for; peers check it, and `prepare` then refuses a
+        plan of other engines. `host`: the name or IP peers reach this host by."""
+        self._own()
+        _exchange.check_host(host)
+        _exchange.engine_fields(engine)  # a SpecError for anything but an EngineSpec or None
+        with self._lock:
+            if self._published is not None:
+                raise TransportError(f"{self.name} backend already published its card at {self._published}")
+            self._engine = engine
+            try:
+                self._published = self._listen(host)
+            except BaseException:
+                self._engine = None
+                raise
+            return self._published
+
+    def fetch_peer(self, address: str) -> PeerCard:
+        """The card the rank at `address` published, fetched through the transport and
+        checked (`_exchange.read_card`); ``add_peer(card.rank, card.metadata)`` pairs
+        with it. Waits up to `timeout_s`."""
+        self._own()
+        where = _exchange.parse_address(address, self.name)
+        return _exchange.read_card(address, self.name, self._fetch(address, *where,
+                                                                   time.monotonic() + self.timeout_s))
+
+    def _listen(self, host: str) -> str:
+        """Start serving this rank's card; its address (a networked transport)."""
+        raise self._local_only()
+
+    def _fetch(self, address: str, host: str, port: int, path: str, query: dict, deadline: float) -> bytes:
+        """The card bytes published at `address` (a networked transport)."""
+        raise self._local_only()
+
+    def _local_only(self) -> TransportError:
+        return TransportError(f"{self.name} backend pairs ranks of one process: pass metadata() to add_peer; "
+                              f"publish / fetch_peer need a networked transport (nixl, ucx)")
 
     def add_peer(self, rank: int, metadata: bytes) -> None:
         """Learn peer `rank`; adding a rank again replaces it (a restarted peer)."""
@@ -151,6 +202,7 @@ class BackendBase:
             self._connect(rank, info, blob)
             self.peers[rank] = memory
             self._peer_registrations[rank] = registration
+            self._peer_engines[rank] = info.get("fingerprint")
 
     def _metadata_fields(self) -> dict:
         return {}
@@ -223,6 +275,7 @@ class BackendBase:
             raise SpecError(f"prepare() takes a plan from kvplan.plan(), got {type(plan).__name__}")
         plan.reads(dst_rank)  # RankError for a rank outside the decode engine
         _ring.check_ring(ring, plan, self)
+        _exchange.check_plan(plan, None if self._engine is None else fingerprint(self._engine), self._peer_engines)
         dst_rank = int(dst_rank)
         if getattr(plan, "fingerprint", None):
             self._fingerprints.add(plan.fingerprint)
@@ -302,6 +355,7 @@ class BackendBase:
                 self._attempt(self._disconnect, rank)
             self._attempt(self._release, idle)
             self.peers.clear()
+            self._peer_engines.clear()
             self._peer_registrations.clear()
 
     def _attempt(self, fn, *args) -> None:

@@ -51,7 +51,7 @@ from kvplan.errors import SpecError
 from kvplan.lowering import check_descriptors, prepared_lists
 from kvplan.transport import TransportError, TransportTimeout
 
-from . import _ring
+from . import _nixl_exchange, _ring
 from ._base import BackendBase
 from ._nixl_import import nixl_api
 from ._prepared import block_relative
@@ -81,8 +81,11 @@ class NixlBackend(BackendBase):
     name = "nixl"
 
     def __init__(self, agent_name: str | None = None, *, timeout_s: float = 30.0, telemetry: bool = False,
-                 num_threads: int = 0, push: bool = False):
+                 num_threads: int = 0, push: bool = False, listen_port: int | None = None):
         super().__init__(timeout_s=timeout_s)
+        # listen_port: NIXL's metadata listener (publish / fetch_peer across hosts), which
+        # starts with the agent or not at all
+        self.listen_port = _nixl_exchange.check_port(listen_port)
         if not isinstance(push, bool):
             raise SpecError(f"nixl backend: push must be True or False, got {push!r}")
         # push: the prefill side writes every request (NIXL WRITE, one notification per
@@ -91,12 +94,15 @@ class NixlBackend(BackendBase):
         self.rings = True  # notifications carry a staging ring's words (_ring)
         api = nixl_api()
         self.agent_name = agent_name or f"kvplan-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        config = api.nixl_agent_config(backends=["UCX"], capture_telemetry=telemetry, num_threads=num_threads)
+        config = api.nixl_agent_config(backends=["UCX"], capture_telemetry=telemetry, num_threads=num_threads,
+                                       enable_listen_thread=self.listen_port is not None,
+                                       **({} if self.listen_port is None else {"listen_port": self.listen_port}))
         self.agent = api.nixl_agent(self.agent_name, config)
         self.telemetry = telemetry
         self.remote_names: dict[int, str] = {}
         self.last_stats: dict[int, dict] = {}
         self._nixl_memory = None
+        self._card_memory = None  # (buffer, NIXL registration) of a published card
 
     # -- memory and peers -------------------------------------------------------------
     def register(self, buffers, *, rank: int | None = None) -> None:
@@ -115,8 +121,32 @@ class NixlBackend(BackendBase):
         return {"blob": self.agent.get_agent_metadata(), "agent": self.agent_name}
 
     def _connect(self, rank: int, info: dict, blob: bytes) -> None:
-        name = self._call(lambda: self.agent.add_remote_agent(blob), "add_remote_agent", peer=f"rank {rank}")
+        if not blob:  # a fetched card: NIXL's listener loaded the agent already
+            name = str(info.get("agent"))
+            if not self._call(lambda: self.agent.check_remote_metadata(name), "check_remote_metadata",
+                              peer=f"rank {rank}"):
+                raise TransportError(f"add_peer({rank}, card): agent {name!r} is not loaded here; pass the card "
+                                     f"fetch_peer(address) returned to this backend", peer=f"rank {rank}")
+        else:
+            name = self._call(lambda: self.agent.add_remote_agent(blob), "add_remote_agent", peer=f"rank {rank}")
         self.remote_names[rank] = name.decode() if isinstance(name, bytes) else name
+
+    # -- across hosts (`_nixl_exchange`) --------------------------------------------------
+    def _listen(self, host: str) -> str:
+        self._need_listener("publish")
+        # no agent blob in the card: a fetching agent gets it from NIXL's listener
+        self._card_memory = _nixl_exchange.serve_card(self._call, self.agent, self._card({"agent": self.agent_name}))
+        return _nixl_exchange.address(host, self.listen_port, self.agent_name, self._card_memory[0])
+
+    def _fetch(self, address: str, host: str, port: int, path: str, query: dict, deadline: float) -> bytes:
+        self._need_listener("fetch_peer")
+        with self._lock:
+            return _nixl_exchange.fetch_card(self._call, self.agent, address, host, port, path, query, deadline)
+
+    def _need_listener(self, call: str) -> None:
+        if self.listen_port is None:
+            raise TransportError(f"nixl backend: {call} needs NIXL's metadata listener, which starts with the "
+                                 f"agent: load_backend('nixl', listen_port=PORT)")
 
     def _disconnect(self, rank: int) -> None:
         name = self.remote_names.pop(rank, None)
@@ -419,3 +449,6 @@ class NixlBackend(BackendBase):
         if self._nixl_memory is not None and idle:
             memory, self._nixl_memory = self._nixl_memory, None
             self._call(lambda: self.agent.deregister_memory(memory), "deregister_memory")
+        if self._card_memory is not None:
+            (_, memory), self._card_memory = self._card_memory, None
+            self._call(lambda: self.agent.deregister_memory(memory), "deregister_memory (card)")

@@ -55,7 +55,7 @@ import numpy as np
 from kvplan.lowering import source_ranks, staged
 from kvplan.transport import TransportError, TransportTimeout
 
-from . import _integrity, _local
+from . import _integrity, _local, _ucx_exchange
 from ._base import BackendBase, _wanted
 from ._memory import HOST, describe
 
@@ -119,8 +119,10 @@ class UcxBackend(BackendBase):
     name = "ucx"
     sends = True
 
-    def __init__(self, *, timeout_s: float = 30.0, drain_s: float = 1.0):
+    def __init__(self, *, timeout_s: float = 30.0, drain_s: float = 1.0, listen_port: int | None = None):
         super().__init__(timeout_s=timeout_s)
+        self.listen_port = _ucx_exchange.check_port(listen_port)  # publish()'s listener (None, 0: any free port)
+        self._card_server = None
         from ucxx._lib import libucxx
         from ucxx._lib.arr import Array
 
@@ -135,8 +137,8 @@ class UcxBackend(BackendBase):
         self._progress = False
         self._context = self._worker = None
         self.last_stats: dict = {}
-        self._context = self._call(lambda: libucxx.UCXContext({}, feature_flags=(libucxx.Feature.TAG,
-                                                                                 libucxx.Feature.WAKEUP)),
+        self._context = self._call(lambda: libucxx.UCXContext({}, feature_flags=(
+            libucxx.Feature.TAG, libucxx.Feature.WAKEUP, libucxx.Feature.STREAM)),  # streams: publish's cards
                                    "UCXContext")
         self._worker = self._call(lambda: libucxx.UCXWorker(self._context), "UCXWorker")
         _LIVE.add(self)
@@ -171,6 +173,16 @@ class UcxBackend(BackendBase):
         endpoint = self._endpoints.pop(rank, None)
         if endpoint is not None:
             self._close_endpoint(endpoint, rank)
+
+    # -- across hosts (`_ucx_exchange`) ---------------------------------------------------
+    def _listen(self, host: str) -> str:
+        self._card_server = _ucx_exchange.CardServer(self._u, self._array, self._call, self._worker,
+                                                     self.listen_port or 0, self.metadata())
+        return _ucx_exchange.address(host, self._card_server.port)
+
+    def _fetch(self, address: str, host: str, port: int, path: str, query: dict, deadline: float) -> bytes:
+        return _ucx_exchange.fetch_card(self._u, self._array, self._call, self._worker, address, host, port,
+                                        deadline)
 
     def _close_endpoint(self, endpoint, rank: int) -> None:
         # blocking: an endpoint closed asynchronously keeps its worker's fds and memory
@@ -352,6 +364,9 @@ class UcxBackend(BackendBase):
         deadline = time.monotonic() + self.drain_s
         unfinished = [p.buffers for p in self._sending.values() if not p.completed]
         self._addresses.clear()
+        if self._card_server is not None:  # its endpoints and listener go before the worker
+            self.release_errors.extend(self._card_server.close(deadline))
+            self._card_server = None
         if self._progress:
             self._attempt(self._drain, deadline)
             self._worker.stop_progress_thread()

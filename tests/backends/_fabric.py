@@ -20,7 +20,7 @@ from kvplan.lowering import ring_buffer_bytes, scratch_buffer_bytes
 from kvplan.testing.strategies import BLOCKS, exchanges, group_requests, hybrid_exchanges, requests
 from kvplan.transport import load_backend
 
-from _pairing import SourceProcess, allocate
+from _pairing import SourceProcess, allocate, listening, meet
 
 OPTIONS = {"host": {}, "nixl": {}, "ucx": {"timeout_s": 20}}
 REQUESTS = 3  # per session: the first from the exchange, the rest drawn for the same plan
@@ -156,33 +156,42 @@ def zero(buffers) -> None:
 
 
 def run(kind: str, p, dst_rank: int, reqs, *, tag: str = "req", apart: bool = False, src_device: int = -1,
-        dst_device: int = -1, options=None, source_options=None, ring=None, layers_per_part: int | None = None) -> Run:
+        dst_device: int = -1, options=None, source_options=None, ring=None, layers_per_part: int | None = None,
+        tcp: bool = False) -> Run:
     """The session through backend `kind` (see the module docstring): prefill ranks in
     this process, or with `apart` in a spawned one; buffers on the given devices;
     `options` for the decode rank's backend, `source_options` for the prefill ranks'.
     With a staging `ring`, staging is the ring's bytes only and the session runs the
     prepared route alone (a whole lowered request would not fit). With
     `layers_per_part`, the lowered requests stream layer by layer: each is served and
-    executed as ``lower(..., layers=range(...))`` parts of that many layers."""
+    executed as ``lower(..., layers=range(...))`` parts of that many layers. With `tcp`
+    (and `apart`), the two sides meet over TCP as on different hosts (`publish`,
+    `fetch_peer`; `_pairing`), not through metadata bytes."""
     options = OPTIONS.get(kind, {}) if options is None else options
     source_options = OPTIONS.get(kind) if source_options is None else source_options
     src_extra, dst_extra = scratch(p, reqs, dst_rank) if ring is None else ring_buffer_bytes(p, ring, dst_rank)
     out = allocate(p.dst, dst_rank, dst_device, fill=False, extra=dst_extra)
-    dst = load_backend(kind, **options)
+    dst = load_backend(kind, **(listening(kind, options) if tcp else options))
     ranks = serving_ranks(p, dst_rank)
     result = Run([], [], [], [])
     try:
         dst.register(out, rank=dst_rank)
         if apart:
             sources = SourceProcess(kind, p.src, device=src_device, ranks=ranks, options=source_options,
-                                    extra=src_extra, timeout_s=60)
+                                    extra=src_extra, timeout_s=60, tcp=tcp)
         else:
             sources = LocalSources(kind, p.src, ranks=ranks, device=src_device, options=source_options,
                                    extra=src_extra)
         with sources:
-            for rank, md in sources.metadata.items():
-                dst.add_peer(rank, md)
-            sources.connect(dst_rank, dst.metadata())
+            if tcp:
+                address = dst.publish(p.dst, host="127.0.0.1")
+                for rank, peer in sources.metadata.items():
+                    meet(dst, peer, rank)
+                sources.connect(dst_rank, address)
+            else:
+                for rank, md in sources.metadata.items():
+                    dst.add_peer(rank, md)
+                sources.connect(dst_rank, dst.metadata())
             sources.prepare(p, dst_rank, ring=ring)
             prepared = dst.prepare(p, dst_rank, ring=ring)
             for i, (src_blocks, dst_blocks) in enumerate(reqs):

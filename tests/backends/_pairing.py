@@ -16,6 +16,12 @@ from its block ids.
         decode.execute(prepared, src_blocks, dst_blocks, request="r1")
         sources.wait()
 
+With ``tcp=True`` the two sides meet as engines on different hosts do: the child
+publishes each rank's card (`publish`, a listener on 127.0.0.1) and sends only the
+addresses; ``sources.metadata`` maps ranks to addresses, the parent `meet`s each
+(`fetch_peer` over TCP, `add_peer`) and ``sources.connect(dst_rank, address)`` has the
+child fetch the decode rank's card the same way.
+
 Every source rank's buffers are allocated as its engine lays them out (one buffer per
 region of the rank's stage, then `extra` scratch buffers) and filled with
 `identity_fill`, so the parent can build the same source bytes and check the result.
@@ -24,6 +30,7 @@ region of the rank's stage, then `extra` scratch buffers) and filled with
 from __future__ import annotations
 
 import multiprocessing
+import socket
 
 import numpy as np
 
@@ -67,19 +74,44 @@ def _fill(buffers, rank: int, fill: bool) -> None:
             identity_fill(buffer, rank, region)
 
 
-def _child(conn, kind: str, options: dict, engine, ranks, device: int, extra: tuple) -> None:
+def free_port() -> int:
+    """A TCP port free on this host now (NIXL's listener cannot pick one itself)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(kind: str, options: dict) -> dict:
+    """`options` plus a listener port for `publish` / `fetch_peer` on this host."""
+    return {**options, "listen_port": free_port() if kind == "nixl" else 0}
+
+
+def meet(backend, address: str, rank: int) -> None:
+    """Pair with the rank published at `address` as a serving stack does across hosts:
+    fetch its card over TCP, check it is `rank`, add it."""
+    card = backend.fetch_peer(address)
+    if card.rank != rank:
+        raise RuntimeError(f"the card at {address} is rank {card.rank}'s, not rank {rank}'s")
+    backend.add_peer(card.rank, card.metadata)
+
+
+def _child(conn, kind: str, options: dict, engine, ranks, device: int, extra: tuple, tcp: bool) -> None:
     from kvplan.transport import load_backend
 
     backends, prepared = {}, {}
     for rank in ranks:
-        backends[rank] = load_backend(kind, **options)
+        backends[rank] = load_backend(kind, **(listening(kind, options) if tcp else options))
         backends[rank].register(allocate(engine, rank, device, extra=extra), rank=rank)
-    conn.send({rank: b.metadata() for rank, b in backends.items()})
+    # tcp: only addresses travel over the pipe (a router's part); cards go over TCP
+    conn.send({rank: b.publish(engine, host="127.0.0.1") if tcp else b.metadata() for rank, b in backends.items()})
     while True:
         message = conn.recv()
         if message[0] == "connect":
             for backend in backends.values():
-                backend.add_peer(message[1], message[2])
+                if tcp:
+                    meet(backend, message[2], message[1])
+                else:
+                    backend.add_peer(message[1], message[2])
         elif message[0] == "prepare":  # ("prepare", plan, dst_rank, ring): once per plan and decode rank
             try:
                 prepared = {r: b.prepare(message[1], message[2], ring=message[3]) for r, b in backends.items()}
@@ -119,13 +151,13 @@ class SourceProcess:
     """A spawned process holding `ranks` (default: all) of `engine` on `device`."""
 
     def __init__(self, kind: str, engine, *, device: int = -1, ranks=None, options=None, timeout_s: float = 120.0,
-                 extra: tuple[int, ...] = ()):
+                 extra: tuple[int, ...] = (), tcp: bool = False):
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         ranks = list(range(engine.world_size)) if ranks is None else list(ranks)
         self.timeout_s = timeout_s
         self.process = ctx.Process(target=_child, args=(child, kind, options or {}, engine, ranks, device,
-                                                        tuple(extra)), daemon=True)
+                                                        tuple(extra), tcp), daemon=True)
         self.process.start()
         self.metadata = self._recv()
 
@@ -152,7 +184,9 @@ class SourceProcess:
             raise RuntimeError(f"source process failed: {detail}")
         return detail
 
-    def connect(self, dst_rank: int, metadata: bytes) -> None:
+    def connect(self, dst_rank: int, metadata) -> None:
+        """Every source rank learns decode rank `dst_rank`: its metadata bytes, or (tcp)
+        the address of its published card."""
         self._send(("connect", dst_rank, metadata))
 
     def prepare(self, plan, dst_rank: int, *, ring=None) -> None:

@@ -171,7 +171,8 @@ def test_every_call_after_close_raises_and_close_is_idempotent(kind):
     for call in (lambda: r.dst.execute(t, request="late"), lambda: r.dst.execute(r.prepared, [0], [1]),
                  lambda: r.dst.copy_local(TP2.lower(0, [0], [1])), lambda: r.dst.prepare(TP2, 0),
                  lambda: r.dst.metadata(), lambda: r.dst.add_peer(0, metadata),
-                 lambda: r.dst.register([np.zeros(8, np.uint8)]), lambda: r.src.serve(t, rank=0)):
+                 lambda: r.dst.register([np.zeros(8, np.uint8)]), lambda: r.src.serve(t, rank=0),
+                 lambda: r.dst.publish(None, host="127.0.0.1"), lambda: r.dst.fetch_peer(f"{kind}://h:1/a?card=1:1")):
         with pytest.raises(TransportError, match="closed"):
             call()
     assert r.canaries.damaged() == []
