@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvplan import (AttentionSpec, EngineSpec, Mamba2Spec, ModelSpec, PlanMismatchError, SpecError, TransportError,
-                    check_compatible, engine_memory, fingerprint, plan)
+                    check_compatible, engine_memory, fingerprint, plan, verify)
 from kvplan.testing.strategies import engine_pairs, hybrid_engine_pairs
 from kvplan.transport import TransportTimeout, load_backend
 from kvplan_backends import _exchange
@@ -60,6 +60,7 @@ def test_cards_fetched_over_tcp_carry_rank_engine_and_fingerprint(pair, kind, da
         decode.add_peer(src_rank, cards[0].metadata)
         prefill.add_peer(dst_rank, cards[1].metadata)
         p = plan(cards[0].engine, dst)  # planned from what the peer published
+        verify(p)
         decode.prepare(p, dst_rank)
         prefill.prepare(plan(src, cards[1].engine), dst_rank)
         # a plan of an engine nobody published (more blocks than registered), on either side

@@ -137,6 +137,24 @@ def test_two_process_vram_matches_host(kind, case):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["nixl", "ucx", "nixl-push"])
+@settings(max_examples=3, deadline=None)
+@given(data=st.data())
+def test_two_process_vram_met_over_tcp(mode, data):
+    """Engines as on different hosts: the sides meet only over TCP (`publish` /
+    `fetch_peer` through NIXL's metadata listener or a ucxx listener), then move VRAM."""
+    kind = mode.split("-")[0]
+    need(kind)
+    options = {"push": True} if mode.endswith("-push") else None
+    case = data.draw(st.one_of(sessions(), hybrid_sessions("direct")), label="session")
+    got = run(kind, *case, apart=True, tcp=True, tag=f"gpu-tcp-{mode}", options=options, source_options=options,
+              **gpu_pair())
+    own = len(case[0].dst_regions) - len(case[0].dst_scratch)
+    want = sliced(*case)
+    assert same_each([s[:own] for s in got.prepared], [s[:own] for s in want])
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("mode", ["nixl-push", "nixl-layers", "ucx-layers", "nixl-push-layers"])
 @settings(max_examples=4, deadline=None)
 @given(data=st.data())
