@@ -24,12 +24,11 @@ import os
 import sys
 from collections import Counter
 
-import attrs
 
 from .api import plan
 from .check import verify
 from .errors import KvplanError
-from .models import MODELS, get_model
+from .models import MODELS, from_hf_config, get_model, with_kv_dtype
 from .planning import STRATEGIES, ReadTable
 from .presets import vllm_engine
 from .report import compare_conv_strategies
@@ -67,8 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the built-in models")
     models.add_argument("--json", action="store_true", help="as JSON (schema kvplan.models/1, docs/json.md)")
     p = commands.add_parser("plan", help="plan every decode rank's reads and print a summary")
-    p.add_argument("--model", default="llama-3.1-8b", help="built-in model name (see `kvplan models`)")
-    p.add_argument("--kv-dtype", default=None, help="override the KV-cache dtype of every layer (e.g. fp8)")
+    p.add_argument("--model", default=None, help=f"built-in model name (see `kvplan models`; default {DEFAULT_MODEL})")
+    p.add_argument("--hf-config", default=None, metavar="PATH",
+                   help="the model of both engines from a Hugging Face config: a config.json, a model folder, or "
+                        "a Hugging Face cache folder (models--ORG--NAME or one of its snapshots)")
+    p.add_argument("--src-config", default=None, metavar="PATH", help="the prefill engine's config (with --dst-config)")
+    p.add_argument("--dst-config", default=None, metavar="PATH", help="the decode engine's config (with --src-config)")
+    p.add_argument("--kv-dtype", default=None,
+                   help="KV-cache dtype of both engines, as vLLM's --kv-cache-dtype: auto (the model's), fp8, "
+                        "bfloat16, fp8_e5m2, ..., fp8_ds_mla / nvfp4_ds_mla (DeepSeek MLA)")
     for side, label, tp in (("src", "prefill", 1), ("dst", "decode", 2)):
         p.add_argument(f"--{side}-tp", type=int, default=tp, help=f"{label} tensor-parallel size (default {tp})")
         p.add_argument(f"--{side}-pp", type=int, default=1, help=f"{label} pipeline stages (default 1)")
@@ -97,8 +103,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEFAULT_MODEL = "llama-3.1-8b"
+
 # what --vllm builds on each side, which these flags could not change
 _VLLM_FIXED = (("layout", "HND"), ("storage", "packed"), ("conv_layout", "DS"), ("kernel_block", None))
+
+
+def _models(args) -> tuple:
+    """The prefill and decode models: a built-in one for both, one config for both, or
+    one config per engine; then the KV-cache dtype."""
+    configs = {"--hf-config": args.hf_config, "--src-config": args.src_config, "--dst-config": args.dst_config}
+    given = [flag for flag, value in configs.items() if value is not None]
+    if args.model is not None and given:
+        raise _UsageError(f"--model {args.model} and {given[0]} both name the model; give one")
+    if args.hf_config is not None and len(given) > 1:
+        raise _UsageError(f"--hf-config sets both engines' model; {given[1]} would set one again")
+    if len(given) == 1 and args.hf_config is None:
+        missing = "--dst-config" if given[0] == "--src-config" else "--src-config"
+        raise _UsageError(f"{given[0]} needs {missing} (or one --hf-config for both engines)")
+    if given:
+        src = from_hf_config(args.src_config or args.hf_config)
+        dst = src if args.hf_config is not None else from_hf_config(args.dst_config)
+    else:
+        src = dst = get_model(args.model or DEFAULT_MODEL)
+    if args.kv_dtype is not None:
+        src, dst = with_kv_dtype(src, args.kv_dtype), with_kv_dtype(dst, args.kv_dtype)
+    return src, dst
 
 
 def _refuse_ignored(args, model) -> None:
@@ -148,14 +178,9 @@ def _table_json(table) -> dict:
 
 
 def _plan_command(args) -> None:
-    model = get_model(args.model)
-    if args.kv_dtype is not None:
-        # KV layers only: state layers (Mamba, GDN) keep their own conv / SSM dtypes
-        model = attrs.evolve(model, layers=tuple(
-            attrs.evolve(layer, dtype=args.kv_dtype) if layer.holds_tokens else layer
-            for layer in model.layers))
+    model, dst_model = _models(args)
     _refuse_ignored(args, model)
-    src, dst = _engine(args, "src", model), _engine(args, "dst", model)
+    src, dst = _engine(args, "src", model), _engine(args, "dst", dst_model)
     p = plan(src, dst, conv_strategy=args.conv_strategy, transfer_strategy=args.transfer_strategy,
              transport=args.transport)
     tables = p.tables if args.rank is None else (p.reads(dst_rank=args.rank),)

@@ -11,13 +11,16 @@ True
 `dense` holds attention-only models (and the builders `dense`, `mla`,
 `interleaved_sliding`), `hybrid` attention mixed with Mamba / gated-delta-net layers,
 `registry` the lookup by name; `from_hf_config(config)` reads a Hugging Face
-config.json dict of any supported family. Models import spec only.
+config (a dict, a config.json, a model or cache folder; `hf_files`) of any supported
+family; `with_kv_dtype(model, "fp8")` applies an engine's KV-cache dtype. Models import
+spec only.
 """
 
 from .dense import DENSE_MODELS, dense, interleaved_sliding, mla
 from .hf_config import SUPPORTED_MODEL_TYPES, from_hf_config
 from .hybrid import HYBRID_MODELS
+from .kv_dtype import with_kv_dtype
 from .registry import MODELS, get_model
 
 __all__ = ["DENSE_MODELS", "HYBRID_MODELS", "MODELS", "SUPPORTED_MODEL_TYPES", "dense", "from_hf_config",
-           "get_model", "interleaved_sliding", "mla"]
+           "get_model", "interleaved_sliding", "mla", "with_kv_dtype"]

@@ -29,19 +29,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import attrs
+
 from ..errors import SpecError
 from ..spec.dtypes import canonical_dtype
 from ..spec.layers import AttentionSpec, GatedDeltaNetSpec, Mamba1Spec, Mamba2Spec
 from ..spec.limits import MAX_LAYERS
 from ..spec.model import ModelSpec
-
-_DEFAULT_MODEL_DTYPE = "bfloat16"
+from .hf_files import read_config
+from .hf_values import Config
 
 # Layer-type names as configs spell them, old and new (transformers'
 # remap_legacy_layer_types maps "mamba" -> "linear_attention", "attention" -> "full_attention").
 _STATE_TYPES = {"mamba", "mamba2", "linear_attention"}
 _FULL_TYPES = {"attention", "full_attention"}
 _SLIDING_TYPES = {"sliding_attention"}
+_CHUNKED_TYPES = {"chunked_attention"}  # Llama 4: attention within aligned chunks of attention_chunk_size
 _STATELESS_TYPES = {"moe", "mlp"}
 
 # Nested sub-configs (Gemma's text_config) are saved as a diff against the sub-config
@@ -59,105 +62,7 @@ _GEMMA4_TEXT_DEFAULTS = {
 }
 
 
-class _Config:
-    """One config's values, with the family's defaults and errors that name the family."""
-
-    def __init__(self, values: Mapping, model_type: str, defaults: Mapping | None = None,
-                 outer: Mapping | None = None):
-        self.values = values
-        self.model_type = model_type
-        self.defaults = defaults or {}
-        self.outer = outer or {}  # the wrapping config of a text_config, for dtype
-
-    def get(self, key: str, default=None):
-        """The value of `key`; a JSON null counts as absent (``"head_dim": null``)."""
-        value = self.values.get(key)
-        if value is None:
-            value = self.defaults.get(key, default)
-        return value
-
-    def find(self, *keys: str, default=None) -> tuple[str, object]:
-        """(key, value) of the first of `keys` present (a family's current name, then
-        legacy ones), else (the first key, `default`)."""
-        for key in keys:
-            value = self.get(key)
-            if value is not None:
-                return key, value
-        return keys[0], default
-
-    def first(self, *keys: str, default=None):
-        """The value of the first of `keys` present (see `find`)."""
-        return self.find(*keys, default=default)[1]
-
-    def require(self, *keys: str):
-        value = self.first(*keys)
-        if value is None:
-            names = " or ".join(repr(key) for key in keys)
-            raise SpecError(f"{self.model_type} config is missing required key {names}")
-        return value
-
-    def integer(self, *keys: str, default: int | None = None, minimum: int = 1) -> int | None:
-        """The int of the first of `keys` present (or `default`), at least `minimum`.
-        JSON numbers come as ints; a string, float or bool is a broken config, not a count."""
-        key, value = self.find(*keys, default=default)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-            raise self.invalid(key, value, f"an int >= {minimum}")
-        return value
-
-    def required_int(self, *keys: str, minimum: int = 1) -> int:
-        self.require(*keys)
-        return self.integer(*keys, minimum=minimum)
-
-    def flag(self, key: str, default: bool) -> bool:
-        """A JSON boolean: the string "false" is truthy in Python and would flip the meaning."""
-        value = self.get(key, default)
-        if not isinstance(value, bool):
-            raise self.invalid(key, value, "true or false")
-        return value
-
-    def names(self, *keys: str) -> list[str] | None:
-        """A list of strings (per-layer type names), or None when absent."""
-        key, value = self.find(*keys)
-        if value is None:
-            return None
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise self.invalid(key, value, "a list of strings")
-        MAX_LAYERS.check(len(value), f"{self.model_type} config {key} length")
-        return list(value)
-
-    def invalid(self, what: str, value, expected: str | None = None) -> SpecError:
-        """The error for a config value: the family, the key (or what), the value."""
-        wanted = "" if expected is None else f"; expected {expected}"
-        return SpecError(f"{self.model_type} config has {what} {value!r}"[:300] + wanted)
-
-    @property
-    def dtype(self) -> str:
-        """The model dtype: vLLM's "auto" KV / conv-state dtype."""
-        for source in (self.values, self.outer):
-            for key in ("dtype", "torch_dtype"):  # "dtype" is transformers v5's spelling
-                if source.get(key) is not None:
-                    return canonical_dtype(source[key])
-        return _DEFAULT_MODEL_DTYPE
-
-    def num_layers(self, layer_list_length: int | None = None) -> int:
-        """``num_hidden_layers``, checked against a per-layer list when there is one."""
-        declared = self.integer("num_hidden_layers")
-        if declared is not None:  # checked before any per-layer list is built
-            MAX_LAYERS.check(declared, f"{self.model_type} config num_hidden_layers")
-        if layer_list_length is None:
-            if declared is None:
-                raise SpecError(f"{self.model_type} config is missing required key 'num_hidden_layers'")
-            return declared
-        MAX_LAYERS.check(layer_list_length, f"{self.model_type} config layer list length")
-        if declared is not None and declared != layer_list_length:
-            raise SpecError(
-                f"{self.model_type} config has num_hidden_layers {declared} but its layer list "
-                f"has {layer_list_length} entries"
-            )
-        return layer_list_length
-
-
-def _attention(cfg: _Config, *, sliding_window: int | None = None, num_kv_heads: int | None = None,
+def _attention(cfg: Config, *, sliding_window: int | None = None, num_kv_heads: int | None = None,
                head_dim: int | None = None) -> AttentionSpec:
     """An attention layer with the config's KV heads (default: one per query head) and
     head_dim (default: hidden_size // num_attention_heads)."""
@@ -178,7 +83,7 @@ def _attention(cfg: _Config, *, sliding_window: int | None = None, num_kv_heads:
                          sliding_window=sliding_window)
 
 
-def _windowed_attention_layers(cfg: _Config, layer_types, default_is_sliding: Callable[[int], bool]) -> tuple:
+def _windowed_attention_layers(cfg: Config, layer_types, default_is_sliding: Callable[[int], bool]) -> tuple:
     """Full / sliding attention layers from ``layer_types`` or, without it, the family rule."""
     if layer_types is None:
         sliding = [default_is_sliding(i) for i in range(cfg.num_layers())]
@@ -193,17 +98,17 @@ def _windowed_attention_layers(cfg: _Config, layer_types, default_is_sliding: Ca
     return tuple(windowed if is_sliding else full for is_sliding in sliding)
 
 
-def _llama(cfg: _Config) -> tuple:
+def _llama(cfg: Config) -> tuple:
     return _windowed_attention_layers(cfg, cfg.names("layer_types"), lambda i: False)
 
 
-def _mistral(cfg: _Config) -> tuple:
+def _mistral(cfg: Config) -> tuple:
     # Mistral-7B-v0.1 declares sliding_window 4096 (every layer); v0.2+ sets it to null.
     has_window = cfg.integer("sliding_window") is not None
     return _windowed_attention_layers(cfg, cfg.names("layer_types"), lambda i: has_window)
 
 
-def _qwen2(cfg: _Config) -> tuple:
+def _qwen2(cfg: Config) -> tuple:
     # Qwen2Config: the window applies from layer max_window_layers on, only when
     # use_sliding_window is true (Qwen2.5 ships sliding_window 131072 with it false).
     use_window = cfg.flag("use_sliding_window", False) and cfg.integer("sliding_window") is not None
@@ -211,13 +116,13 @@ def _qwen2(cfg: _Config) -> tuple:
     return _windowed_attention_layers(cfg, cfg.names("layer_types"), lambda i: use_window and i >= first_windowed)
 
 
-def _gemma3(cfg: _Config) -> tuple:
+def _gemma3(cfg: Config) -> tuple:
     # Without layer_types, layer i is global when (i + 1) % sliding_window_pattern == 0.
     pattern = cfg.required_int("sliding_window_pattern")
     return _windowed_attention_layers(cfg, cfg.names("layer_types"), lambda i: (i + 1) % pattern != 0)
 
 
-def _gemma4(cfg: _Config) -> tuple:
+def _gemma4(cfg: Config) -> tuple:
     layer_types = cfg.names("layer_types")
     if layer_types is None:  # Gemma4TextConfig: 5 sliding : 1 full
         layer_types = ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(cfg.num_layers())]
@@ -237,7 +142,7 @@ def _gemma4(cfg: _Config) -> tuple:
     return layers[: len(layers) - shared]
 
 
-def _deepseek_v3(cfg: _Config) -> tuple:
+def _deepseek_v3(cfg: Config) -> tuple:
     # MLA: one latent per token = compressed KV (kv_lora_rank) + shared RoPE key
     # (qk_rope_head_dim), replicated on every rank. MTP layers (num_nextn_predict_layers)
     # run as vLLM's separate draft model and are not part of this spec.
@@ -246,7 +151,7 @@ def _deepseek_v3(cfg: _Config) -> tuple:
     return (layer,) * cfg.num_layers()
 
 
-def _mamba2(cfg: _Config, *, heads: tuple, head_dim: tuple, n_groups: tuple, d_state: tuple,
+def _mamba2(cfg: Config, *, heads: tuple, head_dim: tuple, n_groups: tuple, d_state: tuple,
             conv: tuple, ssm_dtype: str | None = None, intermediate_size: int | None = None) -> Mamba2Spec:
     """A Mamba2 layer from the family's key names (each a tuple: current name, then legacy)."""
     num_heads = cfg.required_int(*heads)
@@ -268,7 +173,7 @@ def _mamba2(cfg: _Config, *, heads: tuple, head_dim: tuple, n_groups: tuple, d_s
                       conv_dtype=cfg.dtype, ssm_dtype=ssm_dtype or cfg.dtype)
 
 
-def _pattern_kinds(cfg: _Config, kinds, source: str) -> list[str]:
+def _pattern_kinds(cfg: Config, kinds, source: str) -> list[str]:
     """Per layer "state", "attention" or "none" from a block-type list."""
     out = []
     for kind in kinds:
@@ -283,7 +188,7 @@ def _pattern_kinds(cfg: _Config, kinds, source: str) -> list[str]:
     return out
 
 
-def _assemble(cfg: _Config, kinds: list[str], state) -> dict:
+def _assemble(cfg: Config, kinds: list[str], state) -> dict:
     """The cache-holding layers of `kinds` (`state` or the config's attention layer),
     with their model layers where some layers hold no cache (MLP / MoE only)."""
     # Attention keys are read only when the model has attention layers (a pure-Mamba
@@ -296,7 +201,7 @@ def _assemble(cfg: _Config, kinds: list[str], state) -> dict:
             "num_model_layers": len(kinds)}
 
 
-def _nemotron_h(cfg: _Config) -> tuple:
+def _nemotron_h(cfg: Config) -> tuple:
     pattern = cfg.get("hybrid_override_pattern")
     if pattern is not None and not isinstance(pattern, str):
         raise cfg.invalid("hybrid_override_pattern", pattern, "a string such as 'M*ME'")
@@ -319,12 +224,12 @@ def _nemotron_h(cfg: _Config) -> tuple:
     return _assemble(cfg, kinds, mamba)
 
 
-def _granite_mamba2(cfg: _Config, intermediate_size: int) -> Mamba2Spec:
+def _granite_mamba2(cfg: Config, intermediate_size: int) -> Mamba2Spec:
     return _mamba2(cfg, heads=("mamba_n_heads",), head_dim=("mamba_d_head",), n_groups=("mamba_n_groups",),
                    d_state=("mamba_d_state",), conv=("mamba_d_conv",), intermediate_size=intermediate_size)
 
 
-def _granitemoehybrid(cfg: _Config) -> tuple:
+def _granitemoehybrid(cfg: Config) -> tuple:
     layer_types = cfg.names("layer_types")
     if layer_types is None:  # GraniteMoeHybridConfig.layers_block_type: all mamba
         layer_types = ["mamba"] * cfg.num_layers()
@@ -334,7 +239,7 @@ def _granitemoehybrid(cfg: _Config) -> tuple:
     return _assemble(cfg, kinds, mamba)
 
 
-def _falcon_h1(cfg: _Config) -> tuple:
+def _falcon_h1(cfg: Config) -> tuple:
     # Every decoder layer runs attention and Mamba2 in parallel; mamba_d_ssm (if set)
     # replaces mamba_expand * hidden_size as the Mamba intermediate size.
     intermediate = cfg.integer("mamba_d_ssm")
@@ -345,7 +250,7 @@ def _falcon_h1(cfg: _Config) -> tuple:
             "model_layers": tuple(i // 2 for i in range(2 * count)), "num_model_layers": count}
 
 
-def _qwen3_next(cfg: _Config) -> tuple:
+def _qwen3_next(cfg: Config) -> tuple:
     layer_types = cfg.names("layer_types")
     if layer_types is None:  # Qwen3NextConfig: full attention every full_attention_interval
         interval = cfg.integer("full_attention_interval", default=4)
@@ -361,7 +266,7 @@ def _qwen3_next(cfg: _Config) -> tuple:
     return _assemble(cfg, kinds, gdn)
 
 
-def _jamba(cfg: _Config) -> tuple:
+def _jamba(cfg: Config) -> tuple:
     # JambaConfig.layers_block_type: attention where i % attn_layer_period == attn_layer_offset.
     period = cfg.integer("attn_layer_period", default=8)
     offset = cfg.integer("attn_layer_offset", default=4, minimum=0)
@@ -374,31 +279,126 @@ def _jamba(cfg: _Config) -> tuple:
     return _assemble(cfg, kinds, mamba)
 
 
-# model_type -> (reader, text-config defaults or None when the values are top level)
-_FAMILIES: dict[str, tuple[Callable[[_Config], tuple | dict], Mapping | None]] = {
-    "deepseek_v3": (_deepseek_v3, None),
-    "falcon_h1": (_falcon_h1, None),
-    "gemma3": (_gemma3, _GEMMA3_TEXT_DEFAULTS),
-    "gemma3_text": (_gemma3, _GEMMA3_TEXT_DEFAULTS),
-    "gemma4": (_gemma4, _GEMMA4_TEXT_DEFAULTS),
-    "gemma4_text": (_gemma4, _GEMMA4_TEXT_DEFAULTS),
-    "granitemoehybrid": (_granitemoehybrid, None),
-    "jamba": (_jamba, None),
-    "llama": (_llama, None),
-    "mistral": (_mistral, None),
-    "nemotron_h": (_nemotron_h, None),
-    "qwen2": (_qwen2, None),
-    "qwen3_next": (_qwen3_next, None),
+def _gemma2(cfg: Config) -> tuple:
+    # Gemma2Config: without layer_types, even layers slide (layer 0 local, layer 1 global)
+    return _windowed_attention_layers(cfg, cfg.names("layer_types"), lambda i: i % 2 == 0)
+
+
+def _gpt_oss(cfg: Config) -> tuple:
+    # vLLM's GptOssAttention: even layers use the window. The learned attention sinks are
+    # per-head weights, not cache: the KV pages are plain K and V.
+    return _windowed_attention_layers(cfg, cfg.names("layer_types"), lambda i: i % 2 == 0)
+
+
+def _llama4(cfg: Config) -> tuple:
+    # Layers with RoPE (no_rope_layers[i] == 1) attend within chunks of attention_chunk_size
+    # tokens (vLLM's ChunkedLocalAttention); a chunk is at most that many tokens, so they
+    # are planned as windows of that size (every block the layer can still attend to).
+    # Every no_rope_layer_interval-th layer is global (NoPE).
+    chunk = cfg.integer("attention_chunk_size")
+    layer_types = cfg.names("layer_types")
+    if layer_types is None:
+        no_rope = cfg.get("no_rope_layers")
+        if no_rope is None:
+            interval = cfg.integer("no_rope_layer_interval", default=4)
+            no_rope = [int((i + 1) % interval != 0) for i in range(cfg.num_layers())]
+        if not isinstance(no_rope, list) or not all(v in (0, 1) and not isinstance(v, bool) for v in no_rope):
+            raise cfg.invalid("no_rope_layers", no_rope, "a list of 0 / 1 per layer")
+        layer_types = ["chunked_attention" if rope and chunk is not None else "full_attention" for rope in no_rope]
+    cfg.num_layers(len(layer_types))
+    unknown = sorted(set(layer_types) - _FULL_TYPES - _CHUNKED_TYPES - _SLIDING_TYPES)
+    if unknown:
+        raise cfg.invalid("unsupported layer_types", unknown)
+    if chunk is None and any(kind in _CHUNKED_TYPES for kind in layer_types):
+        raise SpecError(f"{cfg.model_type} config has chunked_attention layers but no attention_chunk_size")
+    full, chunked = _attention(cfg), _attention(cfg, sliding_window=chunk) if chunk is not None else None
+    windowed = _attention(cfg, sliding_window=cfg.required_int("sliding_window")) \
+        if any(kind in _SLIDING_TYPES for kind in layer_types) else None
+    return tuple(chunked if kind in _CHUNKED_TYPES else windowed if kind in _SLIDING_TYPES else full
+                 for kind in layer_types)
+
+
+def _pure_mamba2(cfg: Config) -> tuple:
+    # Mamba2Config (Mamba-Codestral): every layer a Mamba2 mixer, nothing else
+    layer = _mamba2(cfg, heads=("num_heads",), head_dim=("head_dim",), n_groups=("n_groups",),
+                    d_state=("state_size",), conv=("conv_kernel",))
+    return (layer,) * cfg.num_layers()
+
+
+def _pure_mamba1(cfg: Config) -> tuple:
+    # MambaConfig / FalconMambaConfig: intermediate_size = expand * hidden_size unless saved
+    inner = cfg.integer("intermediate_size")
+    if inner is None:
+        inner = cfg.integer("expand", default=2) * cfg.required_int("hidden_size")
+    layer = Mamba1Spec(intermediate_size=inner, d_state=cfg.integer("state_size", default=16),
+                       conv_kernel=cfg.integer("conv_kernel", default=4), conv_dtype=cfg.dtype, ssm_dtype=cfg.dtype)
+    return (layer,) * cfg.num_layers()
+
+
+# Llama4TextConfig's defaults (Llama-4-Scout), for keys a nested text_config leaves out.
+_LLAMA4_TEXT_DEFAULTS = {
+    "hidden_size": 5120, "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8,
+    "head_dim": 128, "attention_chunk_size": 8192, "no_rope_layer_interval": 4,
+}
+# transformers' Mamba2Config / MambaConfig defaults, for keys a config leaves out
+_MAMBA2_DEFAULTS = {"num_heads": 128, "head_dim": 64, "n_groups": 8, "state_size": 128, "conv_kernel": 4,
+                    "num_hidden_layers": 64}
+_MAMBA_DEFAULTS = {"hidden_size": 768, "state_size": 16, "conv_kernel": 4, "expand": 2, "num_hidden_layers": 32}
+
+
+@attrs.frozen
+class _Family:
+    """How to read one model_type: its reader, the config class's defaults for keys a
+    file leaves out, and whether the values sit in a nested ``text_config``."""
+
+    reader: Callable[[Config], tuple | dict]
+    defaults: Mapping = attrs.field(factory=dict)
+    nested: bool = False  # multimodal wrappers: the language model's values in text_config
+
+
+_FAMILIES: dict[str, _Family] = {
+    "deepseek_v2": _Family(_deepseek_v3),  # MLA like V3 (V2 / V2-Lite: kv_lora_rank 512, rope 64)
+    "deepseek_v3": _Family(_deepseek_v3),
+    "falcon_h1": _Family(_falcon_h1),
+    "falcon_mamba": _Family(_pure_mamba1, _MAMBA_DEFAULTS),
+    "gemma2": _Family(_gemma2),
+    "gemma3": _Family(_gemma3, _GEMMA3_TEXT_DEFAULTS, nested=True),
+    "gemma3_text": _Family(_gemma3, _GEMMA3_TEXT_DEFAULTS),
+    "gemma4": _Family(_gemma4, _GEMMA4_TEXT_DEFAULTS, nested=True),
+    "gemma4_text": _Family(_gemma4, _GEMMA4_TEXT_DEFAULTS),
+    "gpt_oss": _Family(_gpt_oss),
+    "granitemoehybrid": _Family(_granitemoehybrid),
+    "jamba": _Family(_jamba),
+    "kimi_k2": _Family(_deepseek_v3),  # DeepSeek-V3's architecture (MLA)
+    "llama": _Family(_llama),
+    "llama4": _Family(_llama4, _LLAMA4_TEXT_DEFAULTS, nested=True),
+    "llama4_text": _Family(_llama4, _LLAMA4_TEXT_DEFAULTS),
+    "mamba": _Family(_pure_mamba1, _MAMBA_DEFAULTS),
+    "mamba2": _Family(_pure_mamba2, _MAMBA2_DEFAULTS),
+    "mistral": _Family(_mistral),
+    "mixtral": _Family(_llama),  # vLLM's Mixtral has no sliding window; MoE does not touch the cache
+    "nemotron_h": _Family(_nemotron_h),
+    "phi3": _Family(_llama),  # vLLM's Phi-3 is its Llama: a window only where layer_types says so
+    "qwen2": _Family(_qwen2),
+    "qwen2_moe": _Family(_qwen2),
+    "qwen3": _Family(_qwen2),  # Qwen3Config: the window rule of Qwen2 (use_sliding_window, max_window_layers)
+    "qwen3_moe": _Family(_qwen2),
+    "qwen3_next": _Family(_qwen3_next),
 }
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(_FAMILIES))
 
 
-def from_hf_config(config: Mapping, *, name: str | None = None) -> ModelSpec:
-    """The `ModelSpec` of a Hugging Face ``config.json`` dict (``name`` defaults to its model_type).
+def from_hf_config(config, *, name: str | None = None) -> ModelSpec:
+    """The `ModelSpec` of a Hugging Face config: a ``config.json`` dict, the path of one,
+    a model folder holding one, or a Hugging Face cache folder (``models--org--name``, or
+    one of its ``snapshots/<revision>`` folders).
 
-    Families: see `SUPPORTED_MODEL_TYPES`. Gemma 3 / 4 read their ``text_config``.
-    Unknown model types and missing required keys raise `SpecError` naming them.
+    `name` defaults to the config's ``_name_or_path`` (a repo id such as
+    ``meta-llama/Llama-3.1-8B``), else the folder's name (``org/name`` for a cache
+    folder), else the model_type. Families: see `SUPPORTED_MODEL_TYPES`; multimodal
+    wrappers (Gemma 3 / 4, Llama 4) read their ``text_config``. Unknown model types,
+    missing required keys and unreadable files raise `SpecError` naming them.
 
     >>> spec = from_hf_config({"model_type": "jamba", "num_hidden_layers": 8, "hidden_size": 4096,
     ...                        "num_attention_heads": 32, "num_key_value_heads": 8}, name="jamba-8")
@@ -407,21 +407,21 @@ def from_hf_config(config: Mapping, *, name: str | None = None) -> ModelSpec:
     >>> from_hf_config({"model_type": "gpt2"})
     Traceback (most recent call last):
     ...
-    kvplan.errors.SpecError: unsupported model_type 'gpt2'; supported: deepseek_v3, falcon_h1, gemma3, gemma3_text, gemma4, gemma4_text, granitemoehybrid, jamba, llama, mistral, nemotron_h, qwen2, qwen3_next
+    kvplan.errors.SpecError: unsupported model_type 'gpt2'; supported: deepseek_v2, deepseek_v3, falcon_h1, falcon_mamba, gemma2, gemma3, gemma3_text, gemma4, gemma4_text, gpt_oss, granitemoehybrid, jamba, kimi_k2, llama, llama4, llama4_text, mamba, mamba2, mistral, mixtral, nemotron_h, phi3, qwen2, qwen2_moe, qwen3, qwen3_moe, qwen3_next
     """
-    if not isinstance(config, Mapping):
-        raise SpecError(f"config must be a dict read from config.json, got {type(config).__name__}")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise SpecError(f"from_hf_config(name={name!r}): a model name is a non-empty string")
+    config, found_name = read_config(config)
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or model_type not in _FAMILIES:
         raise SpecError(f"unsupported model_type {model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
-    reader, text_defaults = _FAMILIES[model_type]
-    if text_defaults is None:
-        cfg = _Config(config, model_type)
-    else:
+    family = _FAMILIES[model_type]
+    values = config
+    if family.nested:
         text = config.get("text_config")
         if text is not None and not isinstance(text, Mapping):
-            raise SpecError(f"{model_type} config has a text_config that is not a dict: {text!r}")
-        # Multimodal wrappers nest the language model; *_text configs are flat.
-        cfg = _Config(config if text is None else text, model_type, text_defaults, outer=config)
-    read = reader(cfg)  # the cache layers, or with their model layers (`ModelSpec.model_layers`)
-    return ModelSpec(name=model_type if name is None else name, **(read if isinstance(read, dict) else {"layers": read}))
+            raise SpecError(f"{model_type} config has a text_config that is not a dict: {text!r}"[:300])
+        values = config if text is None else text  # a flat file of the text model is read the same way
+    read = family.reader(Config(values, model_type, family.defaults, outer=config))
+    fields = read if isinstance(read, dict) else {"layers": read}
+    return ModelSpec(name=name or found_name or model_type, **fields)

@@ -431,8 +431,10 @@ def test_unknown_model_type_names_it_and_lists_the_supported():
 
 
 def test_non_dict_config():
-    with pytest.raises(SpecError, match="str"):
-        from_hf_config("config.json")
+    with pytest.raises(SpecError, match="list"):
+        from_hf_config([("model_type", "llama")])
+    with pytest.raises(SpecError, match="no-such-dir/config.json.*cannot read"):  # a path: read, or refused
+        from_hf_config("no-such-dir/config.json")
 
 
 @pytest.mark.parametrize(("config", "key"), [
