@@ -19,6 +19,7 @@ from .planning.serial import tables_from_json, tables_to_json
 from .report.cost import PlanCost, plan_cost
 from .report.estimate import TRANSPORT_MODELS, TransferEstimate, estimate
 from .report.describe import describe
+from .report.request_cost import RequestCost, request_cost
 from .errors import SpecError
 from .spec.engine import EngineSpec
 from .spec.store import StoreSpec, as_engine, check_window_reads
@@ -45,8 +46,12 @@ class EngineTransferPlan(PlanTables):
         (`kvplan.lowering.lower_push`)."""
         return lower_push(self, src_rank, src_blocks, dst_blocks, prefix=prefix, layers=layers)
 
-    def cost(self, dst_rank: int | None = None) -> PlanCost:
-        """Descriptors, bytes, local copies and scratch memory (`kvplan.report.plan_cost`)."""
+    def cost(self, dst_rank: int | None = None, *, request_tokens: int | None = None) -> PlanCost | RequestCost:
+        """Descriptors, bytes, local copies and scratch memory per span and state block
+        (`kvplan.report.plan_cost`); with `request_tokens`, of one request of that many
+        tokens, per decode rank (`kvplan.report.request_cost`)."""
+        if request_tokens is not None:
+            return request_cost(self, request_tokens, dst_rank)
         return plan_cost(self, dst_rank)
 
     def estimate(self, transport, *, request_tokens: int = 4096, dst_rank: int = 0) -> TransferEstimate:

@@ -299,7 +299,7 @@ def _llama4(cfg: Config) -> tuple:
     layer_types = cfg.names("layer_types")
     if layer_types is None:
         no_rope = cfg.get("no_rope_layers")
-        if no_rope is None:
+        if no_rope is None or no_rope == []:  # Llama4TextConfig: an empty list means the default
             interval = cfg.integer("no_rope_layer_interval", default=4)
             no_rope = [int((i + 1) % interval != 0) for i in range(cfg.num_layers())]
         if not isinstance(no_rope, list) or not all(v in (0, 1) and not isinstance(v, bool) for v in no_rope):

@@ -1,4 +1,5 @@
-"""Reports over a plan: what it costs (`cost`) and a readable summary (`describe`).
+"""Reports over a plan: what it costs per span (`cost`) and per request
+(`request_cost`), predicted times (`estimate`) and a readable summary (`describe`).
 
 Functions of a finished plan; they import planning (and layout for region sizes) and
 nothing imports them but the public API and the command line.
@@ -7,6 +8,7 @@ nothing imports them but the public API and the command line.
 from .cost import HEADER, PlanCost, compare_conv_strategies, plan_cost
 from .describe import describe
 from .estimate import TRANSPORT_MODELS, TransferEstimate, TransportModel, estimate
+from .request_cost import RankRequest, RequestCost, request_cost
 
-__all__ = ["HEADER", "TRANSPORT_MODELS", "PlanCost", "TransferEstimate", "TransportModel", "compare_conv_strategies",
-           "describe", "estimate", "plan_cost"]
+__all__ = ["HEADER", "TRANSPORT_MODELS", "PlanCost", "RankRequest", "RequestCost", "TransferEstimate",
+           "TransportModel", "compare_conv_strategies", "describe", "estimate", "plan_cost", "request_cost"]

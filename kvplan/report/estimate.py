@@ -11,19 +11,17 @@ The constants (`TRANSPORT_MODELS`) were fitted on the GPU host (2 x H200, NVLink
 `benchmarks/fit_transfer_model.py` (least squares of relative errors) from the
 2026-11-30 runs of the 16 benchmark plans (`benchmarks/data/`); on other hardware, fit
 your own and pass a `TransportModel`.
-Counts assume scattered block ids (nothing merges across blocks) and every block of
-the request needed (sliding windows need fewer).
+Counts are `request_cost`'s: scattered block ids (nothing merges across blocks) and
+every block of the request needed (sliding windows need fewer).
 """
 
 from __future__ import annotations
 
-import math
-
 import attrs
-import numpy as np
 
 from ..errors import SpecError
 from .cost import check_plan
+from .request_cost import bounce_copies, check_request_tokens, copies_per_row
 
 
 @attrs.frozen(kw_only=True)
@@ -89,25 +87,15 @@ def estimate(plan, transport, *, request_tokens: int = 4096, dst_rank: int = 0) 
     if not isinstance(model, TransportModel):
         raise SpecError(f"transport must be one of {', '.join(TRANSPORT_MODELS)} or a TransportModel, "
                         f"got {transport!r}"[:300])
-    if isinstance(request_tokens, bool) or not isinstance(request_tokens, int) or not 1 <= request_tokens <= 1 << 40:
-        raise SpecError(f"request_tokens must be an int from 1 to 2**40, got {request_tokens!r}")
+    request_tokens = check_request_tokens(request_tokens)
     reads = plan.reads(dst_rank)
     # a bounce plan's pack rows are the direct plan's rows
     rows = plan.pre_tables[dst_rank] if plan.transfer_strategy == "bounce" else reads
-    src, dst = plan.src, plan.dst
-    spans = {}
-    for g in range(len(dst.layer_groups)):
-        if dst.group_is_token(g):
-            ns, _ = plan.blocks_per_span(g)
-            spans[g] = math.ceil(request_tokens / (ns * src.group_block_tokens(g)[0]))
-        else:
-            spans[g] = 1
-    spans_of_layer = np.array([spans[dst.group_of(layer)] for layer in range(dst.model.num_layers)], np.int64)
-    per_row = spans_of_layer[rows.layer]
+    per_row = copies_per_row(plan, rows, request_tokens)
     direct_copies = int(per_row.sum())
     nbytes = int((rows.nbytes * per_row).sum())
-    bounce_copies = len(np.unique(np.stack([rows.layer, rows.src_rank]), axis=1).T) if len(rows) else 0
+    bounce = bounce_copies(rows)
     return TransferEstimate(
         transport=transport if isinstance(transport, str) else "custom", request_tokens=request_tokens,
-        bytes=nbytes, direct_copies=direct_copies, bounce_copies=bounce_copies,
-        direct_s=model.direct_seconds(direct_copies, nbytes), bounce_s=model.bounce_seconds(bounce_copies, nbytes))
+        bytes=nbytes, direct_copies=direct_copies, bounce_copies=bounce,
+        direct_s=model.direct_seconds(direct_copies, nbytes), bounce_s=model.bounce_seconds(bounce, nbytes))
