@@ -2,17 +2,24 @@
 
     python -m kvplan plan --model llama-3.1-70b --src-tp 2 --dst-tp 8
     python -m kvplan plan --model deepseek-v3 --src-tp 8 --dst-tp 2 --rank 1 --verify
+    python -m kvplan plan --hf-config ~/.cache/huggingface/hub/models--Qwen--Qwen3-8B --src-tp 1 --dst-tp 4 --json
     python -m kvplan models [--json]
+
+docs/cli.md describes every flag.
 
 Bad input (any `KvplanError`, and argparse's own usage errors) prints one line
 ``kvplan: error: ...`` to stderr and exits with status 2, the status argparse uses for
 usage errors. Output cut short by its reader (``kvplan plan | head``) ends quietly.
 
->>> main(["plan", "--model", "qwen2.5-7b", "--src-tp", "1", "--dst-tp", "8", "--rank", "5", "--json"])
-... # doctest: +ELLIPSIS
-{
-  "model": "qwen2.5-7b",
+>>> main(["plan", "--model", "qwen2.5-7b", "--src-tp", "1", "--dst-tp", "8", "--rank", "5",
+...       "--request-tokens", "4096", "--bandwidth", "50"])    # doctest: +ELLIPSIS
+ReadTable(dst_rank=5, rows=28, bytes=229376)
 ...
+a 4,096-token request (scattered blocks, every block needed):
+| decode rank | bytes | descriptors | local copies | local bytes | ms at 50 GB/s |
+|---|---|---|---|---|---|
+| 5 | 58,720,256 | 7,168 | 0 | 0 | 1.17 |
+| all | 58,720,256 | 7,168 | 0 | 0 | 1.17 (in parallel) |
 0
 """
 
@@ -24,15 +31,17 @@ import os
 import sys
 from collections import Counter
 
+import attrs
+
 
 from .api import plan
 from .check import verify
 from .errors import KvplanError
 from .models import MODELS, from_hf_config, get_model, with_kv_dtype
-from .planning import STRATEGIES, ReadTable
+from .planning import STRATEGIES
 from .presets import vllm_engine
-from .report import compare_conv_strategies
-from .spec import COMPONENTS, CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES, EngineSpec
+from .report import TRANSPORT_MODELS, compare_conv_strategies, plan_cost, plan_summary
+from .spec import CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES, EngineSpec
 from .spec.serial import model_document
 
 
@@ -98,8 +107,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="the transport the plan is for: auto chooses by it, and the predicted time is printed")
     p.add_argument("--costs", action="store_true", help="also compare the conv strategies' costs")
     p.add_argument("--rank", type=int, default=None, help="print only this decode rank's read table")
+    p.add_argument("--request-tokens", type=int, default=None, metavar="N",
+                   help="also print what one request of N tokens moves: bytes, descriptors, local copies per "
+                        "decode rank")
+    p.add_argument("--bandwidth", type=float, default=None, metavar="GB/s",
+                   help="with --request-tokens: the time of those bytes at this link rate (10^9 B/s)")
     p.add_argument("--verify", action="store_true", help="check every byte with the identity simulation")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true",
+                   help="JSON summary (schema kvplan.plan-summary/1, docs/json.md) instead of text")
+    p.add_argument("--rows", action="store_true", help="with --json: the whole plan document too (kvplan.plan/1)")
     return parser
 
 
@@ -144,6 +160,10 @@ def _refuse_ignored(args, model) -> None:
                                       f"drop {flag} or --vllm")
     elif args.backend is not None:
         raise _UsageError(f"--backend {args.backend} chooses vLLM's attention backend: it needs --vllm")
+    if args.rows and not args.json:
+        raise _UsageError("--rows adds the plan's rows to the JSON output: it needs --json")
+    if args.bandwidth is not None and args.request_tokens is None:
+        raise _UsageError(f"--bandwidth {args.bandwidth:g} times a request: it needs --request-tokens")
     states = [layer for layer in model.layers if not layer.holds_tokens]
     if not states and args.spec_tokens:
         raise _UsageError(f"--spec-tokens {args.spec_tokens} adds conv-state rows; {model.name} has no state layers")
@@ -164,19 +184,6 @@ def _engine(args, side: str, model) -> EngineSpec:
                       conv_layout=getattr(args, f"{side}_conv_layout"), num_speculative_tokens=args.spec_tokens)
 
 
-def _engine_json(engine: EngineSpec) -> dict:
-    return {"tp": engine.tp, "pp": engine.pp, "block_tokens": engine.block_tokens,
-            "kernel_block_tokens": engine.kernel_tokens, "kv_layout": engine.kv_layout,
-            "kv_storage": engine.kv_storage}
-
-
-def _table_json(table) -> dict:
-    columns = {name: col.tolist() for name, col in table.columns().items()}
-    columns["component"] = [COMPONENTS[c] for c in columns["component"]]
-    return {"dst_rank": table.dst_rank, "source_ranks": list(table.source_ranks),
-            "bytes_per_span": table.total_bytes, "reads": {name: columns[name] for name in ReadTable.column_names()}}
-
-
 def _plan_command(args) -> None:
     model, dst_model = _models(args)
     _refuse_ignored(args, model)
@@ -186,20 +193,33 @@ def _plan_command(args) -> None:
     tables = p.tables if args.rank is None else (p.reads(dst_rank=args.rank),)
     if args.verify:
         verify(p)  # raises PlanError (exit 2) on any wrong byte
+    request = None if args.request_tokens is None else p.cost(args.rank, request_tokens=args.request_tokens)
+    if request is not None and args.bandwidth is not None:
+        request.seconds(args.bandwidth)  # a SpecError for a bandwidth that is not a positive number
+    estimate = p.estimate(args.transport, dst_rank=args.rank or 0) if args.transport in TRANSPORT_MODELS else None
     if args.json:
-        out = {"model": model.name, "num_layers": model.num_layers, "span_tokens": p.span_tokens,
-               "prefill": _engine_json(p.src), "decode": _engine_json(p.dst),
-               "verified": bool(args.verify), "ranks": [_table_json(t) for t in tables]}
-        print(json.dumps(out, indent=2))
+        out = plan_summary(p, dst_rank=args.rank, request_tokens=args.request_tokens, rows=args.rows)
+        out["verified"] = bool(args.verify)
+        if request is not None and args.bandwidth is not None:
+            out["request"]["bandwidth_GBps"] = args.bandwidth
+            out["request"]["seconds"] = request.seconds(args.bandwidth)
+        if estimate is not None:
+            out["estimate"] = attrs.asdict(estimate)
+        if args.costs:
+            out["costs"] = [attrs.asdict(plan_cost(plan(src, dst, conv_strategy=s), args.rank)) for s in STRATEGIES]
+        print(json.dumps(out, indent=1, sort_keys=True))
         return
     print(p.describe() if args.rank is None else str(tables[0]))
-    if args.transport in ("nixl", "ucx", "cupy"):
-        e = p.estimate(args.transport, dst_rank=args.rank or 0)
+    if estimate is not None:
+        e = estimate
         print(f"\n{p.transfer_strategy} on {args.transport} (predicted, a {e.request_tokens:,}-token request, decode "
               f"rank {args.rank or 0}): direct {e.direct_copies:,} copies {1e3 * e.direct_s:.2f} ms, bounce "
               f"{e.bounce_copies:,} copies {1e3 * e.bounce_s:.2f} ms, {e.bytes:,} B")
+    if request is not None:
+        print(f"\na {request.request_tokens:,}-token request (scattered blocks, every block needed):")
+        print(request.table(args.bandwidth))
     if args.costs:
-        print("\nper-request costs, all decode ranks:")
+        print("\nper span of a token group and per block of a state group, all decode ranks:")
         print(compare_conv_strategies(src, dst))
     if args.verify:
         ranks = p.dst.world_size

@@ -54,7 +54,8 @@ def _regions(regions) -> list:
             for r in regions]
 
 
-def _document(plan: PlanTables) -> dict:
+def plan_document(plan: PlanTables) -> dict:
+    """`plan` as the object a ``kvplan.plan/1`` document holds (`tables_to_json` writes it)."""
     return {"schema": SCHEMA, "fingerprint": plan.fingerprint, "conv_strategy": plan.conv_strategy,
             "transfer_strategy": plan.transfer_strategy,
             "src": json.loads(engine_to_json(plan.src)), "dst": json.loads(engine_to_json(plan.dst)),
@@ -68,7 +69,7 @@ def tables_to_json(plan) -> str:
     schema `SCHEMA` (module docstring); keys sorted, so equal plans give equal text."""
     if not isinstance(plan, PlanTables):
         raise SpecError(f"plan_to_json takes a plan from kvplan.plan(), got {type(plan).__name__}")
-    return json.dumps(_document(plan), sort_keys=True)
+    return json.dumps(plan_document(plan), sort_keys=True)
 
 
 def tables_from_json(text) -> PlanTables:
@@ -85,7 +86,7 @@ def tables_from_json(text) -> PlanTables:
             raise
         raise SpecError(f"plan JSON: engines must be objects: {error}"[:300]) from None
     plan = plan_tables(src, dst, conv_strategy=doc["conv_strategy"], transfer_strategy=doc["transfer_strategy"])
-    want = _document(plan)
+    want = plan_document(plan)
     for key in sorted(set(want) | set(doc)):
         if key not in want or key not in doc:
             raise PlanMismatchError(f"plan JSON: field {key!r} is {'unknown' if key not in want else 'missing'}")

@@ -166,7 +166,9 @@ CASES = [
     case("verify-tables-junk", lambda: verify(attrs.evolve(PLAN, tables=(1, 2))), PlanError, ["plan.tables"]),
     case("jamba-attn-layer-period-0", lambda: from_hf_config(dict(JAMBA, attn_layer_period=0)), SpecError,
          ["jamba", "attn_layer_period 0"]),
-    case("hf-config-a-path", lambda: from_hf_config("config.json"), SpecError, ["dict", "str"]),
+    case("hf-config-a-missing-path", lambda: from_hf_config("no/config.json"), SpecError,
+         ["no/config.json", "cannot read"]),
+    case("hf-config-a-number", lambda: from_hf_config(7), SpecError, ["dict", "int"]),
     case("hf-model-type-a-list", lambda: from_hf_config({"model_type": ["llama"]}), SpecError, ["['llama']"]),
     case("conv-strategy-an-array", lambda: plan(engine(), engine(), conv_strategy=np.array([])), SpecError,
          ["conv_strategy"]),
@@ -313,7 +315,7 @@ def test_cli_error_is_one_line_exit_2(capsys, argv, quoted):
 
 def test_cli_output_cut_short_by_its_reader_ends_without_a_traceback():
     """`kvplan plan ... | head -1`: the reader closes the pipe early; kvplan stops quietly."""
-    command = [sys.executable, "-m", "kvplan", "plan", "--model", "llama-3.1-70b", "--dst-tp", "16", "--json"]  # ~190 KB
+    command = [sys.executable, "-m", "kvplan", "plan", "--model", "llama-3.1-70b", "--dst-tp", "16", "--json", "--rows"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
         process.stdout.readline()
         process.stdout.close()  # like `head -1` exiting
