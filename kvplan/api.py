@@ -19,6 +19,7 @@ from .planning.serial import tables_from_json, tables_to_json
 from .report.cost import PlanCost, plan_cost
 from .report.estimate import TRANSPORT_MODELS, TransferEstimate, estimate
 from .report.describe import describe
+from .report.picture import plan_picture
 from .report.request_cost import RequestCost, request_cost
 from .errors import SpecError
 from .spec.engine import EngineSpec
@@ -58,6 +59,10 @@ class EngineTransferPlan(PlanTables):
         """Predicted time of one request on a transport, direct and bounce
         (`kvplan.report.estimate`)."""
         return estimate(self, transport, request_tokens=request_tokens, dst_rank=dst_rank)
+
+    def picture(self, dst_rank: int = 0, *, request_tokens: int = 4096) -> str:
+        """An SVG of one decode rank's reads, coloured by source rank (`kvplan.report.plan_picture`)."""
+        return plan_picture(self, dst_rank, request_tokens=request_tokens)
 
     def describe(self) -> str:
         """Human-readable summary, one paragraph per decode rank (`kvplan.report.describe`)."""

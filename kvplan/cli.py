@@ -112,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
                         "decode rank")
     p.add_argument("--bandwidth", type=float, default=None, metavar="GB/s",
                    help="with --request-tokens: the time of those bytes at this link rate (10^9 B/s)")
+    p.add_argument("--svg", default=None, metavar="PATH",
+                   help="draw the reads of decode rank --rank (default 0) as an SVG picture into PATH")
     p.add_argument("--verify", action="store_true", help="check every byte with the identity simulation")
     p.add_argument("--json", action="store_true",
                    help="JSON summary (schema kvplan.plan-summary/1, docs/json.md) instead of text")
@@ -197,6 +199,8 @@ def _plan_command(args) -> None:
     if request is not None and args.bandwidth is not None:
         request.seconds(args.bandwidth)  # a SpecError for a bandwidth that is not a positive number
     estimate = p.estimate(args.transport, dst_rank=args.rank or 0) if args.transport in TRANSPORT_MODELS else None
+    if args.svg is not None:
+        _write(args.svg, p.picture(args.rank or 0, request_tokens=args.request_tokens or 4096))
     if args.json:
         out = plan_summary(p, dst_rank=args.rank, request_tokens=args.request_tokens, rows=args.rows)
         out["verified"] = bool(args.verify)
@@ -224,6 +228,15 @@ def _plan_command(args) -> None:
     if args.verify:
         ranks = p.dst.world_size
         print(f"verified: {ranks} decode rank{'s' * (ranks != 1)} x {model.num_layers} layers, every byte correct")
+
+
+def _write(path: str, text: str) -> None:
+    """Write a picture; a path that cannot be written is a usage error, not a traceback."""
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as error:
+        raise _UsageError(f"--svg {path}: cannot write it ({error.strerror or error})") from None
 
 
 def _model_row(name: str, model) -> str:

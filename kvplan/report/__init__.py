@@ -8,8 +8,9 @@ nothing imports them but the public API and the command line.
 from .cost import HEADER, PlanCost, compare_conv_strategies, plan_cost
 from .describe import describe
 from .estimate import TRANSPORT_MODELS, TransferEstimate, TransportModel, estimate
+from .picture import plan_picture
 from .request_cost import RankRequest, RequestCost, request_cost
 from .summary import plan_summary
 
 __all__ = ["HEADER", "TRANSPORT_MODELS", "PlanCost", "RankRequest", "RequestCost", "TransferEstimate",
-           "TransportModel", "compare_conv_strategies", "describe", "estimate", "plan_cost", "plan_summary", "request_cost"]
+           "TransportModel", "compare_conv_strategies", "describe", "estimate", "plan_cost", "plan_picture", "plan_summary", "request_cost"]
