@@ -26,7 +26,7 @@ from .spec.engine import EngineSpec
 from .spec.store import StoreSpec, as_engine, check_window_reads
 
 
-@attrs.frozen(eq=False, kw_only=True)
+@attrs.frozen(eq=False, kw_only=True, repr=False)
 class EngineTransferPlan(PlanTables):
     """Every decode rank's reads from the prefill engine, with its consumers as methods.
 

@@ -193,8 +193,7 @@ def _plan_command(args) -> None:
     p = plan(src, dst, conv_strategy=args.conv_strategy, transfer_strategy=args.transfer_strategy,
              transport=args.transport)
     tables = p.tables if args.rank is None else (p.reads(dst_rank=args.rank),)
-    if args.verify:
-        verify(p)  # raises PlanError (exit 2) on any wrong byte
+    report = verify(p) if args.verify else None  # raises PlanError (exit 2) on any wrong byte
     request = None if args.request_tokens is None else p.cost(args.rank, request_tokens=args.request_tokens)
     if request is not None and args.bandwidth is not None:
         request.seconds(args.bandwidth)  # a SpecError for a bandwidth that is not a positive number
@@ -225,9 +224,8 @@ def _plan_command(args) -> None:
     if args.costs:
         print("\nper span of a token group and per block of a state group, all decode ranks:")
         print(compare_conv_strategies(src, dst))
-    if args.verify:
-        ranks = p.dst.world_size
-        print(f"verified: {ranks} decode rank{'s' * (ranks != 1)} x {model.num_layers} layers, every byte correct")
+    if report is not None:
+        print(report)
 
 
 def _write(path: str, text: str) -> None:

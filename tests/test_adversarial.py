@@ -570,7 +570,7 @@ def test_cli(argv):
     else:
         assert status == 0, (status, err.getvalue())
         if isinstance(argv, list) and "--verify" in argv and "-h" not in argv:
-            assert "every byte correct" in out.getvalue() or '"verified": true' in out.getvalue()
+            assert "every byte right" in out.getvalue() or '"verified": true' in out.getvalue()
 
 
 def test_examples_total_at_least_5000():

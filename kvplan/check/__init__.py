@@ -7,6 +7,6 @@ It imports spec only, so it shares no layout or planning code with what it check
 """
 
 from .cells import Cells, byte_codes, held_indices, layer_cells, token_of
-from .verify import verify
+from .verify import VerifyReport, verify
 
-__all__ = ["Cells", "byte_codes", "held_indices", "layer_cells", "token_of", "verify"]
+__all__ = ["Cells", "VerifyReport", "byte_codes", "held_indices", "layer_cells", "token_of", "verify"]

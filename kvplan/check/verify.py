@@ -12,6 +12,7 @@ source region's blocks, and come from a rank and region holding that layer.
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 
 from ..errors import PlanError, SpecError
@@ -85,12 +86,38 @@ class _Slots:
         return {slot: index for index, slot in self.by_layer.get(layer, {}).items() if slot >= 0}
 
 
-def verify(plan, *, max_problems: int = 20) -> None:
-    """Raise `PlanError` if any decode byte would be wrong; return None otherwise.
+@attrs.frozen(kw_only=True)
+class VerifyReport:
+    """What `verify` checked, once every byte was right: the engines, the decode ranks and
+    layers, the reads and bytes of one span over all decode ranks, the simulations run
+    (layers alike in spec, sizes and rows share one) and the destination cells they
+    checked (element cells; bytes for plans with local steps). Its str is one line."""
+
+    model: str
+    src: str
+    dst: str
+    decode_ranks: int
+    layers: int
+    rows: int
+    bytes: int
+    simulations: int
+    cells: int
+
+    def __str__(self) -> str:
+        return (f"verified {self.model} P({self.src}) -> D({self.dst}): {self.decode_ranks} decode rank"
+                f"{'s' * (self.decode_ranks != 1)} x {self.layers} layers, {self.rows:,} reads ({self.bytes:,} B) "
+                f"per span, {self.cells:,} cells in {self.simulations:,} simulation"
+                f"{'s' * (self.simulations != 1)}: every byte right")
+
+
+def verify(plan, *, max_problems: int = 20) -> VerifyReport:
+    """Raise `PlanError` if any decode byte would be wrong; otherwise return a
+    `VerifyReport` of what was checked.
 
     >>> from kvplan import AttentionSpec, ModelSpec, EngineSpec, plan, verify
     >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=4, head_dim=8),) * 2)
-    >>> verify(plan(EngineSpec(model=m, tp=4, kv_layout="NHD"), EngineSpec(model=m, tp=1)))
+    >>> print(verify(plan(EngineSpec(model=m, tp=4, kv_layout="NHD"), EngineSpec(model=m, tp=1))))
+    verified m P(TP 4 x PP 1) -> D(TP 1 x PP 1): 1 decode rank x 2 layers, 8 reads (4,096 B) per span, 128 cells in 1 simulation: every byte right
     >>> verify(None)
     Traceback (most recent call last):
     ...
@@ -126,7 +153,7 @@ def verify(plan, *, max_problems: int = 20) -> None:
                     seen[key] = _check_layer(plan, table, rows, layer, dst_tp_rank, slots, max_problems)
                 else:
                     seen[key] = _simulate_bytes(plan, dst_rank, layer, rows, *steps, slots)
-            problems.extend(f"dst rank {dst_rank} layer {layer}: {p}" for p in seen[key])
+            problems.extend(f"dst rank {dst_rank} layer {layer}: {p}" for p in seen[key][0])
             if len(problems) >= max_problems:
                 break
         if len(problems) >= max_problems:
@@ -135,6 +162,10 @@ def verify(plan, *, max_problems: int = 20) -> None:
         head = problems[:max_problems]
         raise PlanError(f"plan {src.model.name!r} P(tp={src.tp},pp={src.pp}) -> D(tp={dst.tp},pp={dst.pp}) "
                         f"is wrong:\n  " + "\n  ".join(head), tuple(head))
+    return VerifyReport(model=src.model.name, src=f"TP {src.tp} x PP {src.pp}", dst=f"TP {dst.tp} x PP {dst.pp}",
+                        decode_ranks=len(plan.tables), layers=dst.model.num_layers,
+                        rows=sum(len(t) for t in plan.tables), bytes=sum(t.total_bytes for t in plan.tables),
+                        simulations=len(seen), cells=sum(cells for _, cells in seen.values()))
 
 
 def _rows_key(table, rows, layer: int, rank_offset: int, src_slots: _Slots, dst_slots: _Slots) -> bytes:
@@ -150,10 +181,11 @@ def _scratch_sizes(regions, layer: int) -> tuple[int, ...]:
     return tuple(r.block_bytes for r in regions if r.per_request and r.layer == layer)
 
 
-def _check_layer(plan, table, rows, layer, dst_tp_rank, slots, limit: int) -> list[str]:
+def _check_layer(plan, table, rows, layer, dst_tp_rank, slots, limit: int) -> tuple[list[str], int]:
     """Check one layer's reads over one span, row checks vectorised per (source rank,
     region slot): each row's first failing check gives its message, in row order (the
-    first `limit` rows each check flags: verify reports no more)."""
+    first `limit` rows each check flags: verify reports no more), and the number of
+    destination cells checked."""
     src, dst = plan.src, plan.dst
     ns, nd = plan.blocks_per_span(dst.group_of(layer))
     want = layer_cells(dst, layer, dst_tp_rank, nd)
@@ -210,7 +242,7 @@ def _check_layer(plan, table, rows, layer, dst_tp_rank, slots, limit: int) -> li
                 first = int(np.flatnonzero(bad)[0])
                 problems.append(f"slot {slot}: {int(bad.sum())} cells {label} "
                                 f"({int(want[slot].size[bad].sum())} B), first at byte {int(want[slot].offset[first])}")
-    return problems
+    return problems, sum(len(cells.offset) for cells in want)
 
 
 def _where(t: dict, k: int) -> str:
@@ -275,7 +307,7 @@ def _steps(plan, dst_rank: int, layer: int):
     return pre, post
 
 
-def _simulate_bytes(plan, dst_rank: int, layer: int, read_rows, pre_rows, post_rows, slots) -> list[str]:
+def _simulate_bytes(plan, dst_rank: int, layer: int, read_rows, pre_rows, post_rows, slots) -> tuple[list[str], int]:
     """Byte-level simulation of pre steps, reads and post steps over one span of blocks
     (one state block for state layers). A row of a page region copies from or to block
     `src_block` / `dst_block` of the span; a per-request scratch area holds the span
@@ -356,4 +388,4 @@ def _simulate_bytes(plan, dst_rank: int, layer: int, read_rows, pre_rows, post_r
                            ("padding written", ~real & (count > 0))):
             if bad.any():
                 problems.append(f"slot {slot}: {int(bad.sum())} bytes {label}, first at byte {int(np.flatnonzero(bad)[0])}")
-    return problems
+    return problems, sum(len(v[0]) for r, v in got.items() if not dst_regions[r].per_request)

@@ -41,7 +41,7 @@ def _rank(value, count: int, name: str, engine: str) -> int:
     return int(value)
 
 
-@attrs.frozen(eq=False, kw_only=True)
+@attrs.frozen(eq=False, kw_only=True, repr=False)
 class PlanTables:
     """Every decode rank's reads from the prefill engine, per span of logical blocks.
 
@@ -67,6 +67,14 @@ class PlanTables:
     transfer_strategy: str = "direct"  # "bounce": reads through staging (`kvplan.planning.bounce`)
     pre_tables: tuple = ()   # per dst rank: copies on source ranks before the reads (permuted)
     post_tables: tuple = ()  # per dst rank: copies on the destination after the reads
+
+    def __repr__(self) -> str:
+        # the tables run to megabytes: name the plan, `describe()` and `reads(r)` show it
+        rows = sum(len(t) for t in self.tables)
+        return (f"{type(self).__name__}(model={self.dst.model.name!r}, src=TP {self.src.tp} x PP {self.src.pp}, "
+                f"dst=TP {self.dst.tp} x PP {self.dst.pp}, conv_strategy={self.conv_strategy!r}, "
+                f"transfer_strategy={self.transfer_strategy!r}, fingerprint={self.fingerprint!r}, "
+                f"decode_ranks={len(self.tables)}, reads_per_span={rows:,})")
 
     @property
     def src_scratch(self) -> tuple:

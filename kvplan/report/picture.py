@@ -22,14 +22,10 @@ read the picture back; the SVG is self-contained and plain text (no library).
 
 from __future__ import annotations
 
-import functools
-from collections import Counter
 from xml.sax.saxutils import escape
 
-import numpy as np
 
-from ..layout import engine_memory
-from ..spec.components import COMPONENTS
+from .classes import class_text, layer_classes, layer_runs, replicas, row_label
 from .cost import check_plan
 from .request_cost import request_cost
 
@@ -37,7 +33,6 @@ PAGE_PX = 720  # width of one logical block's page
 BAR_PX, GAP_PX, LEFT_PX = 22, 6, 230
 COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac")
-_SAME = ("src_rank", "component", "src_block", "dst_block", "src_offset", "dst_offset", "nbytes")
 
 
 def plan_picture(plan, dst_rank: int = 0, *, request_tokens: int = 4096) -> str:
@@ -45,7 +40,7 @@ def plan_picture(plan, dst_rank: int = 0, *, request_tokens: int = 4096) -> str:
     check_plan(plan)
     table = plan.reads(dst_rank)  # RankError for a rank outside the decode engine
     cost = request_cost(plan, request_tokens, dst_rank).ranks[0]
-    classes = _classes(table)
+    classes = layer_classes(table)
     parts, y = [], 54
     for index, (layers, rows) in enumerate(classes):
         drawn, y = _class(plan, table, index, layers, rows, y)
@@ -74,26 +69,10 @@ def plan_picture(plan, dst_rank: int = 0, *, request_tokens: int = 4096) -> str:
         *parts, *legend, "</svg>"])
 
 
-def _classes(table) -> list[tuple[list[int], np.ndarray]]:
-    """(layers, row indices of the first of them) per class of layers with equal rows."""
-    found: dict[bytes, tuple[list[int], np.ndarray]] = {}
-    columns = np.stack([getattr(table, name) for name in _SAME], axis=1) if len(table) else np.zeros((0, 7))
-    for layer in np.unique(table.layer):
-        rows = np.flatnonzero(table.layer == layer)
-        key = bytes(np.ascontiguousarray(columns[rows], np.int64))
-        found.setdefault(key, ([], rows))[0].append(int(layer))
-    return list(found.values())
-
-
 def _class(plan, table, index: int, layers, rows, y: int) -> tuple[str, int]:
-    specs = [plan.dst.model.layers[layer] for layer in layers]
-    windows = Counter(getattr(spec, "sliding_window", None) for spec in specs)
-    what = ", ".join(f"{count} {kind}" for kind, count in Counter(spec.kind for spec in specs).items())
-    if any(windows):  # a window decides which blocks a request reads, not a span's rows: alike layers share
-        what += "; " + ", ".join(f"{count} with window {w:,}" if w else f"{count} global"
-                                 for w, count in sorted(windows.items(), key=lambda kv: kv[0] or 0))
+    what = class_text(plan, layers)
     out = [f'<g class="layer-class" data-class="{index}" data-layers="{",".join(map(str, layers))}">',
-           f'<text x="10" y="{y + 14}" font-weight="bold">{escape(_runs(layers))} ({escape(what)}): {len(rows)} '
+           f'<text x="10" y="{y + 14}" font-weight="bold">{escape(layer_runs(layers))} ({escape(what)}): {len(rows)} '
            f'read{"s" * (len(rows) != 1)} per span</text>']
     y += 22
     bars = sorted({("src", int(table.src_rank[i]), int(table.src_region[i]), int(table.src_block[i])) for i in rows})
@@ -122,81 +101,18 @@ def _copy(plan, table, side: str, index: int, i: int, page: int, y: int) -> str:
     block = int(table.src_block[i] if side == "src" else table.dst_block[i])
     x = LEFT_PX + PAGE_PX * offset / page
     width = max(PAGE_PX * nbytes / page, 0.5)
-    label = _label(plan, table, i)
-    replicas = _replicas(plan, table, i)
-    dash = ' stroke-dasharray="3,2" stroke="black"' if len(replicas) > 1 else ' stroke="white"'
+    label = row_label(plan, table, i)
+    held_by = replicas(plan, table, i)
+    dash = ' stroke-dasharray="3,2" stroke="black"' if len(held_by) > 1 else ' stroke="white"'
     tip = (f"P{source} -> D{int(table.dst_rank)}, layer {int(table.layer[i])} {label}: {nbytes:,} bytes, "
            f"source +{int(table.src_offset[i]):,}, destination +{int(table.dst_offset[i]):,}"
-           + (f"; held alike by P ranks {', '.join(map(str, replicas))}" if len(replicas) > 1 else ""))
+           + (f"; held alike by P ranks {', '.join(map(str, held_by))}" if len(held_by) > 1 else ""))
     text = (f'<text x="{x + 3:.1f}" y="{y + 15}" fill="white" pointer-events="none">{escape(label)}</text>'
             if width > 7 * len(label) + 6 else "")
     return (f'<rect class="copy" data-side="{side}" data-class="{index}" data-row="{i}" data-region="{region}" '
             f'data-block="{block}" data-offset="{offset}" data-nbytes="{nbytes}" data-src-rank="{source}" '
             f'x="{x:.2f}" y="{y}" width="{width:.2f}" height="{BAR_PX}" fill="{_colour(source)}"{dash}>'
             f"<title>{escape(tip)}</title></rect>{text}")
-
-
-@functools.lru_cache(maxsize=4096)
-def _cells(engine, layer: int, tp_rank: int, name: str):
-    """(held, cell_bytes, per held index its cell offsets) of a component on a rank, or None."""
-    comp = next((c for c in engine_memory(engine).layer_layout(layer, tp_rank).components if c.component == name), None)
-    if comp is None or not isinstance(comp.layout.shape[0], int):
-        return None
-    count = comp.held[1] - comp.held[0]
-    return comp.held, comp.cell_bytes, tuple(comp.layout.restrict(0, h, h + 1).offsets() for h in range(count))
-
-
-@functools.lru_cache(maxsize=1024)
-def _names(engine, layer: int, tp_rank: int) -> tuple[str, ...]:
-    return tuple(c.component for c in engine_memory(engine).layer_layout(layer, tp_rank).components)
-
-
-def _label(plan, table, i: int) -> str:
-    """The row's component and the heads (h) or channels (ch) it holds, as the decode page
-    has them: "K h3", "KV h0-1", "conv_x ch 0-511"; a run across components names each."""
-    name = COMPONENTS[int(table.component[i])]
-    layer, rank = int(table.layer[i]), int(table.dst_rank) % plan.dst.tp
-    start = int(table.dst_offset[i])
-    stop = start + int(table.nbytes[i])
-    parts = {}
-    for part in (_names(plan.dst, layer, rank) if name in ("KV", "mixed") else (name,)):
-        cells = _cells(plan.dst, layer, rank, part)
-        if cells is None or part == "latent":  # an MLA latent is one replicated vector per token
-            continue
-        (first, _), cell_bytes, offsets = cells
-        covered = [first + h for h, at in enumerate(offsets) if ((at < stop) & (at + cell_bytes > start)).any()]
-        if covered:
-            unit = "h" if part in ("K", "V", "ssm") else "ch "
-            parts[part] = f"{unit}{covered[0]}" if len(covered) == 1 else f"{unit}{covered[0]}-{covered[-1]}"
-    if len(set(parts.values())) == 1 and name in ("KV", "mixed"):
-        return f"{name} {next(iter(parts.values()))}"
-    if name in ("KV", "mixed") and parts:
-        return ", ".join(f"{part} {held}" for part, held in parts.items())
-    return f"{name} {parts[name]}" if name in parts else name
-
-
-def _replicas(plan, table, i: int) -> list[int]:
-    """Prefill ranks of the row's stage holding the same part of its component."""
-    name = COMPONENTS[int(table.component[i])]
-    layer, source = int(table.layer[i]), int(table.src_rank[i])
-    stage, tp = source // plan.src.tp, plan.src.tp
-    if name in ("KV", "mixed"):  # a run across components: its first one is sharded like the rest
-        name = _names(plan.src, layer, source % tp)[0]
-    held = {stage * tp + t: (c[0] if (c := _cells(plan.src, layer, t, name)) is not None else None) for t in range(tp)}
-    mine = held[source]
-    return [r for r, h in held.items() if mine is not None and h == mine]
-
-
-def _runs(layers) -> str:
-    """'layers 0-3, 8' for [0, 1, 2, 3, 8]."""
-    runs = []
-    for layer in layers:
-        if runs and layer == runs[-1][1] + 1:
-            runs[-1][1] = layer
-        else:
-            runs.append([layer, layer])
-    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:6]) + (", ..." if len(runs) > 6 else "")
-    return f"layer{'s' * (len(layers) > 1)} {text}"
 
 
 def _colour(rank: int) -> str:

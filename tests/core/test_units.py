@@ -305,7 +305,8 @@ def test_transport_values():
             return None
 
     assert isinstance(Done(), Completion) and not isinstance(object(), Completion)
-    members = ("register", "metadata", "add_peer", "prepare", "execute", "serve", "copy_local", "close")
+    members = ("register", "metadata", "add_peer", "publish", "fetch_peer", "prepare", "execute", "serve",
+               "copy_local", "close")
     endpoint = type("Endpoint", (), {"name": "x", **{m: lambda self, *a, **k: None for m in members}})
     assert isinstance(endpoint(), Transport)
     for missing in members:  # every method is part of the protocol
