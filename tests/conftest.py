@@ -1,7 +1,7 @@
 """Test configuration: hypothesis profiles and GPU gating.
 
 Profiles. The default, "ci", runs every property suite derandomized (a fixed seed) at
-300 examples per test (600 for the two every-plan tests), so the README's test command
+150 examples per test (300 for the two every-plan tests), so the README's test command
 stays within a few minutes on two cores. "full" is the same seed at 1,000 (2,000
 configurations for the every-plan tests); CI runs it over tests/plan and tests/core
 after the README command. HYPOTHESIS_PROFILE=dev is quick and random, for local work.
@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 
 _QUIET = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 _SEEDED = dict(derandomize=True, print_blob=True, **_QUIET)
-settings.register_profile("ci", max_examples=300, **_SEEDED)
+settings.register_profile("ci", max_examples=150, **_SEEDED)
 settings.register_profile("full", max_examples=1000, **_SEEDED)
 settings.register_profile("dev", max_examples=150, **_QUIET)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

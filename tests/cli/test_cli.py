@@ -5,10 +5,13 @@ now applied or refused; and the examples of docs/cli.md, which must print what t
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import json
 import re
 import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -23,6 +26,22 @@ CONFIGS = ROOT / "tests" / "data" / "hf_configs"
 def kvplan(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kvplan", *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
+
+
+def ran(*args: str) -> subprocess.CompletedProcess:
+    """`kvplan(*args)`, from a batch that ran every command of this module at once, a few
+    processes at a time (each is mostly interpreter start-up): the suite's wall time is
+    then a fraction of running them one by one."""
+    return _batch()[args]
+
+
+@functools.cache
+def _batch() -> dict:
+    commands = [*MODEL_COMMANDS.values(), *[c for name in CONFIG_FILES for c in CONFIG_COMMANDS[name]],
+                *[("plan", "--dst-tp", "2", *flags, "--json") for flags, _, _ in APPLIED],
+                *[("plan", *flags) for flags, _ in REFUSED], *[tuple(c.split()) for c, _ in EXAMPLES]]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(commands, pool.map(lambda c: kvplan(*c), commands), strict=True))
 
 
 # -- the JSON schema, as docs/json.md documents it ----------------------------------------
@@ -73,11 +92,15 @@ def check_summary(doc: dict) -> None:
 
 # -- every built-in model, five config files ----------------------------------------------
 
+PICTURES = Path(tempfile.mkdtemp(prefix="kvplan-cli-"))
+MODEL_COMMANDS = {model: ("plan", "--model", model, "--src-tp", "1", "--dst-tp", "2", "--json", "--verify",
+                          "--request-tokens", "4096", "--svg", str(PICTURES / f"{model}.svg")) for model in MODELS}
+
+
 @pytest.mark.parametrize("model", sorted(MODELS))
-def test_every_built_in_model_plans_verifies_draws_and_counts(model, tmp_path):
-    picture = tmp_path / "map.svg"
-    done = kvplan("plan", "--model", model, "--src-tp", "1", "--dst-tp", "2", "--json", "--verify",
-                  "--request-tokens", "4096", "--svg", str(picture))
+def test_every_built_in_model_plans_verifies_draws_and_counts(model):
+    picture = PICTURES / f"{model}.svg"
+    done = ran(*MODEL_COMMANDS[model])
     assert done.returncode == 0 and done.stderr == "", done.stderr
     doc = json.loads(done.stdout)
     check_summary(doc)
@@ -87,13 +110,15 @@ def test_every_built_in_model_plans_verifies_draws_and_counts(model, tmp_path):
 
 
 CONFIG_FILES = ["llama4", "gpt_oss", "deepseek_v2", "qwen3_next", "mamba2"]
+CONFIG_COMMANDS = {name: [("plan", "--hf-config", str(CONFIGS / f"{name}.json"), "--src-tp", src_tp, "--dst-tp",
+                           dst_tp, "--verify", "--json", "--rows", "--request-tokens", "1000")
+                          for src_tp, dst_tp in (("2", "1"), ("1", "2"))] for name in CONFIG_FILES}
 
 
 @pytest.mark.parametrize("name", CONFIG_FILES)
 def test_a_config_file_plans_both_ways(name):
-    for src_tp, dst_tp in (("2", "1"), ("1", "2")):
-        done = kvplan("plan", "--hf-config", str(CONFIGS / f"{name}.json"), "--src-tp", src_tp, "--dst-tp", dst_tp,
-                      "--verify", "--json", "--rows", "--request-tokens", "1000")
+    for command in CONFIG_COMMANDS[name]:
+        done = ran(*command)
         assert done.returncode == 0, done.stderr
         doc = json.loads(done.stdout)
         check_summary(doc)
@@ -128,7 +153,7 @@ APPLIED = [  # (flags, where in the JSON summary, the value it must take)
 
 @pytest.mark.parametrize("flags, path, value", APPLIED, ids=[" ".join(a[0]) for a in APPLIED])
 def test_a_flag_takes_effect(flags, path, value):
-    done = kvplan("plan", "--dst-tp", "2", *flags, "--json")
+    done = ran("plan", "--dst-tp", "2", *flags, "--json")
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)
     for key in path:
@@ -158,7 +183,7 @@ REFUSED = [  # (flags, what the one-line error must say)
 
 @pytest.mark.parametrize("flags, message", REFUSED, ids=[" ".join(r[0]) for r in REFUSED])
 def test_a_flag_that_would_change_nothing_or_cannot_apply_is_refused(flags, message):
-    done = kvplan("plan", *flags)
+    done = ran("plan", *flags)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("kvplan: error: ") and message in done.stderr and done.stderr.count("\n") == 1, \
         done.stderr
@@ -186,6 +211,6 @@ def _matches(shown: list[str], got: list[str]) -> bool:
 
 @pytest.mark.parametrize("command, shown", EXAMPLES, ids=[c for c, _ in EXAMPLES])
 def test_docs_cli_examples_print_what_they_show(command, shown):
-    done = kvplan(*command.split())
+    done = ran(*command.split())
     got = (done.stdout + done.stderr).rstrip("\n").splitlines()
     assert _matches(shown.rstrip("\n").splitlines(), got), "\n".join(got[:40])
