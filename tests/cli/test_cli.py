@@ -20,6 +20,7 @@ import pytest
 from kvplan.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
+SVG = "{http://www.w3.org/2000/svg}"
 CONFIGS = ROOT / "tests" / "data" / "hf_configs"
 
 
@@ -111,7 +112,8 @@ def test_every_built_in_model_plans_verifies_draws_and_counts(model):
 
 CONFIG_FILES = ["llama4", "gpt_oss", "deepseek_v2", "qwen3_next", "mamba2"]
 CONFIG_COMMANDS = {name: [("plan", "--hf-config", str(CONFIGS / f"{name}.json"), "--src-tp", src_tp, "--dst-tp",
-                           dst_tp, "--verify", "--json", "--rows", "--request-tokens", "1000")
+                           dst_tp, "--verify", "--json", "--rows", "--request-tokens", "1000", "--svg",
+                           str(PICTURES / f"{name}-{src_tp}-{dst_tp}.svg"))
                           for src_tp, dst_tp in (("2", "1"), ("1", "2"))] for name in CONFIG_FILES}
 
 
@@ -124,6 +126,7 @@ def test_a_config_file_plans_both_ways(name):
         check_summary(doc)
         assert doc["src"]["model"]["name"] == json.loads((CONFIGS / f"{name}.json").read_text())["_name_or_path"]
         assert doc["plan"]["schema"] == "kvplan.plan/1" and doc["plan"]["fingerprint"] == doc["fingerprint"]
+        assert ET.parse(command[-1]).getroot().findall(f"{SVG}g")  # a picture with its layer classes
 
 
 def test_two_configs_that_differ_are_refused_with_every_difference(tmp_path):
