@@ -66,6 +66,7 @@ import attrs
 
 from .errors import KvplanError, SpecError
 from .lowering.transfer import Transfer
+from .planning.ranges import consecutive_runs
 
 GROUP = "kvplan.backends"
 
@@ -104,14 +105,8 @@ def rows_text(rows) -> str:
     >>> rows_text([3]), rows_text([0, 1, 2, 7, 9, 10]), rows_text(range(0, 40, 2))
     ('3', '0-2, 7, 9-10 (6)', '0, 2, 4, 6, 8, 10, 12, 14, ... (20)')
     """
-    rows = sorted(int(r) for r in rows)
-    runs = []
-    for r in rows:
-        if runs and r == runs[-1][1] + 1:
-            runs[-1][1] = r
-        else:
-            runs.append([r, r])
-    items = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs]
+    rows = [int(r) for r in rows]
+    items = [f"{a}" if a == b else f"{a}-{b}" for a, b in consecutive_runs(rows)]
     text = ", ".join(items[:8]) + (", ..." if len(items) > 8 else "")
     return text if len(rows) == 1 else f"{text} ({len(rows)})"
 

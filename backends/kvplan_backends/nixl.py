@@ -140,8 +140,12 @@ class NixlBackend(BackendBase):
 
     def _fetch(self, address: str, host: str, port: int, path: str, query: dict, deadline: float) -> bytes:
         self._need_listener("fetch_peer")
-        with self._lock:
-            return _nixl_exchange.fetch_card(self._call, self.agent, address, host, port, path, query, deadline)
+
+        def call(fn, what: str, **where):  # one agent call at a time, never the lock for a whole fetch
+            with self._lock:
+                return self._call(fn, what, **where)
+
+        return _nixl_exchange.fetch_card(call, self.agent, address, host, port, path, query, deadline)
 
     def _need_listener(self, call: str) -> None:
         if self.listen_port is None:

@@ -53,3 +53,19 @@ def cut_rows(nbytes: np.ndarray, max_bytes: int) -> tuple[np.ndarray, np.ndarray
     row = np.repeat(np.arange(len(n)), pieces)
     within = (np.arange(len(row)) - np.repeat(np.cumsum(pieces) - pieces, pieces)).astype(np.int64) * max_bytes
     return row, within, np.minimum(n[row] - within, max_bytes)
+
+
+def consecutive_runs(values) -> list[tuple[int, int]]:
+    """(first, last) of each run of consecutive integers among `values` (sorted, duplicates
+    once): what every "0-3, 8" in kvplan's messages and summaries is made of.
+
+    >>> consecutive_runs([8, 0, 1, 2, 3, 3])
+    [(0, 3), (8, 8)]
+    """
+    runs: list[list[int]] = []
+    for v in sorted({int(v) for v in values}):
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return [(a, b) for a, b in runs]

@@ -20,6 +20,7 @@ from collections import Counter
 import numpy as np
 
 from ..layout import engine_memory
+from ..planning.ranges import consecutive_runs
 from ..spec.components import COMPONENTS
 
 _SAME = ("src_rank", "component", "src_block", "dst_block", "src_offset", "dst_offset", "nbytes")
@@ -92,13 +93,8 @@ def replicas(plan, table, i: int) -> list[int]:
 
 
 def layer_runs(layers) -> str:
-    """'layers 0-3, 8' for [0, 1, 2, 3, 8]."""
-    runs = []
-    for layer in layers:
-        if runs and layer == runs[-1][1] + 1:
-            runs[-1][1] = layer
-        else:
-            runs.append([layer, layer])
+    """'layers 0-3, 8' for [0, 1, 2, 3, 8] (at most six runs, then '...')."""
+    runs = consecutive_runs(layers)
     text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:6]) + (", ..." if len(runs) > 6 else "")
     return f"layer{'s' * (len(layers) > 1)} {text}"
 

@@ -5,21 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..layout.memory import engine_memory
+from ..planning.ranges import consecutive_runs
 from .classes import class_text, layer_classes, layer_runs, row_label
 from .cost import check_plan, plan_cost
 
 
 def _ranges(values) -> str:
     """Compact ranges: [0, 1, 2, 5] -> '0-2,5'."""
-    values = sorted(set(int(v) for v in values))
-    out, start = [], None
-    for i, v in enumerate(values):
-        if start is None:
-            start = v
-        if i + 1 == len(values) or values[i + 1] != v + 1:
-            out.append(f"{start}" if start == v else f"{start}-{v}")
-            start = None
-    return ",".join(out)
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in consecutive_runs(values))
 
 
 def _engine_line(label: str, engine) -> str:
