@@ -89,7 +89,8 @@ class _Slots:
 @attrs.frozen(kw_only=True)
 class VerifyReport:
     """What `verify` checked, once every byte was right: the engines, the decode ranks and
-    layers, the reads and bytes of one span over all decode ranks, the simulations run
+    layers, the reads and bytes over all decode ranks (token layers per span, state layers
+    per state block), the simulations run
     (layers alike in spec, sizes and rows share one) and the destination cells they
     checked (element cells; bytes for plans with local steps). Its str is one line."""
 
@@ -98,16 +99,20 @@ class VerifyReport:
     dst: str
     decode_ranks: int
     layers: int
-    rows: int
-    bytes: int
+    token_rows: int  # reads of token layers per span, over all decode ranks
+    token_bytes: int
+    state_rows: int  # reads of state layers per state block
+    state_bytes: int
     simulations: int
     cells: int
 
     def __str__(self) -> str:
+        reads = ", ".join(f"{rows:,} reads ({nbytes:,} B) per {unit}" for rows, nbytes, unit in (
+            (self.token_rows, self.token_bytes, "span"), (self.state_rows, self.state_bytes, "state block"))
+            if rows) or "no reads"
         return (f"verified {self.model} P({self.src}) -> D({self.dst}): {self.decode_ranks} decode rank"
-                f"{'s' * (self.decode_ranks != 1)} x {self.layers} layers, {self.rows:,} reads ({self.bytes:,} B) "
-                f"per span, {self.cells:,} cells in {self.simulations:,} simulation"
-                f"{'s' * (self.simulations != 1)}: every byte right")
+                f"{'s' * (self.decode_ranks != 1)} x {self.layers} layers, {reads}, {self.cells:,} cells in "
+                f"{self.simulations:,} simulation{'s' * (self.simulations != 1)}: every byte right")
 
 
 def verify(plan, *, max_problems: int = 20) -> VerifyReport:
@@ -164,8 +169,21 @@ def verify(plan, *, max_problems: int = 20) -> VerifyReport:
                         f"is wrong:\n  " + "\n  ".join(head), tuple(head))
     return VerifyReport(model=src.model.name, src=f"TP {src.tp} x PP {src.pp}", dst=f"TP {dst.tp} x PP {dst.pp}",
                         decode_ranks=len(plan.tables), layers=dst.model.num_layers,
-                        rows=sum(len(t) for t in plan.tables), bytes=sum(t.total_bytes for t in plan.tables),
-                        simulations=len(seen), cells=sum(cells for _, cells in seen.values()))
+                        **_reads(plan), simulations=len(seen), cells=sum(cells for _, cells in seen.values()))
+
+
+def _reads(plan) -> dict:
+    """Reads and bytes of all decode ranks, token layers per span and state layers per
+    state block (never one sum of both units)."""
+    token = np.array([spec.holds_tokens for spec in plan.dst.model.layers], bool)
+    out = dict(token_rows=0, token_bytes=0, state_rows=0, state_bytes=0)
+    for table in plan.tables:
+        is_token = token[table.layer]
+        out["token_rows"] += int(is_token.sum())
+        out["token_bytes"] += int(table.nbytes[is_token].sum())
+        out["state_rows"] += int((~is_token).sum())
+        out["state_bytes"] += int(table.nbytes[~is_token].sum())
+    return out
 
 
 def _rows_key(table, rows, layer: int, rank_offset: int, src_slots: _Slots, dst_slots: _Slots) -> bytes:
