@@ -5,10 +5,12 @@ now applied or refused; and the examples of docs/cli.md, which must print what t
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import functools
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,7 +95,8 @@ def check_summary(doc: dict) -> None:
 
 # -- every built-in model, five config files ----------------------------------------------
 
-PICTURES = Path(tempfile.mkdtemp(prefix="kvplan-cli-"))
+PICTURES = Path(tempfile.mkdtemp(prefix="kvplan-cli-"))  # the batch's pictures, removed at exit
+atexit.register(shutil.rmtree, PICTURES, ignore_errors=True)
 MODEL_COMMANDS = {model: ("plan", "--model", model, "--src-tp", "1", "--dst-tp", "2", "--json", "--verify",
                           "--request-tokens", "4096", "--svg", str(PICTURES / f"{model}.svg")) for model in MODELS}
 
