@@ -40,7 +40,7 @@ from .errors import KvplanError
 from .models import MODELS, from_hf_config, get_model, with_kv_dtype
 from .planning import STRATEGIES
 from .presets import vllm_engine
-from .report import TRANSPORT_MODELS, compare_conv_strategies, plan_cost, plan_summary
+from .report import TRANSPORT_MODELS, compare_conv_strategies, conv_strategy_costs, plan_summary
 from .spec import CONV_LAYOUTS, KV_LAYOUTS, KV_STORAGES, EngineSpec
 from .spec.serial import model_document
 
@@ -195,21 +195,21 @@ def _plan_command(args) -> None:
     tables = p.tables if args.rank is None else (p.reads(dst_rank=args.rank),)
     report = verify(p) if args.verify else None  # raises PlanError (exit 2) on any wrong byte
     request = None if args.request_tokens is None else p.cost(args.rank, request_tokens=args.request_tokens)
-    if request is not None and args.bandwidth is not None:
-        request.seconds(args.bandwidth)  # a SpecError for a bandwidth that is not a positive number
+    # a SpecError here, before any output, for a bandwidth that is not a positive number
+    seconds = None if request is None or args.bandwidth is None else request.seconds(args.bandwidth)
     estimate = p.estimate(args.transport, dst_rank=args.rank or 0) if args.transport in TRANSPORT_MODELS else None
     if args.svg is not None:
         _write(args.svg, p.picture(args.rank or 0, request_tokens=args.request_tokens or 4096))
     if args.json:
         out = plan_summary(p, dst_rank=args.rank, request_tokens=args.request_tokens, rows=args.rows)
         out["verified"] = bool(args.verify)
-        if request is not None and args.bandwidth is not None:
+        if seconds is not None:
             out["request"]["bandwidth_GBps"] = args.bandwidth
-            out["request"]["seconds"] = request.seconds(args.bandwidth)
+            out["request"]["seconds"] = seconds
         if estimate is not None:
             out["estimate"] = attrs.asdict(estimate)
         if args.costs:
-            out["costs"] = [attrs.asdict(plan_cost(plan(src, dst, conv_strategy=s), args.rank)) for s in STRATEGIES]
+            out["costs"] = [attrs.asdict(cost) for cost in conv_strategy_costs(src, dst, args.rank)]
         print(json.dumps(out, indent=1, sort_keys=True))
         return
     print(p.describe() if args.rank is None else str(tables[0]))

@@ -279,14 +279,10 @@ def _jamba(cfg: Config) -> tuple:
     return _assemble(cfg, kinds, mamba)
 
 
-def _gemma2(cfg: Config) -> tuple:
-    # Gemma2Config: without layer_types, even layers slide (layer 0 local, layer 1 global)
-    return _windowed_attention_layers(cfg, cfg.names("layer_types"), lambda i: i % 2 == 0)
-
-
-def _gpt_oss(cfg: Config) -> tuple:
-    # vLLM's GptOssAttention: even layers use the window. The learned attention sinks are
-    # per-head weights, not cache: the KV pages are plain K and V.
+def _alternating(cfg: Config) -> tuple:
+    # Gemma2Config and vLLM's GptOssAttention: without layer_types, even layers slide
+    # (layer 0 local, layer 1 global). gpt-oss's learned attention sinks are per-head
+    # weights, not cache: its KV pages are plain K and V.
     return _windowed_attention_layers(cfg, cfg.names("layer_types"), lambda i: i % 2 == 0)
 
 
@@ -361,12 +357,12 @@ _FAMILIES: dict[str, _Family] = {
     "deepseek_v3": _Family(_deepseek_v3),
     "falcon_h1": _Family(_falcon_h1),
     "falcon_mamba": _Family(_pure_mamba1, _MAMBA_DEFAULTS),
-    "gemma2": _Family(_gemma2),
+    "gemma2": _Family(_alternating),
     "gemma3": _Family(_gemma3, _GEMMA3_TEXT_DEFAULTS, nested=True),
     "gemma3_text": _Family(_gemma3, _GEMMA3_TEXT_DEFAULTS),
     "gemma4": _Family(_gemma4, _GEMMA4_TEXT_DEFAULTS, nested=True),
     "gemma4_text": _Family(_gemma4, _GEMMA4_TEXT_DEFAULTS),
-    "gpt_oss": _Family(_gpt_oss),
+    "gpt_oss": _Family(_alternating),
     "granitemoehybrid": _Family(_granitemoehybrid),
     "jamba": _Family(_jamba),
     "kimi_k2": _Family(_deepseek_v3),  # DeepSeek-V3's architecture (MLA)

@@ -5,7 +5,7 @@ Functions of a finished plan; they import planning (and layout for region sizes)
 nothing imports them but the public API and the command line.
 """
 
-from .cost import HEADER, PlanCost, compare_conv_strategies, plan_cost
+from .cost import HEADER, PlanCost, compare_conv_strategies, conv_strategy_costs, plan_cost
 from .describe import describe
 from .estimate import TRANSPORT_MODELS, TransferEstimate, TransportModel, estimate
 from .picture import plan_picture
@@ -13,4 +13,5 @@ from .request_cost import RankRequest, RequestCost, request_cost
 from .summary import plan_summary
 
 __all__ = ["HEADER", "TRANSPORT_MODELS", "PlanCost", "RankRequest", "RequestCost", "TransferEstimate",
-           "TransportModel", "compare_conv_strategies", "describe", "estimate", "plan_cost", "plan_picture", "plan_summary", "request_cost"]
+           "TransportModel", "compare_conv_strategies", "conv_strategy_costs", "describe", "estimate", "plan_cost",
+           "plan_picture", "plan_summary", "request_cost"]

@@ -105,5 +105,10 @@ def compare_conv_strategies(src, dst, dst_rank: int | None = None) -> str:
     | staged | 1 | 512 | 2 | 80 | 1 | 24 | 48 |
     | permuted | 1 | 512 | 2 | 56 | 1 | 24 | 48 |
     """
-    return "\n".join([HEADER] + [plan_cost(plan_tables(src, dst, conv_strategy=s), dst_rank).row()
-                                 for s in STRATEGIES])
+    return "\n".join([HEADER] + [cost.row() for cost in conv_strategy_costs(src, dst, dst_rank)])
+
+
+def conv_strategy_costs(src, dst, dst_rank: int | None = None) -> tuple[PlanCost, ...]:
+    """`plan_cost` of every conv strategy of one engine pair, in `STRATEGIES` order (the
+    rows of `compare_conv_strategies`, and ``kvplan plan --costs --json``)."""
+    return tuple(plan_cost(plan_tables(src, dst, conv_strategy=s), dst_rank) for s in STRATEGIES)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape
 
-
 from .classes import class_text, layer_classes, layer_runs, replicas, row_label
 from .cost import check_plan
 from .request_cost import request_cost
@@ -75,18 +74,19 @@ def _class(plan, table, index: int, layers, rows, y: int) -> tuple[str, int]:
            f'<text x="10" y="{y + 14}" font-weight="bold">{escape(layer_runs(layers))} ({escape(what)}): {len(rows)} '
            f'read{"s" * (len(rows) != 1)} per span</text>']
     y += 22
-    bars = sorted({("src", int(table.src_rank[i]), int(table.src_region[i]), int(table.src_block[i])) for i in rows})
-    bars += sorted({("dst", int(table.dst_rank), int(table.dst_region[i]), int(table.dst_block[i])) for i in rows})
-    for side, rank, region, block in bars:
+    bars: dict[tuple, list[int]] = {}  # (side, rank, region, block) -> the rows drawn on that page
+    for i in rows:
+        bars.setdefault(("src", int(table.src_rank[i]), int(table.src_region[i]), int(table.src_block[i])), []).append(i)
+    for i in rows:
+        bars.setdefault(("dst", int(table.dst_rank), int(table.dst_region[i]), int(table.dst_block[i])), []).append(i)
+    # source pages first, then the decode rank's, each side in (rank, region, block) order
+    for (side, rank, region, block), mine in sorted(bars.items(), key=lambda kv: (kv[0][0] == "dst", kv[0][1:])):
         regions = plan.src_regions if side == "src" else plan.dst_regions
         page = regions[region].block_bytes
         label = f"{'P' if side == 'src' else 'D'}{rank} {regions[region].name} blk {block}"
         out.append(f'<text x="{LEFT_PX - 6}" y="{y + 15}" text-anchor="end">{escape(label)}</text>'
                    f'<rect class="page" x="{LEFT_PX}" y="{y}" width="{PAGE_PX}" height="{BAR_PX}" fill="#f4f4f4" '
                    f'stroke="#999"/>')
-        mine = [i for i in rows if (int(table.src_rank[i]), int(table.src_region[i]), int(table.src_block[i])) ==
-                (rank, region, block)] if side == "src" else \
-            [i for i in rows if (int(table.dst_region[i]), int(table.dst_block[i])) == (region, block)]
         for i in mine:
             out.append(_copy(plan, table, side, index, i, page, y))
         y += BAR_PX + GAP_PX

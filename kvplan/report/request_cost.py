@@ -42,6 +42,12 @@ def copies_per_row(plan, table, request_tokens: int) -> np.ndarray:
     """How many times each row of `table` (read, pre or post rows of one decode rank)
     is copied for a request of `request_tokens` tokens: once per span of its token
     group, once for a state group."""
+    return copies_per_layer(plan, request_tokens)[table.layer]
+
+
+def copies_per_layer(plan, request_tokens: int) -> np.ndarray:
+    """Per cache layer, how many times a request of `request_tokens` tokens repeats the
+    layer's rows (its group's spans; 1 for a state group)."""
     src, dst = plan.src, plan.dst
     spans = []
     for g in range(len(dst.layer_groups)):
@@ -50,8 +56,7 @@ def copies_per_row(plan, table, request_tokens: int) -> np.ndarray:
             spans.append(math.ceil(request_tokens / (blocks * src.group_block_tokens(g)[0])))
         else:
             spans.append(1)
-    per_layer = np.array([spans[dst.group_of(layer)] for layer in range(dst.model.num_layers)], np.int64)
-    return per_layer[table.layer]
+    return np.array([spans[dst.group_of(layer)] for layer in range(dst.model.num_layers)], np.int64)
 
 
 def bounce_copies(table) -> int:
@@ -130,18 +135,19 @@ def request_cost(plan, request_tokens: int, dst_rank: int | None = None) -> Requ
     check_plan(plan)
     request_tokens = check_request_tokens(request_tokens)
     ranks = range(len(plan.tables)) if dst_rank is None else [dst_rank]
+    per_layer = copies_per_layer(plan, request_tokens)  # the same for every rank and table
+    bounce = plan.transfer_strategy == "bounce"
     out = []
     for r in ranks:
         reads = plan.reads(r)  # RankError for a rank outside the decode engine
-        bounce = plan.transfer_strategy == "bounce"
         # a bounce plan's reads are its staging copies; the bytes are its pack rows'
         moved = plan.pre_tables[r] if bounce else reads
-        nbytes = int((moved.nbytes * copies_per_row(plan, moved, request_tokens)).sum())
-        descriptors = bounce_copies(reads) if bounce else int(copies_per_row(plan, reads, request_tokens).sum())
+        nbytes = int((moved.nbytes * per_layer[moved.layer]).sum())
+        descriptors = bounce_copies(reads) if bounce else int(per_layer[reads.layer].sum())
         local_n = local_b = 0
         for steps in (plan.pre_tables, plan.post_tables):
             if steps and len(steps[r]):
-                times = copies_per_row(plan, steps[r], request_tokens)
+                times = per_layer[steps[r].layer]
                 local_n += int(times.sum())
                 local_b += int((steps[r].nbytes * times).sum())
         out.append(RankRequest(dst_rank=int(r), bytes=nbytes, descriptors=descriptors, local_copies=local_n,
