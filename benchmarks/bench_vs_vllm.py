@@ -29,11 +29,14 @@ side's pool), the same Python lists for both libraries (what vLLM's scheduler ha
   and `transfer`). *_compute_desc_ids ms*: those calls alone, replayed with the
   arguments recorded from a real `_read_blocks`.
 * kvplan: `plan(P, D)` of the `vllm_engine` engines, built once; *lower() ms* is
-  `plan.lower(0, src, dst)`, the coalesced `Transfer`; *indices ms* is
+  `plan.lower(0, src, dst)`, the coalesced `Transfer` in its compact form (one layer's
+  copies and a region id per layer; *B / copy held* is `held_bytes` over its copies);
+  *lower + columns ms* adds reading its columns (`Transfer.columns()`, six int64 arrays,
+  what a consumer of rows pays); *indices ms* is
   `PreparedLists.indices`, the NIXL index path (lists built once).
 
 Thread CPU time (`time.thread_time`), medians of `--repeats` after one untimed call each,
-the four calls interleaved with their order alternated every repeat, building a request's
+the five calls interleaved with their order alternated every repeat, building a request's
 metadata and freeing results untimed, and glibc told to keep freed memory
 (`keep_freed_memory` says why).
 
@@ -351,6 +354,7 @@ def run_case(v, model, src_tp, dst_tp, blocks, pool, repeats) -> dict:
     fns = {
         "vllm_full": (fresh_meta, lambda meta: vllm_read(w, meta)),
         "kvplan_lower": (lambda: None, lambda _: p.lower(0, ks, kd)),
+        "kvplan_columns": (lambda: None, lambda _: p.lower(0, ks, kd).columns()),
         "vllm_desc": (lambda: None, lambda _: [w._compute_desc_ids(**kw) for kw in calls]),
         "kvplan_indices": (lambda: None, lambda _: lists.indices(p, ks, kd)),
     }
@@ -364,26 +368,31 @@ def run_case(v, model, src_tp, dst_tp, blocks, pool, repeats) -> dict:
     timed(*fns["vllm_full"])
     vrows = vllm_copies(w)
     t = p.lower(0, ks, kd)
+    held_per_copy = t.held_bytes / max(len(t), 1)  # compact, before a column is read
     same, note = compare(vrows, t, src_bases, dst_bases)
     med = {k: statistics.median(x) for k, x in times.items()}
     return {"case": f"{model} {src_tp}→{dst_tp}", "blocks": blocks, "pool_blocks": pool,
             "state_blocks": sum(len(ids) for g, ids in enumerate(d_ids) if not dst.group_is_token(g)),
             "kvplan_rows": len(t), "vllm_descriptors": int(len(vrows)), "same_bytes": same, "note": note,
             "vllm_full_ms": med["vllm_full"], "kvplan_lower_ms": med["kvplan_lower"],
-            "lower_ratio": med["kvplan_lower"] / med["vllm_full"], "vllm_desc_ms": med["vllm_desc"],
+            "lower_ratio": med["kvplan_lower"] / med["vllm_full"], "kvplan_columns_ms": med["kvplan_columns"],
+            "columns_ratio": med["kvplan_columns"] / med["vllm_full"], "held_bytes_per_copy": held_per_copy,
+            "vllm_desc_ms": med["vllm_desc"],
             "kvplan_indices_ms": med["kvplan_indices"], "indices_ratio": med["kvplan_indices"] / med["vllm_desc"],
             "repeats": repeats, "samples_ms": times}
 
 
 def table(results: list[dict]) -> str:
     lines = ["| case | blocks | kvplan rows | vLLM descs | same bytes | vLLM full ms | kvplan lower() ms | "
-             "lower / vLLM | vLLM _compute_desc_ids ms | kvplan indices ms | indices / desc_ids |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "lower / vLLM | B / copy held | lower + columns ms | (lower + columns) / vLLM | "
+             "vLLM _compute_desc_ids ms | kvplan indices ms | indices / desc_ids |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         blocks = f"{r['blocks']:,}" + (f" + {r['state_blocks']} state" if r["state_blocks"] else "")
         lines.append(f"| {r['case']} | {blocks} | {r['kvplan_rows']:,} | {r['vllm_descriptors']:,} | "
                      f"{'yes' if r['same_bytes'] else 'no¹'} | {r['vllm_full_ms']:.2f} | {r['kvplan_lower_ms']:.2f} | "
-                     f"{r['lower_ratio']:.2f}× | {r['vllm_desc_ms']:.2f} | {r['kvplan_indices_ms']:.2f} | "
+                     f"{r['lower_ratio']:.2f}× | {r['held_bytes_per_copy']:.3g} | {r['kvplan_columns_ms']:.2f} | "
+                     f"{r['columns_ratio']:.2f}× | {r['vllm_desc_ms']:.2f} | {r['kvplan_indices_ms']:.2f} | "
                      f"{r['indices_ratio']:.2f}× |")
     notes = [f"¹ {r['case']}: {r['note']}" for r in results if not r["same_bytes"]]
     return "\n".join(lines + ([""] + notes if notes else []))

@@ -18,6 +18,7 @@ from ..planning.rows import RowTable, column, frozen
 from ..planning.tables import ReadTable
 from ..errors import SpecError
 from ..spec.limits import MAX_TRANSFER_ROWS
+from .compact import CompactRows, OuterBlock
 from .request import RequestBlocks, request_blocks
 from .transfer import Transfer
 
@@ -41,11 +42,33 @@ class RequestRows(RowTable):
 @attrs.frozen
 class _Class:
     """Layer segments of a table whose rows are equal up to region ids: `rep` holds the
-    representative's L table rows, `rows` the K x L rows of all members."""
+    representative's L table rows, `rows` the K x L rows of all members. The other
+    fields are the representative's row constants, worked out once per plan: strides
+    and offsets of its regions, `key` one id per distinct (source rank, source region,
+    destination region), regions relative to its first row's (`rel_*`), each member's
+    first regions (`first_*`) and which rows touch scratch."""
 
     rep: np.ndarray = attrs.field(eq=False)
     rows: np.ndarray = attrs.field(eq=False)
     group: int
+    consts: dict = attrs.field(eq=False)
+
+    @classmethod
+    def of(cls, table, rows: np.ndarray, group: int, src_stride, dst_stride, src_real: int, dst_real: int) -> _Class:
+        rep = rows[0]
+        keys = np.stack([table.src_rank[rep], table.src_region[rep], table.dst_region[rep]])
+        consts = {
+            "src_stride": src_stride[table.src_region[rep]], "src_offset": table.src_offset[rep],
+            "dst_stride": dst_stride[table.dst_region[rep]], "dst_offset": table.dst_offset[rep],
+            "src_block": table.src_block[rep], "dst_block": table.dst_block[rep],
+            "src_rank": table.src_rank[rep], "nbytes": table.nbytes[rep],
+            "key": np.unique(keys, axis=1, return_inverse=True)[1].reshape(-1),
+            "rel_src": table.src_region[rep] - table.src_region[rep[0]],
+            "rel_dst": table.dst_region[rep] - table.dst_region[rep[0]],
+            "first_src": frozen(table.src_region[rows[:, 0]]), "first_dst": frozen(table.dst_region[rows[:, 0]]),
+            "src_scratch": table.src_region[rep] >= src_real, "dst_scratch": table.dst_region[rep] >= dst_real,
+        }
+        return cls(rep, rows, group, consts)
 
 
 @attrs.frozen
@@ -98,7 +121,7 @@ def _classes(plan, table, src_regions, dst_regions, src_real: int, dst_real: int
     for (group, _, _), segments in buckets.items():
         length = segments[0][1]  # equal rows imply equal lengths
         rows = np.array([start for start, _ in segments], np.int64)[:, None] + np.arange(length)[None, :]
-        out.append(_Class(rows[0], rows, group))
+        out.append(_Class.of(table, rows, group, src_stride, dst_stride, src_real, dst_real))
     memo[id(table)] = result = tuple(out)
     return result
 
@@ -121,14 +144,14 @@ def _pairings(plan, table, request: RequestBlocks, src_regions, dst_regions, src
         src_pad, dst_pad = group.src_ids, group.dst_ids
         if len(src_pad) == 0:
             continue
-        rep = cls.rep
+        c = cls.consts
         span_ids = np.arange(len(src_pad) // ns, dtype=np.int64)[None, :, None]
-        d_idx = span_ids * nd + table.dst_block[rep][None, None, :]
+        d_idx = span_ids * nd + c["dst_block"][None, None, :]
         # one block per span: the span's block id broadcasts, no gather
-        s_blk = src_pad[None, :, None] if ns == 1 else src_pad[span_ids * ns + table.src_block[rep][None, None, :]]
+        s_blk = src_pad[None, :, None] if ns == 1 else src_pad[span_ids * ns + c["src_block"][None, None, :]]
         d_blk = dst_pad[None, :, None] if nd == 1 else dst_pad[d_idx]
         keep = (s_blk >= 0) & (d_blk >= 0) if group.partial else None
-        s_scr, d_scr = table.src_region[rep] >= src_real, table.dst_region[rep] >= dst_real
+        s_scr, d_scr = c["src_scratch"], c["dst_scratch"]
         if keep is not None and (s_scr & d_scr).any():
             # scratch to scratch (a bounce copy): made for every span of the request,
             # however many of the span's blocks it has (`kvplan.planning.bounce`)
@@ -138,7 +161,7 @@ def _pairings(plan, table, request: RequestBlocks, src_regions, dst_regions, src
         if d_scr.any():
             d_blk = np.where(d_scr[None, None, :], span_ids, d_blk)
         if request.windowed:
-            window = d_idx >= request.first_kept[table.layer[rep]][None, None, :]
+            window = d_idx >= request.first_kept[table.layer[cls.rep]][None, None, :]
             keep = window if keep is None else keep & window
         # bounce copies merge across spans (a conv strategy's scratch holds one state)
         staging = plan.transfer_strategy == "bounce" and bool((s_scr & d_scr).any())
@@ -208,15 +231,21 @@ def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact",
     n_src, n_dst = len(src_regions) - len(plan.src_scratch), len(dst_regions) - len(plan.dst_scratch)
     reads = _lower_table(plan, _of_layers(plan, plan.reads(dst_rank), span), request, src_regions, dst_regions,
                          n_src, n_dst)
-    if not steps or (not plan.pre_tables and not plan.post_tables):
-        return reads
-    # pre steps copy within source memory (regions -> source scratch); post steps within
-    # the destination (scratch -> regions): both sides of a step use one engine's table
-    pre = _lower_table(plan, _of_layers(plan, plan.pre_tables[dst_rank], span), request, src_regions, src_regions,
-                       n_src, n_src)
-    post = _lower_table(plan, _of_layers(plan, plan.post_tables[dst_rank], span), request, dst_regions, dst_regions,
-                        n_dst, n_dst)
-    return attrs.evolve(reads, pre_steps=pre, post_steps=post)
+    pre = post = None
+    if steps and (plan.pre_tables or plan.post_tables):
+        # pre steps copy within source memory (regions -> source scratch); post steps
+        # within the destination (scratch -> regions): both sides of a step use one
+        # engine's table
+        pre = Transfer.from_compact(
+            _lower_table(plan, _of_layers(plan, plan.pre_tables[dst_rank], span), request, src_regions,
+                         src_regions, n_src, n_src),
+            dst_rank=request.dst_rank, src_regions=src_regions, dst_regions=src_regions, plan_fingerprint=plan.fingerprint)
+        post = Transfer.from_compact(
+            _lower_table(plan, _of_layers(plan, plan.post_tables[dst_rank], span), request, dst_regions,
+                         dst_regions, n_dst, n_dst),
+            dst_rank=request.dst_rank, src_regions=dst_regions, dst_regions=dst_regions, plan_fingerprint=plan.fingerprint)
+    return Transfer.from_compact(reads, dst_rank=request.dst_rank, src_regions=src_regions, dst_regions=dst_regions,
+                                 pre_steps=pre, post_steps=post, plan_fingerprint=plan.fingerprint)
 
 
 def lower_push(plan, src_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact", layers=None) -> tuple:
@@ -297,49 +326,34 @@ def _of_layers(plan, table, span: tuple[int, int] | None):
 _TRANSFER_COLUMNS = Transfer.column_names()
 
 
-def _lower_table(plan, table, request: RequestBlocks, src_regions, dst_regions, src_real, dst_real) -> Transfer:
-    """Offsets and merge decisions on each class's representative, then one broadcast
-    copy per output column to every member segment (the only work per layer)."""
-    src_stride = np.array([r.block_bytes for r in src_regions], np.int64)
-    dst_stride = np.array([r.block_bytes for r in dst_regions], np.int64)
-    out = {name: [] for name in _TRANSFER_COLUMNS}
+def _lower_table(plan, table, request: RequestBlocks, src_regions, dst_regions, src_real, dst_real) -> CompactRows:
+    """Offsets and merge decisions on each class's representative; its member layers
+    differ only by region ids, one per member, so each class is one `OuterBlock`
+    (expanded when the Transfer's columns are first read)."""
+    blocks = []
     for pr in _pairings(plan, table, request, src_regions, dst_regions, src_real, dst_real):
-        rep, rows = pr.cls.rep, pr.cls.rows
-        length = len(rep)
-        s_off = pr.src_blk * src_stride[table.src_region[rep]] + table.src_offset[rep]
-        d_off = pr.dst_blk * dst_stride[table.dst_region[rep]] + table.dst_offset[rep]
+        c = pr.cls.consts
+        length = len(pr.cls.rep)
+        s_off = pr.src_blk * c["src_stride"] + c["src_offset"]
+        d_off = pr.dst_blk * c["dst_stride"] + c["dst_offset"]
         s_off, d_off = (a.reshape(-1) for a in np.broadcast_arrays(s_off, d_off))
-        row_of = np.tile(np.arange(length), len(s_off) // length)
+        spans = len(s_off) // length
+        row_of = np.tile(np.arange(length), spans) if length > 1 else np.zeros(spans, np.int64)
         if pr.keep is not None:
-            kept = np.broadcast_to(pr.keep, (1, len(s_off) // length, length)).reshape(-1)
+            kept = np.broadcast_to(pr.keep, (1, spans, length)).reshape(-1)
             s_off, d_off, row_of = s_off[kept], d_off[kept], row_of[kept]
         if pr.copies_staging:
             # bounce copies: a row's spans follow each other in staging, so order by row
             # (then span) for them to merge into one copy per row
             by_row = np.argsort(row_of, kind="stable")
             s_off, d_off, row_of = s_off[by_row], d_off[by_row], row_of[by_row]
-        nbytes = table.nbytes[rep][row_of]
-        keys = [table.src_rank[rep][row_of], table.src_region[rep][row_of], table.dst_region[rep][row_of]]
-        starts = run_starts(keys, s_off, d_off, nbytes)
+        nbytes = c["nbytes"][row_of]
+        starts = run_starts([c["key"][row_of]], s_off, d_off, nbytes)
         if len(starts) != len(s_off):
             s_off, d_off, nbytes, row_of = s_off[starts], d_off[starts], merged_nbytes(nbytes, starts), row_of[starts]
-        members = (len(rows), len(s_off))
-        out["src_rank"].append(np.broadcast_to(table.src_rank[rep][row_of], members).reshape(-1))
-        out["src_region"].append(_per_member(table.src_region[rows], row_of, members))
-        out["src_offset"].append(np.broadcast_to(s_off, members).reshape(-1))
-        out["dst_region"].append(_per_member(table.dst_region[rows], row_of, members))
-        out["dst_offset"].append(np.broadcast_to(d_off, members).reshape(-1))
-        out["nbytes"].append(np.broadcast_to(nbytes, members).reshape(-1))
-    cols = {name: frozen(np.concatenate(parts)) if len(parts) != 1 else frozen(parts[0])
-            for name, parts in out.items()} if out["nbytes"] else \
-        {name: frozen(np.zeros(0, np.int64)) for name in out}
-    return Transfer(dst_rank=request.dst_rank, **cols, src_regions=src_regions, dst_regions=dst_regions,
-                    plan_fingerprint=plan.fingerprint)
-
-
-def _per_member(values: np.ndarray, row_of: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(members, L) values spread over each member's copies; a one-row template
-    broadcasts (a plain copy) instead of gathering."""
-    if values.shape[1] == 1:
-        return np.broadcast_to(values, shape).reshape(-1)
-    return values[:, row_of].reshape(-1)
+        # a class groups layers whose rows are equal up to region ids, counted from each
+        # member's first row: region = member's first region + the representative's offset
+        blocks.append(OuterBlock(len(pr.cls.rows), bases=(None, c["first_src"], None, c["first_dst"], None, None),
+                                 values=(c["src_rank"][row_of], c["rel_src"][row_of], s_off, c["rel_dst"][row_of],
+                                         d_off, nbytes)))
+    return CompactRows(names=_TRANSFER_COLUMNS, blocks=tuple(blocks))

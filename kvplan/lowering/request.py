@@ -163,10 +163,9 @@ def _per_group(values, groups: int, side: str) -> list:
     return list(values)
 
 
-def _pair_group(plan, group: int, sb: np.ndarray, db: np.ndarray, prefix: str):
+def _pair_group(facts: _Group, group: int, sb: np.ndarray, db: np.ndarray, prefix: str):
     """Apply the prefix-hit rules to one group's lists and check they can pair."""
-    src, dst = plan.src, plan.dst
-    if not src.group_is_token(group):
+    if not facts.token:
         # state is never token-trimmed: one state per block, pair block for block
         if prefix == "tail" and len(sb) > len(db):
             sb = sb[len(sb) - len(db):]
@@ -177,7 +176,7 @@ def _pair_group(plan, group: int, sb: np.ndarray, db: np.ndarray, prefix: str):
             raise BlockError(f"group {group} (state): {len(sb)} prefill blocks and {len(db)} decode blocks "
                              f"cannot pair{hint}")
         return sb, db
-    src_block, dst_block = src.group_block_tokens(group)[0], dst.group_block_tokens(group)[0]
+    src_block, dst_block = facts.src_block_tokens, facts.dst_block_tokens
     if prefix == "tail" and src_block == dst_block and len(sb) > len(db):
         sb = sb[len(sb) - len(db):]  # decode already holds the prefix: read only the tail
     tokens = min(len(sb) * src_block, len(db) * dst_block)
@@ -211,6 +210,8 @@ def _repeated(ids: np.ndarray, num_blocks: int | None) -> int | None:
 def _check_distinct(lists: list[np.ndarray], *, pooled: bool, num_blocks: int | None) -> None:
     """A decode block is written once: no id twice in a group, and with pooled regions
     (a block id belongs to one group at a time) no id in two groups."""
+    if pooled and len(lists) > 1 and _repeated(np.concatenate(lists), num_blocks) is None:
+        return  # nothing repeats across the groups, so nothing within one either
     for group, db in enumerate(lists):
         block = _repeated(db, num_blocks)
         if block is not None:
@@ -224,18 +225,41 @@ def _check_distinct(lists: list[np.ndarray], *, pooled: bool, num_blocks: int | 
                              "their pages would overwrite each other")
 
 
-# The largest block of each side's regions, per plan (weakly: the memo dies with the plan).
-_LARGEST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+@attrs.frozen(kw_only=True)
+class _Group:
+    """What pairing a group's lists needs to know of the engines."""
+
+    token: bool  # a token group (else state: one state per block)
+    src_block_tokens: int
+    dst_block_tokens: int
+    blocks_per_span: tuple[int, int]
 
 
-def _largest_blocks(plan) -> tuple[int, int]:
-    """(prefill, decode) bytes of the largest logical block among the engines' regions:
-    what bounds a block id when the engine's block count is unknown (`block_ids`).
-    Scratch regions are indexed by position in the request, not by block id."""
-    found = _LARGEST.get(plan)
+@attrs.frozen(kw_only=True)
+class _Facts:
+    """A plan's constants for pairing requests, worked out once per plan: its groups,
+    and the (prefill, decode) bytes of the largest logical block among the engines'
+    regions, what bounds a block id when the engine's block count is unknown
+    (`block_ids`; scratch regions are indexed by position in the request, not by id)."""
+
+    groups: tuple[_Group, ...]
+    largest_block_bytes: tuple[int, int]
+
+
+# per plan, weakly: the memo dies with the plan
+_FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _facts(plan) -> _Facts:
+    found = _FACTS.get(plan)
     if found is None:
-        found = _LARGEST[plan] = tuple(max((r.block_bytes for r in regions if not r.per_request), default=1)
-                                       for regions in (plan.src_regions, plan.dst_regions))
+        src, dst = plan.src, plan.dst
+        groups = tuple(_Group(token=src.group_is_token(g), src_block_tokens=src.group_block_tokens(g)[0],
+                              dst_block_tokens=dst.group_block_tokens(g)[0], blocks_per_span=plan.blocks_per_span(g))
+                       for g in range(len(dst.layer_groups)))
+        largest = tuple(max((r.block_bytes for r in regions if not r.per_request), default=1)
+                        for regions in (plan.src_regions, plan.dst_regions))
+        found = _FACTS[plan] = _Facts(groups=groups, largest_block_bytes=largest)
     return found
 
 
@@ -276,16 +300,17 @@ def request_blocks(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str =
         raise RankError(f"dst_rank {dst_rank} is outside the decode engine's {dst.world_size} ranks")
     if not isinstance(prefix, str) or prefix not in PREFIX_RULES:
         raise BlockError(f"prefix must be 'exact' or 'tail', got {prefix!r}")
-    count = len(dst.layer_groups)
-    src_bytes, dst_bytes = _largest_blocks(plan)
+    facts = _facts(plan)
+    count = len(facts.groups)
+    src_bytes, dst_bytes = facts.largest_block_bytes
     groups, decode_ids = [], []
     for g, (s_list, d_list) in enumerate(zip(_per_group(src_blocks, count, "prefill"),
                                              _per_group(dst_blocks, count, "decode"), strict=True)):
         sb = block_ids(s_list, side=f"prefill group {g}", num_blocks=src.num_blocks, block_bytes=src_bytes)
         db = block_ids(d_list, side=f"decode group {g}", num_blocks=dst.num_blocks, block_bytes=dst_bytes)
         decode_ids.append(db)
-        sb, db = _pair_group(plan, g, sb, db, prefix)
-        ns, nd = plan.blocks_per_span(g)
+        sb, db = _pair_group(facts.groups[g], g, sb, db, prefix)
+        ns, nd = facts.groups[g].blocks_per_span
         spans = max(-(-len(sb) // ns), -(-len(db) // nd))
         src_pad = np.full(spans * ns, -1, np.int64)
         src_pad[: len(sb)] = sb

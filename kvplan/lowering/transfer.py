@@ -8,6 +8,7 @@ import numpy as np
 from ..errors import BoundsError, RankError, SpecError
 from ..planning.rows import CopyRows
 from .addresses import bind, bind_ranked
+from .compact import CompactRows
 
 
 def _regions(value, name: str) -> tuple:
@@ -44,6 +45,10 @@ class Transfer(CopyRows):
     another plan refuses it. Every column is refused negative at construction, and every
     region id past the region tables given.
 
+    `lower()` builds its Transfers compact (`from_compact`): the columns are kept as one
+    layer's copies plus a region id per layer, and expanded into int64 arrays when one
+    is first read; `len()`, `for_source` and the steps do not expand them.
+
     >>> t = Transfer(dst_rank=0, src_rank=[1], src_region=[0], src_offset=[64], dst_region=[2], dst_offset=[8],
     ...              nbytes=[16])
     >>> [a.tolist() for a in t.bind({1: [1000]}, [0, 0, 5000])]
@@ -57,6 +62,61 @@ class Transfer(CopyRows):
     post_steps: Transfer | None = attrs.field(default=None, kw_only=True,  # on the destination, after them
                                               validator=lambda _, a, v: _steps(a.name, v))
     plan_fingerprint: str = attrs.field(default="", kw_only=True, validator=lambda _, __, v: _fingerprint(v))
+    # the columns before expansion (`from_compact`); None once built from columns
+    _compact: CompactRows | None = attrs.field(default=None, init=False, eq=False, hash=False, repr=False)
+
+    @classmethod
+    def from_compact(cls, rows: CompactRows, *, dst_rank: int, src_regions: tuple, dst_regions: tuple,
+                     pre_steps: Transfer | None = None, post_steps: Transfer | None = None,
+                     plan_fingerprint: str = "") -> Transfer:
+        """A Transfer of `rows`, columns expanded on first read. Not validated: for the
+        lowering, whose rows are in range by construction (the table's columns were
+        checked when planned, block ids when the request was paired; a test checks
+        that every lowered Transfer passes the validating constructor)."""
+        t = object.__new__(cls)
+        for name, value in (("dst_rank", dst_rank), ("src_regions", tuple(src_regions)),
+                            ("dst_regions", tuple(dst_regions)), ("pre_steps", pre_steps),
+                            ("post_steps", post_steps), ("plan_fingerprint", plan_fingerprint), ("_compact", rows)):
+            object.__setattr__(t, name, value)
+        return t
+
+    def __getattr__(self, name: str):
+        # reached only when normal lookup fails: a compact Transfer's column slots stay
+        # empty until a column is read, then all are filled at once (a cache; values
+        # never change)
+        compact = object.__getattribute__(self, "_compact")
+        if compact is None or name not in compact.names:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        for column, values in compact.expand().items():
+            object.__setattr__(self, column, values)
+        return object.__getattribute__(self, name)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the arrays this Transfer holds: its compact form, plus the columns
+        once expanded (48 B a copy).
+
+        >>> from kvplan.spec import AttentionSpec, EngineSpec, ModelSpec
+        >>> from kvplan.planning import plan_tables
+        >>> from kvplan.lowering import lower
+        >>> m = ModelSpec(name="m", layers=(AttentionSpec(num_kv_heads=8, head_dim=128),) * 32)
+        >>> t = lower(plan_tables(EngineSpec(model=m), EngineSpec(model=m)), 0, [7, 3, 5], [1, 2, 4])
+        >>> len(t), t.held_bytes                # 32 layers x 3 blocks, kept as 3 copies + 32 regions
+        (96, 656)
+        >>> _ = t.nbytes; t.held_bytes          # after a column is read
+        5264
+        """
+        held = 0 if self._compact is None else self._compact.held_bytes
+        for name in self.column_names():
+            try:
+                held += object.__getattribute__(self, name).nbytes
+            except AttributeError:  # not expanded yet
+                pass
+        return held
+
+    def __len__(self) -> int:
+        compact = self._compact
+        return len(compact) if compact is not None else super().__len__()
 
     def __attrs_post_init__(self):
         super().__attrs_post_init__()
@@ -80,7 +140,12 @@ class Transfer(CopyRows):
         """The rows read from one source rank (one peer of the transport)."""
         if isinstance(src_rank, bool) or not isinstance(src_rank, (int, np.integer)):
             raise RankError(f"for_source takes a source rank (an int), got {src_rank!r}")
-        return self.select(self.src_rank == src_rank)
+        mine = None if self._compact is None else self._compact.where("src_rank", int(src_rank))
+        if mine is None:
+            return self.select(self.src_rank == src_rank)
+        return Transfer.from_compact(mine, dst_rank=self.dst_rank, src_regions=self.src_regions,
+                                     dst_regions=self.dst_regions, pre_steps=self.pre_steps,
+                                     post_steps=self.post_steps, plan_fingerprint=self.plan_fingerprint)
 
     def bind(self, src_bases, dst_bases) -> tuple[np.ndarray, np.ndarray]:
         """Absolute (src_addr, dst_addr) uint64 arrays: `src_bases[rank][region]` and
