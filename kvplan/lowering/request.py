@@ -65,19 +65,22 @@ def block_ids(values, *, side: str, num_blocks: int | None, block_bytes: int = 1
         raise BlockError(f"{side} block ids must be integers, got {array.dtype} values {array[:4].tolist()}"[:300])
     if array.size and array.dtype.kind == "u" and array.max() > _INT64_MAX:
         raise BlockError(f"{side} block id {int(array.max())} is out of range of int64")
-    array = array.astype(np.int64, copy=False)
+    # a fresh array the caller does not hold: the request keeps it (read-only) as is
+    array = array.astype(np.int64, copy=array is values)
     if not array.size:
+        return array
+    bound = _INT64_MAX // block_bytes
+    limit = bound if num_blocks is None else min(num_blocks, bound)
+    # one pass for both ends: seen unsigned, a negative id is larger than any limit
+    if int(array.view(np.uint64).max()) < limit:
         return array
     low, high = int(array.min()), int(array.max())
     if low < 0:
         raise BlockError(f"{side} block ids must be >= 0, got {low}")
     if num_blocks is not None and high >= num_blocks:
         raise BlockError(f"{side} block id {high} is out of range: the engine has {num_blocks} blocks")
-    bound = _INT64_MAX // block_bytes
-    if high >= bound:
-        raise BlockError(f"{side} block id {high} is too large: blocks of {block_bytes:,} bytes need ids below "
-                         f"{bound:,} for their offsets to fit int64")
-    return array
+    raise BlockError(f"{side} block id {high} is too large: blocks of {block_bytes:,} bytes need ids below "
+                     f"{bound:,} for their offsets to fit int64")
 
 
 def _column():
@@ -284,6 +287,15 @@ def _first_kept(dst, decode_blocks: list[int]) -> tuple[np.ndarray, bool]:
     return first, bool(windows)
 
 
+def _padded(ids: np.ndarray, length: int) -> np.ndarray:
+    """`ids` (block_ids' own array, or a slice of it) padded with -1 to `length`, read-only."""
+    if len(ids) == length:
+        return frozen(ids)
+    out = np.full(length, -1, np.int64)
+    out[: len(ids)] = ids
+    return frozen(out)
+
+
 def request_blocks(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact") -> RequestBlocks:
     """Validate a request for `dst_rank` of `plan` and pair its lists (module docstring).
 
@@ -312,11 +324,8 @@ def request_blocks(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str =
         sb, db = _pair_group(facts.groups[g], g, sb, db, prefix)
         ns, nd = facts.groups[g].blocks_per_span
         spans = max(-(-len(sb) // ns), -(-len(db) // nd))
-        src_pad = np.full(spans * ns, -1, np.int64)
-        src_pad[: len(sb)] = sb
-        dst_pad = np.full(spans * nd, -1, np.int64)
-        dst_pad[: len(db)] = db
-        groups.append(GroupRequest(blocks_per_span=(ns, nd), src_ids=frozen(src_pad), dst_ids=frozen(dst_pad),
+        src_pad, dst_pad = _padded(sb, spans * ns), _padded(db, spans * nd)
+        groups.append(GroupRequest(blocks_per_span=(ns, nd), src_ids=src_pad, dst_ids=dst_pad,
                                    partial=len(sb) < len(src_pad) or len(db) < len(dst_pad), decode_blocks=len(db)))
     _check_distinct(decode_ids, pooled=dst.pooled, num_blocks=dst.num_blocks)
     first, windowed = _first_kept(dst, [g.decode_blocks for g in groups])

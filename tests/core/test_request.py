@@ -170,3 +170,16 @@ def test_block_ids_validates_and_returns_int64():
     assert block_ids([], side="x", num_blocks=None).tolist() == []
     with pytest.raises(BlockError, match="x block ids must be integers"):
         block_ids([True], side="x", num_blocks=None)
+
+
+def test_a_request_never_holds_or_freezes_the_callers_arrays():
+    """Block ids given as int64 arrays are copied: the caller's arrays stay writable, and
+    changing them afterwards changes nothing in the validated request (its ids are
+    read-only)."""
+    src, dst = np.array([3, 1], np.int64), np.array([2, 0], np.int64)
+    request = request_blocks(token_plan(16, 16), 0, src, dst)
+    assert src.flags.writeable and dst.flags.writeable
+    src[:], dst[:] = 7, 7
+    group = request.groups[0]
+    assert group.src_ids.tolist() == [3, 1] and group.dst_ids.tolist() == [2, 0]
+    assert not group.src_ids.flags.writeable and not group.dst_ids.flags.writeable
