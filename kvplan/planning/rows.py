@@ -76,7 +76,9 @@ def frozen(array: np.ndarray) -> np.ndarray:
     >>> frozen(np.arange(3)).flags.writeable
     False
     """
-    array = np.ascontiguousarray(array, dtype=np.int64).reshape(-1)
+    if not (type(array) is np.ndarray and array.dtype == np.int64 and array.ndim == 1
+            and array.flags.c_contiguous):  # the common case needs no new view
+        array = np.ascontiguousarray(array, dtype=np.int64).reshape(-1)
     array.setflags(write=False)
     return array
 
