@@ -203,6 +203,12 @@ def _repeated(ids: np.ndarray, num_blocks: int | None) -> int | None:
     if len(ids) < 2:
         return None
     if num_blocks is not None and num_blocks <= 16 * len(ids) + 4096:
+        # a byte per block marks what is listed (an int64 count per block is 8x the
+        # memory to touch); counts only to name the repeated id
+        seen = np.zeros(num_blocks, bool)
+        seen[ids] = True
+        if np.count_nonzero(seen) == len(ids):
+            return None
         twice = np.flatnonzero(np.bincount(ids, minlength=num_blocks) > 1)
     else:
         ordered = np.sort(ids)
