@@ -38,6 +38,7 @@ the pairs timed before it).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import statistics
 import sys
 import time
@@ -53,6 +54,19 @@ from kvplan.models import get_model  # noqa: E402
 
 PAIRS = ((1, 1), (2, 8), (8, 2), (4, 4), (1, 8), (8, 1))
 POOL_BLOCKS = 65536
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep what is freed (no mmap'd blocks, no heap trimming), so a call
+    reuses pages the process already touched. Otherwise each figure includes first-touch
+    page faults of its output whose count depends on what ran and was freed before it
+    (seen: vLLM's `_compute_desc_ids` 1.0 ms or 3.3 ms, kvplan's lower() 3 ms or 10 ms,
+    for the same call). Both libraries get the same allocator."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(-4, 0) and libc.mallopt(-1, 2**31 - 1))  # M_MMAP_MAX, M_TRIM_THRESHOLD
 
 
 def median_ms(fn, repeats: int) -> float:

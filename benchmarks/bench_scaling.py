@@ -16,7 +16,10 @@ over request length, with fitted exponents; peak memory of the heaviest plans.
 * lower() against request length (a 16-layer model, TP 1 -> 1, 64 - 262,144 blocks of a
   pool twice as large, random ids): exponent near 1 is linear.
 
-Wall-clock medians of `--repeats` after one warm-up call, in one process.
+Wall-clock medians of `--repeats` after one warm-up call, in one process, with glibc told
+to keep freed memory (`bench_plan.keep_freed_memory`; `--system-malloc` for its defaults,
+under which a lower() of 262,144 blocks also pays first-touch page faults of its output:
+about 4x the time here).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 from kvplan import AttentionSpec, EngineSpec, ModelSpec, plan, verify, vllm_engine  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_plan import median_ms  # noqa: E402  (one warm-up call, then the median of the repeats)
+from bench_plan import keep_freed_memory, median_ms  # noqa: E402  (one warm-up call, then the median of the repeats)
 
 TPS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -65,7 +68,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--system-malloc", action="store_true", help="glibc defaults (page faults count)")
     args = parser.parse_args(argv)
+    steady = not args.system_malloc and keep_freed_memory()
+    print(f"malloc: {'keeps freed memory' if steady else 'system default'}\n")
     r = args.repeats
     out: dict = {}
 
@@ -129,7 +135,7 @@ def main(argv=None) -> int:
           f"{', '.join(f'{t:.2f}' for t in ts)} | {exponent(lengths[2:], ts[2:]):.2f} (from 16,384 up) |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(out, f, indent=1, default=str)
+            json.dump({**out, "malloc": "keeps freed memory" if steady else "system default"}, f, indent=1, default=str)
     return 0
 
 

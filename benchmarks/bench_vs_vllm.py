@@ -53,7 +53,6 @@ per source rank and request); kvplan copies only pages a layer owns.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import os
@@ -67,10 +66,12 @@ from types import SimpleNamespace
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kvplan import engine_memory, plan, vllm_engine  # noqa: E402
 from kvplan.lowering import prepared_lists  # noqa: E402
 from kvplan.models import HYBRID_MODELS  # noqa: E402
+from bench_plan import keep_freed_memory  # noqa: E402  (glibc keeps freed memory: its docstring says why)
 
 DENSE = "llama-3.1-70b"
 HYBRID = "nemotron-3-nano-30b-a3b"
@@ -308,19 +309,6 @@ def request_ids(dst, blocks: int, pool: int) -> tuple[list, list]:
     cuts = np.cumsum([0, *sizes])
     return tuple([perm[a:b].tolist() for a, b in zip(cuts[:-1], cuts[1:])]
                  for perm in (rng.permutation(pool), rng.permutation(pool)))
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc keep what is freed (no mmap'd blocks, no heap trimming), so a call
-    reuses pages the process already touched. Otherwise each figure includes first-touch
-    page faults of its output whose count depends on what ran and was freed before it
-    (seen: vLLM's `_compute_desc_ids` 1.0 ms or 3.3 ms, kvplan's lower() 3 ms or 10 ms,
-    for the same call). Both libraries get the same allocator."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(-4, 0) and libc.mallopt(-1, 2**31 - 1))  # M_MMAP_MAX, M_TRIM_THRESHOLD
 
 
 def timed(setup, fn) -> float:
