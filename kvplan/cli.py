@@ -221,9 +221,10 @@ def _plan_command(args) -> None:
     if request is not None:
         print(f"\na {request.request_tokens:,}-token request (scattered blocks, every block needed):")
         print(request.table(args.bandwidth))
-    if args.costs:
-        print("\nper span of a token group and per block of a state group, all decode ranks:")
-        print(compare_conv_strategies(src, dst))
+    if args.costs:  # the ranks --json counts too: all, or R's with --rank
+        ranks = "all decode ranks" if args.rank is None else f"decode rank {args.rank}"
+        print(f"\nper span of a token group and per block of a state group, {ranks}:")
+        print(compare_conv_strategies(src, dst, args.rank))
     if report is not None:
         print(report)
 

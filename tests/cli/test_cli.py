@@ -42,7 +42,8 @@ def ran(*args: str) -> subprocess.CompletedProcess:
 def _batch() -> dict:
     commands = [*MODEL_COMMANDS.values(), *[c for name in CONFIG_FILES for c in CONFIG_COMMANDS[name]],
                 *[("plan", "--dst-tp", "2", *flags, "--json") for flags, _, _ in APPLIED],
-                *[("plan", *flags) for flags, _ in REFUSED], *[tuple(c.split()) for c, _ in EXAMPLES]]
+                *[("plan", *flags) for flags, _ in REFUSED], *[tuple(c.split()) for c, _ in EXAMPLES],
+                *COSTS_COMMANDS]
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         return dict(zip(commands, pool.map(lambda c: kvplan(*c), commands), strict=True))
 
@@ -193,6 +194,34 @@ def test_a_flag_that_would_change_nothing_or_cannot_apply_is_refused(flags, mess
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("kvplan: error: ") and message in done.stderr and done.stderr.count("\n") == 1, \
         done.stderr
+
+
+COSTS = ("plan", "--model", "nemotron-3-nano-30b-a3b", "--src-tp", "1", "--dst-tp", "2", "--costs")
+COSTS_COMMANDS = [COSTS + extra for extra in ((), ("--json",), ("--rank", "1"), ("--rank", "1", "--json"))]
+
+
+def _text_costs(stdout: str) -> dict[str, list[int]]:
+    """The --costs table of the text output: {conv strategy: its numbers}."""
+    rows = [line.strip().strip("|").split("|") for line in stdout.split("per span of a token group", 1)[1].splitlines()
+            if line.startswith("| ") and not line.startswith("| conv strategy")]
+    return {cells[0].strip(): [int(c.replace(",", "")) for c in cells[1:]] for cells in rows}
+
+
+def test_costs_count_the_same_ranks_in_text_and_json():
+    """--costs counts every decode rank, or R's alone with --rank, in the text and in
+    --json alike (the text once summed every rank under --rank)."""
+    fields = ("attention_descriptors", "attention_bytes", "state_descriptors", "state_bytes", "local_copies",
+              "local_bytes", "scratch_bytes")
+    seen = []
+    for extra in ((), ("--rank", "1")):
+        text, data = ran(*COSTS, *extra), ran(*COSTS, *extra, "--json")
+        assert text.returncode == 0 and data.returncode == 0, text.stderr + data.stderr
+        table = _text_costs(text.stdout)
+        assert ("decode rank 1" if extra else "all decode ranks") in text.stdout
+        for cost in json.loads(data.stdout)["costs"]:
+            assert table[cost["conv_strategy"]] == [cost[f] for f in fields]
+        seen.append(table)
+    assert seen[0] != seen[1]  # one rank of two counts less than both
 
 
 def test_version_and_models_json():
