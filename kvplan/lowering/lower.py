@@ -39,36 +39,61 @@ class RequestRows(RowTable):
     dst_block_id: np.ndarray = column()
 
 
-@attrs.frozen
+def _array():
+    return attrs.field(eq=False, converter=frozen)
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def _mask():
+    return attrs.field(eq=False, converter=_readonly)
+
+
+@attrs.frozen(kw_only=True)
 class _Class:
     """Layer segments of a table whose rows are equal up to region ids: `rep` holds the
     representative's L table rows, `rows` the K x L rows of all members. The other
-    fields are the representative's row constants, worked out once per plan: strides
-    and offsets of its regions, `key` one id per distinct (source rank, source region,
+    fields are the representative's row constants, worked out once per plan (`of`):
+    its columns, region strides, `key` one id per distinct (source rank, source region,
     destination region), regions relative to its first row's (`rel_*`), each member's
     first regions (`first_*`) and which rows touch scratch."""
 
-    rep: np.ndarray = attrs.field(eq=False)
-    rows: np.ndarray = attrs.field(eq=False)
+    rep: np.ndarray = _array()
+    rows: np.ndarray = attrs.field(eq=False, converter=_readonly)
     group: int
-    consts: dict = attrs.field(eq=False)
+    src_stride: np.ndarray = _array()
+    dst_stride: np.ndarray = _array()
+    src_offset: np.ndarray = _array()
+    dst_offset: np.ndarray = _array()
+    src_block: np.ndarray = _array()
+    dst_block: np.ndarray = _array()
+    src_rank: np.ndarray = _array()
+    nbytes: np.ndarray = _array()
+    key: np.ndarray = _array()
+    rel_src: np.ndarray = _array()
+    rel_dst: np.ndarray = _array()
+    first_src: np.ndarray = _array()
+    first_dst: np.ndarray = _array()
+    src_scratch: np.ndarray = _mask()
+    dst_scratch: np.ndarray = _mask()
 
     @classmethod
     def of(cls, table, rows: np.ndarray, group: int, src_stride, dst_stride, src_real: int, dst_real: int) -> _Class:
         rep = rows[0]
         keys = np.stack([table.src_rank[rep], table.src_region[rep], table.dst_region[rep]])
-        consts = {
-            "src_stride": src_stride[table.src_region[rep]], "src_offset": table.src_offset[rep],
-            "dst_stride": dst_stride[table.dst_region[rep]], "dst_offset": table.dst_offset[rep],
-            "src_block": table.src_block[rep], "dst_block": table.dst_block[rep],
-            "src_rank": table.src_rank[rep], "nbytes": table.nbytes[rep],
-            "key": np.unique(keys, axis=1, return_inverse=True)[1].reshape(-1),
-            "rel_src": table.src_region[rep] - table.src_region[rep[0]],
-            "rel_dst": table.dst_region[rep] - table.dst_region[rep[0]],
-            "first_src": frozen(table.src_region[rows[:, 0]]), "first_dst": frozen(table.dst_region[rows[:, 0]]),
-            "src_scratch": table.src_region[rep] >= src_real, "dst_scratch": table.dst_region[rep] >= dst_real,
-        }
-        return cls(rep, rows, group, consts)
+        return cls(rep=rep, rows=rows, group=group,
+                   src_stride=src_stride[table.src_region[rep]], dst_stride=dst_stride[table.dst_region[rep]],
+                   src_offset=table.src_offset[rep], dst_offset=table.dst_offset[rep],
+                   src_block=table.src_block[rep], dst_block=table.dst_block[rep],
+                   src_rank=table.src_rank[rep], nbytes=table.nbytes[rep],
+                   key=np.unique(keys, axis=1, return_inverse=True)[1].reshape(-1),
+                   rel_src=table.src_region[rep] - table.src_region[rep[0]],
+                   rel_dst=table.dst_region[rep] - table.dst_region[rep[0]],
+                   first_src=table.src_region[rows[:, 0]], first_dst=table.dst_region[rows[:, 0]],
+                   src_scratch=table.src_region[rep] >= src_real, dst_scratch=table.dst_region[rep] >= dst_real)
 
 
 @attrs.frozen
@@ -144,14 +169,13 @@ def _pairings(plan, table, request: RequestBlocks, src_regions, dst_regions, src
         src_pad, dst_pad = group.src_ids, group.dst_ids
         if len(src_pad) == 0:
             continue
-        c = cls.consts
         span_ids = np.arange(len(src_pad) // ns, dtype=np.int64)[None, :, None]
-        d_idx = span_ids * nd + c["dst_block"][None, None, :]
+        d_idx = span_ids * nd + cls.dst_block[None, None, :]
         # one block per span: the span's block id broadcasts, no gather
-        s_blk = src_pad[None, :, None] if ns == 1 else src_pad[span_ids * ns + c["src_block"][None, None, :]]
+        s_blk = src_pad[None, :, None] if ns == 1 else src_pad[span_ids * ns + cls.src_block[None, None, :]]
         d_blk = dst_pad[None, :, None] if nd == 1 else dst_pad[d_idx]
         keep = (s_blk >= 0) & (d_blk >= 0) if group.partial else None
-        s_scr, d_scr = c["src_scratch"], c["dst_scratch"]
+        s_scr, d_scr = cls.src_scratch, cls.dst_scratch
         if keep is not None and (s_scr & d_scr).any():
             # scratch to scratch (a bounce copy): made for every span of the request,
             # however many of the span's blocks it has (`kvplan.planning.bounce`)
@@ -239,11 +263,13 @@ def lower(plan, dst_rank: int, src_blocks, dst_blocks, *, prefix: str = "exact",
         pre = Transfer.from_compact(
             _lower_table(plan, _of_layers(plan, plan.pre_tables[dst_rank], span), request, src_regions,
                          src_regions, n_src, n_src),
-            dst_rank=request.dst_rank, src_regions=src_regions, dst_regions=src_regions, plan_fingerprint=plan.fingerprint)
+            dst_rank=request.dst_rank, src_regions=src_regions, dst_regions=src_regions,
+            plan_fingerprint=plan.fingerprint)
         post = Transfer.from_compact(
             _lower_table(plan, _of_layers(plan, plan.post_tables[dst_rank], span), request, dst_regions,
                          dst_regions, n_dst, n_dst),
-            dst_rank=request.dst_rank, src_regions=dst_regions, dst_regions=dst_regions, plan_fingerprint=plan.fingerprint)
+            dst_rank=request.dst_rank, src_regions=dst_regions, dst_regions=dst_regions,
+            plan_fingerprint=plan.fingerprint)
     return Transfer.from_compact(reads, dst_rank=request.dst_rank, src_regions=src_regions, dst_regions=dst_regions,
                                  pre_steps=pre, post_steps=post, plan_fingerprint=plan.fingerprint)
 
@@ -332,10 +358,10 @@ def _lower_table(plan, table, request: RequestBlocks, src_regions, dst_regions, 
     (expanded when the Transfer's columns are first read)."""
     blocks = []
     for pr in _pairings(plan, table, request, src_regions, dst_regions, src_real, dst_real):
-        c = pr.cls.consts
-        length = len(pr.cls.rep)
-        s_off = pr.src_blk * c["src_stride"] + c["src_offset"]
-        d_off = pr.dst_blk * c["dst_stride"] + c["dst_offset"]
+        c = pr.cls
+        length = len(c.rep)
+        s_off = pr.src_blk * c.src_stride + c.src_offset
+        d_off = pr.dst_blk * c.dst_stride + c.dst_offset
         s_off, d_off = (a.reshape(-1) for a in np.broadcast_arrays(s_off, d_off))
         spans = len(s_off) // length
         row_of = np.tile(np.arange(length), spans) if length > 1 else np.zeros(spans, np.int64)
@@ -347,13 +373,13 @@ def _lower_table(plan, table, request: RequestBlocks, src_regions, dst_regions, 
             # (then span) for them to merge into one copy per row
             by_row = np.argsort(row_of, kind="stable")
             s_off, d_off, row_of = s_off[by_row], d_off[by_row], row_of[by_row]
-        nbytes = c["nbytes"][row_of]
-        starts = run_starts([c["key"][row_of]], s_off, d_off, nbytes)
+        nbytes = c.nbytes[row_of]
+        starts = run_starts([c.key[row_of]], s_off, d_off, nbytes)
         if len(starts) != len(s_off):
             s_off, d_off, nbytes, row_of = s_off[starts], d_off[starts], merged_nbytes(nbytes, starts), row_of[starts]
         # a class groups layers whose rows are equal up to region ids, counted from each
         # member's first row: region = member's first region + the representative's offset
-        blocks.append(OuterBlock(len(pr.cls.rows), bases=(None, c["first_src"], None, c["first_dst"], None, None),
-                                 values=(c["src_rank"][row_of], c["rel_src"][row_of], s_off, c["rel_dst"][row_of],
-                                         d_off, nbytes)))
+        blocks.append(OuterBlock(len(c.rows), bases=(None, c.first_src, None, c.first_dst, None, None),
+                                 values=(c.src_rank[row_of], c.rel_src[row_of], s_off, c.rel_dst[row_of], d_off,
+                                         nbytes)))
     return CompactRows(names=_TRANSFER_COLUMNS, blocks=tuple(blocks))
